@@ -1,0 +1,30 @@
+//! `keayl-demo`: the runnable demo server (in-memory pub/sub, no setup).
+
+use std::net::SocketAddr;
+
+use clap::Parser;
+use keayl_demo::DemoConfig;
+use tracing_subscriber::EnvFilter;
+
+/// Keayl demo server: live responses, Server-Sent Events and Action Cable.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, env = "KEAYL_ADDR", default_value = "127.0.0.1:3000")]
+    addr: SocketAddr,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let args = Args::parse();
+    let listener = tokio::net::TcpListener::bind(args.addr).await?;
+    tracing::info!(addr = %listener.local_addr()?, "keayl-demo listening");
+    keayl_demo::serve(listener, DemoConfig::default()).await?;
+    Ok(())
+}

@@ -1,0 +1,247 @@
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderName, HeaderValue};
+use http::{HeaderMap, StatusCode};
+use tokio::task::JoinHandle;
+
+use super::stream::Shared;
+use super::{BlockingLiveStream, LiveBody, LiveConfig, LiveStream};
+use crate::{BoxError, WriterError};
+
+/// Builder for a live response: status, headers and stream tuning, then
+/// [`spawn`](Self::spawn) or [`spawn_blocking`](Self::spawn_blocking) with the
+/// writer.
+///
+/// Defaults: status 200, `Content-Type: text/plain; charset=utf-8`,
+/// `Cache-Control: no-cache`, `X-Accel-Buffering: no` (so nginx-style
+/// proxies pass chunks through instead of buffering them), and
+/// [`LiveConfig::default`].
+#[derive(Debug, Clone)]
+pub struct Live {
+    status: StatusCode,
+    headers: HeaderMap,
+    config: LiveConfig,
+}
+
+impl Default for Live {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+pub(crate) static X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
+
+impl Live {
+    /// A live response with the defaults above.
+    pub fn new() -> Self {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        headers.insert(X_ACCEL_BUFFERING.clone(), HeaderValue::from_static("no"));
+        Live {
+            status: StatusCode::OK,
+            headers,
+            config: LiveConfig::default(),
+        }
+    }
+
+    /// Set the response status.
+    pub fn status(mut self, status: StatusCode) -> Self {
+        self.status = status;
+        self
+    }
+
+    /// Set (replace) a response header.
+    pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.insert(name, value);
+        self
+    }
+
+    /// Set the `Content-Type` header.
+    pub fn content_type(self, value: &'static str) -> Self {
+        self.header(CONTENT_TYPE, HeaderValue::from_static(value))
+    }
+
+    /// Replace the stream tuning.
+    pub fn config(mut self, config: LiveConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Set [`LiveConfig::buffer_bytes`].
+    pub fn buffer_bytes(mut self, bytes: usize) -> Self {
+        self.config.buffer_bytes = bytes;
+        self
+    }
+
+    /// Set [`LiveConfig::write_timeout`].
+    pub fn write_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.config.write_timeout = timeout;
+        self
+    }
+
+    /// Run `writer` on its own Tokio task and return the response at once.
+    ///
+    /// The stream closes when the writer returns, fails or panics; chunks it
+    /// wrote are still delivered.
+    ///
+    /// # Panics
+    /// Outside a Tokio runtime (every axum or hyper handler runs inside one).
+    pub fn spawn<F, Fut>(self, writer: F) -> LiveResponse
+    where
+        F: FnOnce(LiveStream) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
+    {
+        let shared = Shared::new(self.config);
+        let stream = LiveStream {
+            shared: shared.clone(),
+        };
+        let guard = CloseOnDrop(shared.clone());
+        let task = tokio::spawn(async move {
+            let _guard = guard;
+            writer(stream).await
+        });
+        self.respond(shared, task)
+    }
+
+    /// Run blocking `writer` on its own thread (Tokio's blocking pool) and
+    /// return the response at once. See [`spawn`](Self::spawn).
+    ///
+    /// # Panics
+    /// Outside a Tokio runtime.
+    pub fn spawn_blocking<F>(self, writer: F) -> LiveResponse
+    where
+        F: FnOnce(BlockingLiveStream) -> Result<(), BoxError> + Send + 'static,
+    {
+        let shared = Shared::new(self.config);
+        let stream = BlockingLiveStream::new(
+            LiveStream {
+                shared: shared.clone(),
+            },
+            tokio::runtime::Handle::current(),
+        );
+        let guard = CloseOnDrop(shared.clone());
+        let task = tokio::task::spawn_blocking(move || {
+            let _guard = guard;
+            writer(stream)
+        });
+        self.respond(shared, task)
+    }
+
+    fn respond(self, shared: Arc<Shared>, task: JoinHandle<Result<(), BoxError>>) -> LiveResponse {
+        let mut response = http::Response::new(LiveBody::new(shared.clone()));
+        *response.status_mut() = self.status;
+        *response.headers_mut() = self.headers;
+        LiveResponse {
+            response,
+            handle: LiveHandle { task },
+            stream: LiveStream { shared },
+        }
+    }
+}
+
+/// Closes the stream when the writer ends, including by panic or
+/// cancellation, since the guard lives inside the writer's task.
+struct CloseOnDrop(Arc<Shared>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+/// A live response: the HTTP response to hand to the adapter, and the
+/// [`LiveHandle`] of its writer.
+#[derive(Debug)]
+pub struct LiveResponse {
+    response: http::Response<LiveBody>,
+    handle: LiveHandle,
+    stream: LiveStream,
+}
+
+impl LiveResponse {
+    /// Always true: the body is produced by a live writer.
+    pub fn is_live(&self) -> bool {
+        true
+    }
+
+    /// True while the body is still streaming: the writer may write more, or
+    /// written chunks are not yet delivered.
+    pub fn is_streaming(&self) -> bool {
+        !self.stream.shared.is_finished()
+    }
+
+    /// Whether the client went away (see [`LiveStream::is_disconnected`]).
+    pub fn is_disconnected(&self) -> bool {
+        self.stream.is_disconnected()
+    }
+
+    /// The response status and headers.
+    pub fn headers(&self) -> &HeaderMap {
+        self.response.headers()
+    }
+
+    /// The response, for the adapter; the writer runs on, detached.
+    pub fn into_http(self) -> http::Response<LiveBody> {
+        self.response
+    }
+
+    /// The response and the writer's handle.
+    pub fn into_parts(self) -> (http::Response<LiveBody>, LiveHandle) {
+        (self.response, self.handle)
+    }
+}
+
+impl From<LiveResponse> for http::Response<LiveBody> {
+    fn from(r: LiveResponse) -> Self {
+        r.into_http()
+    }
+}
+
+/// Completes when the writer finishes, with its outcome (the spec's
+/// `live-promise`).
+///
+/// `Ok(())` when the writer returned `Ok(())`; otherwise a [`WriterError`]:
+/// the writer's error, its panic, or its cancellation. Dropping the handle
+/// does not stop the writer.
+#[derive(Debug)]
+pub struct LiveHandle {
+    task: JoinHandle<Result<(), BoxError>>,
+}
+
+impl LiveHandle {
+    /// Whether the writer has finished.
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+}
+
+impl Future for LiveHandle {
+    type Output = Result<(), WriterError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.task)
+            .poll(cx)
+            .map(|joined| match joined {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(WriterError::Failed(e)),
+                Err(e) if e.is_panic() => {
+                    let payload = e.into_panic();
+                    let msg = payload
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| payload.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "non-string panic payload".to_owned());
+                    Err(WriterError::Panicked(msg))
+                }
+                Err(_) => Err(WriterError::Cancelled),
+            })
+    }
+}

@@ -1,0 +1,301 @@
+use std::borrow::Cow;
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::HeaderMap;
+use http::header::{CONTENT_TYPE, HeaderValue};
+
+use super::frame::{self, Frame, SseOptions};
+use crate::{BlockingLiveStream, BoxError, Live, LiveConfig, LiveError, LiveResponse, LiveStream};
+
+/// Builder for a Server-Sent Events response: per-stream defaults, an
+/// optional automatic heartbeat, the client's `Last-Event-ID`, then
+/// [`spawn`](Self::spawn) with the writer.
+#[derive(Debug, Clone)]
+pub struct Sse {
+    live: Live,
+    defaults: SseOptions,
+    heartbeat: Option<Duration>,
+    last_event_id: Option<String>,
+}
+
+impl Default for Sse {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Sse {
+    /// An SSE response: `Content-Type: text/event-stream`,
+    /// `Cache-Control: no-cache`, `X-Accel-Buffering: no`, no defaults, no
+    /// heartbeat.
+    pub fn new() -> Self {
+        Sse {
+            live: Live::new().header(CONTENT_TYPE, HeaderValue::from_static("text/event-stream")),
+            defaults: SseOptions::default(),
+            heartbeat: None,
+            last_event_id: None,
+        }
+    }
+
+    /// Default `event:` for every frame.
+    pub fn event(mut self, event: impl Into<String>) -> Self {
+        self.defaults.event = Some(event.into());
+        self
+    }
+
+    /// Default `id:` for every frame.
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.defaults.id = Some(id.into());
+        self
+    }
+
+    /// Default `retry:` (milliseconds) for every frame.
+    pub fn retry(mut self, millis: u64) -> Self {
+        self.defaults.retry = Some(millis);
+        self
+    }
+
+    /// Replace all defaults at once.
+    pub fn defaults(mut self, defaults: SseOptions) -> Self {
+        self.defaults = defaults;
+        self
+    }
+
+    /// Write a `: keep-alive` comment whenever the stream has been idle for
+    /// `every`. Off by default.
+    pub fn heartbeat(mut self, every: Duration) -> Self {
+        self.heartbeat = Some(every);
+        self
+    }
+
+    /// Take the client's `Last-Event-ID` from the request headers, for
+    /// [`SseWriter::last_event_id`].
+    pub fn request_headers(mut self, headers: &HeaderMap) -> Self {
+        self.last_event_id = headers
+            .get("last-event-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        self
+    }
+
+    /// Set the `Last-Event-ID` the writer sees.
+    pub fn last_event_id(mut self, id: Option<String>) -> Self {
+        self.last_event_id = id;
+        self
+    }
+
+    /// Replace the stream tuning (buffer bound, write timeout).
+    pub fn config(mut self, config: LiveConfig) -> Self {
+        self.live = self.live.config(config);
+        self
+    }
+
+    /// Customise the underlying [`Live`] builder (status, extra headers).
+    pub fn live(mut self, f: impl FnOnce(Live) -> Live) -> Self {
+        self.live = f(self.live);
+        self
+    }
+
+    /// Run `writer` on its own task; see [`Live::spawn`].
+    ///
+    /// # Panics
+    /// Outside a Tokio runtime.
+    pub fn spawn<F, Fut>(self, writer: F) -> LiveResponse
+    where
+        F: FnOnce(SseWriter) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
+    {
+        let defaults = Arc::new(self.defaults);
+        let last_event_id: Option<Arc<str>> = self.last_event_id.map(Into::into);
+        let heartbeat = self.heartbeat;
+        self.live.spawn(move |stream| {
+            if let Some(every) = heartbeat {
+                spawn_heartbeat(stream.clone(), every);
+            }
+            writer(SseWriter {
+                stream,
+                defaults,
+                last_event_id,
+            })
+        })
+    }
+
+    /// Run blocking `writer` on its own thread; see [`Live::spawn_blocking`].
+    ///
+    /// # Panics
+    /// Outside a Tokio runtime.
+    pub fn spawn_blocking<F>(self, writer: F) -> LiveResponse
+    where
+        F: FnOnce(BlockingSseWriter) -> Result<(), BoxError> + Send + 'static,
+    {
+        let defaults = Arc::new(self.defaults);
+        let last_event_id: Option<Arc<str>> = self.last_event_id.map(Into::into);
+        let heartbeat = self.heartbeat;
+        self.live.spawn_blocking(move |stream| {
+            if let Some(every) = heartbeat {
+                let _rt = stream.runtime().enter();
+                spawn_heartbeat(stream.as_async().clone(), every);
+            }
+            writer(BlockingSseWriter {
+                inner: SseWriter {
+                    stream: stream.as_async().clone(),
+                    defaults,
+                    last_event_id,
+                },
+                stream,
+            })
+        })
+    }
+}
+
+fn spawn_heartbeat(stream: LiveStream, every: Duration) {
+    tokio::spawn(async move {
+        let mut out = Vec::new();
+        frame::encode_comment("keep-alive", &mut out);
+        let comment = Bytes::from(out);
+        loop {
+            let wait = every.saturating_sub(stream.idle_for());
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stream.closed() => return,
+            }
+            if stream.idle_for() >= every && stream.write(comment.clone()).await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
+/// The writer's end of an SSE response.
+#[derive(Debug, Clone)]
+pub struct SseWriter {
+    stream: LiveStream,
+    defaults: Arc<SseOptions>,
+    last_event_id: Option<Arc<str>>,
+}
+
+impl SseWriter {
+    /// Emit one event frame carrying `data`, with the stream's defaults.
+    /// Chain [`event`](SseWrite::event), [`id`](SseWrite::id) or
+    /// [`retry`](SseWrite::retry) to override them for this frame, then
+    /// `.await`.
+    pub fn write<'a>(&'a self, data: impl Into<Cow<'a, str>>) -> SseWrite<'a> {
+        SseWrite {
+            writer: self,
+            data: data.into(),
+            options: SseOptions::default(),
+        }
+    }
+
+    /// Emit one frame with explicit per-write `options` (merged over the
+    /// defaults).
+    pub async fn write_with(&self, data: &str, options: &SseOptions) -> Result<(), LiveError> {
+        let merged = options.or(&self.defaults);
+        let mut out = Vec::with_capacity(data.len() + 32);
+        Frame::with_options(data, &merged).encode(&mut out)?;
+        self.stream.write(out).await
+    }
+
+    /// Write a comment line (`: text`): a heartbeat that delivers no event.
+    pub async fn comment(&self, text: &str) -> Result<(), LiveError> {
+        let mut out = Vec::with_capacity(text.len() + 4);
+        frame::encode_comment(text, &mut out);
+        self.stream.write(out).await
+    }
+
+    /// The `Last-Event-ID` the client sent, so the writer can resume.
+    pub fn last_event_id(&self) -> Option<&str> {
+        self.last_event_id.as_deref()
+    }
+
+    /// The live stream underneath (for [`LiveStream::disconnected`],
+    /// [`LiveStream::is_disconnected`], …).
+    pub fn stream(&self) -> &LiveStream {
+        &self.stream
+    }
+
+    /// Whether the client has gone.
+    pub fn is_disconnected(&self) -> bool {
+        self.stream.is_disconnected()
+    }
+}
+
+/// One pending SSE write; see [`SseWriter::write`]. Does nothing until
+/// awaited.
+#[derive(Debug)]
+#[must_use = "an SSE write does nothing until awaited"]
+pub struct SseWrite<'a> {
+    writer: &'a SseWriter,
+    data: Cow<'a, str>,
+    options: SseOptions,
+}
+
+impl SseWrite<'_> {
+    /// Override the `event:` for this frame.
+    pub fn event(mut self, event: impl Into<String>) -> Self {
+        self.options.event = Some(event.into());
+        self
+    }
+
+    /// Override the `id:` for this frame.
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.options.id = Some(id.into());
+        self
+    }
+
+    /// Override the `retry:` (milliseconds) for this frame.
+    pub fn retry(mut self, millis: u64) -> Self {
+        self.options.retry = Some(millis);
+        self
+    }
+}
+
+impl<'a> IntoFuture for SseWrite<'a> {
+    type Output = Result<(), LiveError>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Result<(), LiveError>> + Send + 'a>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move { self.writer.write_with(&self.data, &self.options).await })
+    }
+}
+
+/// The writer's end of an SSE response for blocking code; see
+/// [`Sse::spawn_blocking`]. Every method blocks the calling thread.
+#[derive(Debug, Clone)]
+pub struct BlockingSseWriter {
+    inner: SseWriter,
+    stream: BlockingLiveStream,
+}
+
+impl BlockingSseWriter {
+    /// Emit one frame with the stream's defaults.
+    pub fn write(&self, data: &str) -> Result<(), LiveError> {
+        self.write_with(data, &SseOptions::default())
+    }
+
+    /// Emit one frame with per-write `options` over the defaults.
+    pub fn write_with(&self, data: &str, options: &SseOptions) -> Result<(), LiveError> {
+        self.stream
+            .runtime()
+            .block_on(self.inner.write_with(data, options))
+    }
+
+    /// Write a comment line.
+    pub fn comment(&self, text: &str) -> Result<(), LiveError> {
+        self.stream.runtime().block_on(self.inner.comment(text))
+    }
+
+    /// The client's `Last-Event-ID`.
+    pub fn last_event_id(&self) -> Option<&str> {
+        self.inner.last_event_id()
+    }
+
+    /// The blocking live stream underneath.
+    pub fn stream(&self) -> &BlockingLiveStream {
+        &self.stream
+    }
+}

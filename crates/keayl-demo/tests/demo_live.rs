@@ -1,0 +1,105 @@
+//! The demo's live and SSE endpoints, served by axum over loopback.
+
+use std::time::Duration;
+
+use keayl_demo::DemoConfig;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+async fn start(config: DemoConfig) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(keayl_demo::serve(listener, config));
+    addr
+}
+
+async fn get_raw(addr: std::net::SocketAddr, path: &str, headers: &str) -> (String, Vec<u8>) {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut raw = Vec::new();
+    tcp.read_to_end(&mut raw).await.unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8(raw[..split].to_vec()).unwrap();
+    let head = head.to_ascii_lowercase();
+    let body = if head.contains("transfer-encoding: chunked") {
+        dechunk(&raw[split + 4..])
+    } else {
+        raw[split + 4..].to_vec()
+    };
+    (head, body)
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
+        let size = usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap(), 16).unwrap();
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + size]);
+        b = &b[eol + 4 + size..];
+    }
+    out
+}
+
+#[tokio::test]
+async fn numbers_is_the_spec_example() {
+    let addr = start(DemoConfig::default()).await;
+    let (head, body) = get_raw(addr, "/numbers", "").await;
+    assert!(head.starts_with("http/1.1 200"));
+    assert_eq!(body, b"1\n2\n3\n4\n5\n6\n7\n8\n9\n10\n");
+}
+
+#[tokio::test]
+async fn events_is_the_spec_example_with_retry_default() {
+    let addr = start(DemoConfig::default()).await;
+    let (head, body) = get_raw(addr, "/events", "").await;
+    assert!(head.contains("content-type: text/event-stream"));
+    assert!(head.contains("cache-control: no-cache"));
+    assert!(head.contains("x-accel-buffering: no"));
+    assert_eq!(
+        String::from_utf8(body).unwrap(),
+        "event: greeting\nretry: 5000\ndata: hello\n\n\
+         retry: 5000\ndata: world\n\n\
+         retry: 1000\ndata: pong\n\n"
+    );
+}
+
+#[tokio::test]
+async fn clock_ticks_with_ids_and_resumes_after_last_event_id() {
+    let addr = start(DemoConfig {
+        clock_interval: Duration::from_millis(50),
+        clock_heartbeat: Duration::from_secs(15),
+    })
+    .await;
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"GET /clock HTTP/1.1\r\nHost: x\r\nLast-Event-ID: 7\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&got).contains("id: 9\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.contains(": clock stream open\n"));
+    assert!(text.contains("event: tick\nid: 8\ndata: {\"n\":8,"), "{text}");
+}
+
+#[tokio::test]
+async fn index_page_uses_event_source_on_clock() {
+    let addr = start(DemoConfig::default()).await;
+    let (head, body) = get_raw(addr, "/", "").await;
+    assert!(head.contains("content-type: text/html"));
+    let page = String::from_utf8(body).unwrap();
+    assert!(page.contains("new EventSource(\"/clock\")"));
+}

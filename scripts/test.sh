@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The whole Keayl test suite: Rust unit/integration/doc tests, then the Node
+# tests that drive the demo and fixture servers with real JavaScript clients.
+# Installs what the tests need (npm packages from the lockfile).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "==> cargo build (binaries used by the Node tests)"
+cargo build --workspace --bins
+
+echo "==> cargo test --workspace"
+cargo test --workspace
+
+echo "==> Node tests (tests/node)"
+(
+  cd tests/node
+  if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+    npm ci --no-audit --no-fund
+  fi
+  KEAYL_DEMO_BIN="$PWD/../../target/debug/keayl-demo" npm test
+)

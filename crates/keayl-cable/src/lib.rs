@@ -1,7 +1,40 @@
 //! # keayl-cable: Action Cable-style real-time messaging, transport-independent
 //!
-//! (crate map written below as modules land)
+//! A **connection** holds a client; **channels** group its subscriptions;
+//! a **pub/sub** backend fans broadcasts out to everyone on a stream. This
+//! crate is the sans-IO core: no sockets. A connection talks to its client
+//! only through a [`Sink`](connection::Sink); the WebSocket transport
+//! (`keayl-axum`) drives it.
+//!
+//! | Concept | Where |
+//! |---|---|
+//! | Wire format (commands in, messages out) | [`protocol`] |
+//! | Connections, identification, authentication | [`connection`] |
+//! | Channels, streams, transmit, reject, timers | [`channel`] |
+//! | The server: channel registry, limits, remote connections | [`server`] ([`Cable`]) |
+//! | Pub/sub backends | [`pubsub`] ([`InMemory`](pubsub::InMemory), [`External`](pubsub::External)) |
+//! | Coders | [`coder`] |
+//! | Stream names from models | [`naming`] |
+//! | Broadcasting from models (Turbo Streams) | [`broadcasting`], [`turbo`] |
+//! | Signed stream names (Rails `MessageVerifier`) | [`signing`] |
 
+pub mod broadcasting;
+pub mod channel;
+pub mod coder;
+pub mod connection;
+pub mod naming;
 pub mod protocol;
+pub mod pubsub;
+pub mod server;
 pub mod signing;
 pub mod turbo;
+
+pub use broadcasting::{Broadcastable, set_cable_pubsub};
+pub use channel::{Channel, ChannelContext, ChannelError, Data, Params};
+pub use coder::{Coder, JsonCoder};
+pub use connection::{
+    CommandError, ConnectError, Connection, ConnectionHandler, Identifiers, Request, Sink,
+    SubscribeOutcome,
+};
+pub use pubsub::{External, InMemory, PubSub, PubSubClient};
+pub use server::{Cable, CableConfig};

@@ -1,0 +1,288 @@
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::Params;
+use crate::coder::{Coder, JsonCoder};
+use crate::connection::{ConnShared, Identifiers, Request, Sink};
+use crate::naming::{self, Streamable};
+use crate::protocol::EncodedIdentifier;
+use crate::pubsub::{BoxFuture, Callback, Delivery, PubSubError, SubscriptionId};
+
+/// What a channel callback can do: read its subscription and connection,
+/// stream, transmit, broadcast, reject, schedule timers.
+///
+/// None of these are reachable from the wire.
+pub struct ChannelContext<'a> {
+    pub(crate) state: &'a mut SubState,
+    pub(crate) conn: &'a ConnShared,
+}
+
+impl std::fmt::Debug for ChannelContext<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChannelContext")
+            .field("identifier", &self.state.identifier)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Per-subscription bookkeeping, owned by the connection.
+pub(crate) struct SubState {
+    pub(crate) identifier: String,
+    pub(crate) encoded: EncodedIdentifier,
+    pub(crate) channel_class: Arc<str>,
+    pub(crate) params: Params,
+    pub(crate) gate: Arc<Gate>,
+    pub(crate) streams: HashMap<String, SubscriptionId>,
+    pub(crate) pending: Vec<BoxFuture<'static, Result<(), PubSubError>>>,
+    pub(crate) timers: Vec<Timer>,
+    pub(crate) rejected: bool,
+    pub(crate) confirmed: bool,
+}
+
+/// A periodic timer of one subscription.
+#[derive(Debug, Clone)]
+pub(crate) struct Timer {
+    pub(crate) name: &'static str,
+    pub(crate) every: Duration,
+    pub(crate) due: Instant,
+}
+
+impl SubState {
+    pub(crate) fn new(identifier: &str, channel_class: Arc<str>, params: Params) -> Self {
+        SubState {
+            identifier: identifier.to_owned(),
+            encoded: EncodedIdentifier::new(identifier),
+            channel_class,
+            params,
+            gate: Arc::new(Gate::default()),
+            streams: HashMap::new(),
+            pending: Vec::new(),
+            timers: Vec::new(),
+            rejected: false,
+            confirmed: false,
+        }
+    }
+}
+
+/// Holds a subscription's stream messages back until its confirmation is
+/// sent, and stops them for good once it ends.
+///
+/// The lock is held while handing a frame to the sink, which only enqueues;
+/// that is what keeps "confirmation first, then stream messages, none after
+/// the end" true when broadcasts arrive from other tasks.
+#[derive(Debug, Default)]
+pub(crate) struct Gate {
+    state: Mutex<GateState>,
+}
+
+#[derive(Debug, Default)]
+enum GateState {
+    #[default]
+    Pending,
+    Buffering(Vec<Bytes>),
+    Open,
+    Closed,
+}
+
+impl Gate {
+    fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn deliver(&self, sink: &Sink, frame: Bytes) {
+        let mut st = self.lock();
+        match &mut *st {
+            GateState::Open => sink.send(frame),
+            GateState::Pending => *st = GateState::Buffering(vec![frame]),
+            GateState::Buffering(held) => held.push(frame),
+            GateState::Closed => {}
+        }
+    }
+
+    /// Send `confirmation`, then whatever arrived before it, and let later
+    /// messages through.
+    pub(crate) fn open(&self, sink: &Sink, confirmation: Bytes) {
+        let mut st = self.lock();
+        match std::mem::replace(&mut *st, GateState::Open) {
+            GateState::Pending => sink.send(confirmation),
+            GateState::Buffering(held) => {
+                sink.send(confirmation);
+                for frame in held {
+                    sink.send(frame);
+                }
+            }
+            GateState::Open => {}
+            GateState::Closed => *st = GateState::Closed,
+        }
+    }
+
+    pub(crate) fn close(&self) {
+        *self.lock() = GateState::Closed;
+    }
+}
+
+impl<'a> ChannelContext<'a> {
+    /// The subscription's identifier, exactly as the client sent it.
+    pub fn identifier(&self) -> &str {
+        &self.state.identifier
+    }
+
+    /// The channel class name (`ChatChannel`).
+    pub fn channel_class(&self) -> &str {
+        &self.state.channel_class
+    }
+
+    /// The decoded identifier (`channel` included), JSON types preserved.
+    pub fn params(&self) -> &Params {
+        &self.state.params
+    }
+
+    /// A parameter that is a JSON string.
+    pub fn param_str(&self, key: &str) -> Option<&str> {
+        self.state.params.get(key).and_then(Value::as_str)
+    }
+
+    /// The connection's identifiers (those given when it was created and
+    /// those set in `connect`).
+    pub fn identifiers(&self) -> &Identifiers {
+        &self.conn.identifiers
+    }
+
+    /// The upgrade request the connection came from.
+    pub fn request(&self) -> &Request {
+        &self.conn.request
+    }
+
+    /// Stream `stream` to this client: every message broadcast on it is
+    /// transmitted with this subscription's identifier. Repeating a stream
+    /// already streamed is a no-op (one delivery per message).
+    pub fn stream_from(&mut self, stream: impl Into<String>) {
+        self.stream_from_with_coder(stream, Arc::new(JsonCoder));
+    }
+
+    /// [`stream_from`](Self::stream_from) decoding messages with `coder`.
+    pub fn stream_from_with_coder(&mut self, stream: impl Into<String>, coder: Arc<dyn Coder>) {
+        let stream = stream.into();
+        if self.state.streams.contains_key(&stream) {
+            return;
+        }
+        let callback = self.delivery_callback(coder);
+        let sub = self.conn.cable.pubsub().subscribe(&stream, callback);
+        self.state.pending.push(sub.ready);
+        self.state.streams.insert(stream, sub.id);
+    }
+
+    fn delivery_callback(&self, coder: Arc<dyn Coder>) -> Callback {
+        let gate = self.state.gate.clone();
+        let encoded = self.state.encoded.clone();
+        let sink = self.conn.sink.clone();
+        if coder.is_json_passthrough() {
+            Arc::new(move |d: &Delivery| match d.frame_for(&encoded) {
+                Some(frame) => gate.deliver(&sink, frame),
+                None => tracing::warn!(stream = d.stream(), "dropped a broadcast that is not JSON"),
+            })
+        } else {
+            Arc::new(move |d: &Delivery| match coder.decode(d.message()) {
+                Ok(value) => gate.deliver(&sink, encoded.frame(&value.to_string())),
+                Err(e) => tracing::warn!(stream = d.stream(), error = %e, "could not decode a broadcast"),
+            })
+        }
+    }
+
+    /// Stream the broadcasting of a model: [`broadcasting_for`] under this
+    /// channel's name (`chat:Z2lkOi8v…`).
+    ///
+    /// [`broadcasting_for`]: crate::naming::broadcasting_for
+    pub fn stream_for(&mut self, target: &dyn Streamable) {
+        let name = self.broadcasting_for(target);
+        self.stream_from(name);
+    }
+
+    /// [`stream_for`](Self::stream_for) decoding messages with `coder`.
+    pub fn stream_for_with_coder(&mut self, target: &dyn Streamable, coder: Arc<dyn Coder>) {
+        let name = self.broadcasting_for(target);
+        self.stream_from_with_coder(name, coder);
+    }
+
+    /// This channel's broadcasting name for `target`.
+    pub fn broadcasting_for(&self, target: &dyn Streamable) -> String {
+        naming::broadcasting_for(&self.state.channel_class, &[target])
+    }
+
+    /// Stop streaming `stream`; a no-op if not streaming it.
+    pub fn stop_stream_from(&mut self, stream: &str) {
+        if let Some(id) = self.state.streams.remove(stream) {
+            self.conn.cable.pubsub().unsubscribe(id);
+        }
+    }
+
+    /// Stop streaming a model's broadcasting.
+    pub fn stop_stream_for(&mut self, target: &dyn Streamable) {
+        let name = self.broadcasting_for(target);
+        self.stop_stream_from(&name);
+    }
+
+    /// Stop every stream of this subscription.
+    pub fn stop_all_streams(&mut self) {
+        for (_, id) in self.state.streams.drain() {
+            self.conn.cable.pubsub().unsubscribe(id);
+        }
+    }
+
+    /// The streams this subscription currently streams from.
+    pub fn streams(&self) -> impl Iterator<Item = &str> {
+        self.state.streams.keys().map(String::as_str)
+    }
+
+    /// Send `data` straight to this client, under this subscription's
+    /// identifier.
+    pub fn transmit(&self, data: impl Serialize) {
+        match serde_json::to_string(&data) {
+            Ok(json) => self.conn.sink.send(self.state.encoded.frame(&json)),
+            Err(e) => tracing::error!(error = %e, "could not serialise a transmission"),
+        }
+    }
+
+    /// Publish `data` (JSON-encoded) to `stream`, reaching every connection
+    /// subscribed to it. Await the result to learn whether the backend took it.
+    pub fn broadcast_to(
+        &self,
+        stream: &str,
+        data: &impl Serialize,
+    ) -> BoxFuture<'static, Result<(), PubSubError>> {
+        self.conn.cable.broadcast(stream, data)
+    }
+
+    /// Refuse the subscription (call from `subscribed`): the client gets
+    /// `reject_subscription`, streams set up so far are torn down and never
+    /// deliver, and `unsubscribed` runs.
+    pub fn reject(&mut self) {
+        self.state.rejected = true;
+    }
+
+    /// Whether [`reject`](Self::reject) was called.
+    pub fn is_rejected(&self) -> bool {
+        self.state.rejected
+    }
+
+    /// Call [`perform`](super::Channel::perform) with `name` every `every`
+    /// while the subscription lasts, first after one interval. A zero
+    /// interval is ignored.
+    pub fn periodically(&mut self, name: &'static str, every: Duration) {
+        if every.is_zero() {
+            tracing::warn!(timer = name, "ignoring a periodic timer with a zero interval");
+            return;
+        }
+        self.state.timers.push(Timer {
+            name,
+            every,
+            due: Instant::now() + every,
+        });
+    }
+}

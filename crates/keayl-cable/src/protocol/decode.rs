@@ -1,0 +1,356 @@
+//! Decoding client → server commands.
+
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use super::ProtocolError;
+
+/// A decoded client → server command.
+///
+/// Identifiers are kept as the **exact raw string** received on the wire: Action Cable keys
+/// subscriptions by that string, without any normalisation, and echoes it back unchanged
+/// (`{"channel":"X","room":"1"}` and `{"room":"1","channel":"X"}` are two subscriptions).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// `{"command":"subscribe","identifier":"{\"channel\":…}"}`.
+    Subscribe {
+        /// The raw identifier string (the subscription key).
+        identifier: String,
+        /// The identifier's `"channel"` value, e.g. `ChatChannel`.
+        channel: String,
+        /// The decoded identifier object, **including** the `"channel"` key, with JSON
+        /// types preserved (`"room":1` and `"room":"1"` stay distinct).
+        params: Map<String, Value>,
+    },
+    /// `{"command":"unsubscribe","identifier":"…"}`.
+    ///
+    /// The identifier only needs to be a string; it is not decoded. A string that matches no
+    /// subscription is the caller's "unknown subscription" case.
+    Unsubscribe {
+        /// The raw identifier string.
+        identifier: String,
+    },
+    /// `{"command":"message","identifier":"…","data":"{\"action\":…}"}`.
+    ///
+    /// As for [`Command::Unsubscribe`], the identifier is not decoded.
+    Message {
+        /// The raw identifier string.
+        identifier: String,
+        /// The action to perform: `data["action"]` when it is a non-blank string. `None`
+        /// (absent, `null`, `""` or whitespace only) means the channel's `receive` action.
+        action: Option<String>,
+        /// The decoded `data` object, **including** its `"action"` key (Rails passes the
+        /// whole object to the action).
+        data: Map<String, Value>,
+    },
+}
+
+impl Command {
+    /// The raw identifier string this command refers to.
+    pub fn identifier(&self) -> &str {
+        match self {
+            Self::Subscribe { identifier, .. }
+            | Self::Unsubscribe { identifier }
+            | Self::Message { identifier, .. } => identifier,
+        }
+    }
+
+    /// The wire name of the command: `"subscribe"`, `"unsubscribe"` or `"message"`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Subscribe { .. } => "subscribe",
+            Self::Unsubscribe { .. } => "unsubscribe",
+            Self::Message { .. } => "message",
+        }
+    }
+}
+
+/// Decodes one client text frame into a [`Command`].
+///
+/// `frame` is the payload of a WebSocket text frame. Any byte sequence is accepted as input
+/// and the function never panics: invalid UTF-8, invalid JSON, wrong types and hostile
+/// nesting all come back as a [`ProtocolError`] (see its variants for the mapping to the
+/// specification's malformed-input table). Command names are matched exactly and
+/// case-sensitively. Unknown top-level keys are ignored; when a key is repeated the last
+/// value wins, as with Ruby's `JSON.parse`.
+///
+/// ```
+/// use keayl_cable::protocol::{Command, parse_command};
+///
+/// let frame = br#"{"command":"subscribe","identifier":"{\"channel\":\"ChatChannel\",\"room\":1}"}"#;
+/// let Command::Subscribe { identifier, channel, params } = parse_command(frame)? else {
+///     unreachable!()
+/// };
+/// assert_eq!(identifier, r#"{"channel":"ChatChannel","room":1}"#);
+/// assert_eq!(channel, "ChatChannel");
+/// assert_eq!(params["room"], 1);
+/// # Ok::<(), keayl_cable::protocol::ProtocolError>(())
+/// ```
+pub fn parse_command(frame: &[u8]) -> Result<Command, ProtocolError> {
+    let text = std::str::from_utf8(frame).map_err(|e| ProtocolError::NotJson {
+        reason: format!("invalid UTF-8: {e}"),
+    })?;
+    let envelope = parse_envelope(text)?;
+
+    match command_name(envelope.command)? {
+        Name::Subscribe => {
+            let identifier = required_string(envelope.identifier)?;
+            let (channel, params) = decode_identifier(&identifier)?;
+            Ok(Command::Subscribe {
+                identifier,
+                channel,
+                params,
+            })
+        }
+        Name::Unsubscribe => Ok(Command::Unsubscribe {
+            identifier: required_string(envelope.identifier)?,
+        }),
+        Name::Message => {
+            let identifier = required_string(envelope.identifier)?;
+            let (action, data) = decode_data(envelope.data)?;
+            Ok(Command::Message {
+                identifier,
+                action,
+                data,
+            })
+        }
+    }
+}
+
+/// The three top-level keys we care about, borrowed unparsed from the frame.
+struct Envelope<'a> {
+    command: Option<&'a RawValue>,
+    identifier: Option<&'a RawValue>,
+    data: Option<&'a RawValue>,
+}
+
+impl<'de> Deserialize<'de> for Envelope<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // `deserialize_map` (unlike a derived struct) refuses JSON arrays.
+        deserializer.deserialize_map(EnvelopeVisitor)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "lowercase")]
+enum Field {
+    Command,
+    Identifier,
+    Data,
+    #[serde(other)]
+    Other,
+}
+
+struct EnvelopeVisitor;
+
+impl<'de> Visitor<'de> for EnvelopeVisitor {
+    type Value = Envelope<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut envelope = Envelope {
+            command: None,
+            identifier: None,
+            data: None,
+        };
+        while let Some(field) = map.next_key::<Field>()? {
+            // Later duplicates overwrite earlier ones (Ruby `JSON.parse` semantics).
+            // `IgnoredAny` and `RawValue` skip values iteratively: deep nesting here cannot
+            // exhaust the stack.
+            match field {
+                Field::Command => envelope.command = Some(map.next_value()?),
+                Field::Identifier => envelope.identifier = Some(map.next_value()?),
+                Field::Data => envelope.data = Some(map.next_value()?),
+                Field::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(envelope)
+    }
+}
+
+fn parse_envelope(text: &str) -> Result<Envelope<'_>, ProtocolError> {
+    serde_json::from_str::<Envelope<'_>>(text).map_err(|e| {
+        if e.classify() == serde_json::error::Category::Data {
+            // The top-level value is not an object. serde_json reports the type mismatch as
+            // soon as it sees the first byte, so make sure the rest is valid JSON too.
+            match serde_json::from_str::<IgnoredAny>(text) {
+                Ok(_) => ProtocolError::NotAnObject {
+                    found: raw_kind(text.trim_start()),
+                },
+                Err(e) => not_json(&e),
+            }
+        } else {
+            not_json(&e)
+        }
+    })
+}
+
+fn not_json(e: &serde_json::Error) -> ProtocolError {
+    ProtocolError::NotJson {
+        reason: e.to_string(),
+    }
+}
+
+enum Name {
+    Subscribe,
+    Unsubscribe,
+    Message,
+}
+
+fn command_name(raw: Option<&RawValue>) -> Result<Name, ProtocolError> {
+    let raw = match raw {
+        None => return Err(ProtocolError::MissingCommand),
+        Some(raw) if raw.get() == "null" => return Err(ProtocolError::MissingCommand),
+        Some(raw) => raw.get(),
+    };
+    // Fast path: the usual unescaped spelling, no allocation.
+    match raw {
+        r#""subscribe""# => return Ok(Name::Subscribe),
+        r#""unsubscribe""# => return Ok(Name::Unsubscribe),
+        r#""message""# => return Ok(Name::Message),
+        _ => {}
+    }
+    let unknown = |text: &str| ProtocolError::UnknownCommand {
+        command: truncate_chars(text, ProtocolError::MAX_ECHOED_CHARS).to_owned(),
+    };
+    if !raw.starts_with('"') {
+        return Err(unknown(raw));
+    }
+    // A string with escapes (`"subscrib\u0065"` is still `subscribe` to Ruby).
+    let name: String = serde_json::from_str(raw).map_err(|e| not_json(&e))?;
+    match name.as_str() {
+        "subscribe" => Ok(Name::Subscribe),
+        "unsubscribe" => Ok(Name::Unsubscribe),
+        "message" => Ok(Name::Message),
+        other => Err(unknown(other)),
+    }
+}
+
+/// Decodes the `identifier` field, which must be a JSON string.
+fn required_string(raw: Option<&RawValue>) -> Result<String, ProtocolError> {
+    let raw = match raw {
+        None => return Err(ProtocolError::MissingIdentifier),
+        Some(raw) if raw.get() == "null" => return Err(ProtocolError::MissingIdentifier),
+        Some(raw) => raw.get(),
+    };
+    if !raw.starts_with('"') {
+        return Err(ProtocolError::IdentifierNotString {
+            found: raw_kind(raw),
+        });
+    }
+    serde_json::from_str(raw).map_err(|e| not_json(&e))
+}
+
+fn decode_identifier(identifier: &str) -> Result<(String, Map<String, Value>), ProtocolError> {
+    let params = match serde_json::from_str::<Value>(identifier) {
+        Ok(Value::Object(params)) => params,
+        Ok(other) => {
+            return Err(ProtocolError::IdentifierNotObject {
+                found: value_kind(&other),
+            });
+        }
+        Err(e) if is_recursion_limit(&e) => return Err(ProtocolError::TooDeep),
+        Err(e) => {
+            return Err(ProtocolError::IdentifierNotJson {
+                reason: e.to_string(),
+            });
+        }
+    };
+    let channel = match params.get("channel") {
+        None | Some(Value::Null) => return Err(ProtocolError::MissingChannel),
+        Some(Value::String(channel)) => channel.clone(),
+        Some(other) => {
+            return Err(ProtocolError::ChannelNotString {
+                found: value_kind(other),
+            });
+        }
+    };
+    Ok((channel, params))
+}
+
+type ActionAndData = (Option<String>, Map<String, Value>);
+
+fn decode_data(raw: Option<&RawValue>) -> Result<ActionAndData, ProtocolError> {
+    let raw = match raw {
+        None => return Err(ProtocolError::MissingData),
+        Some(raw) if raw.get() == "null" => return Err(ProtocolError::MissingData),
+        Some(raw) => raw.get(),
+    };
+    if !raw.starts_with('"') {
+        return Err(ProtocolError::DataNotString {
+            found: raw_kind(raw),
+        });
+    }
+    let encoded: String = serde_json::from_str(raw).map_err(|e| not_json(&e))?;
+    let data = match serde_json::from_str::<Value>(&encoded) {
+        Ok(Value::Object(data)) => data,
+        Ok(other) => {
+            return Err(ProtocolError::DataNotObject {
+                found: value_kind(&other),
+            });
+        }
+        Err(e) if is_recursion_limit(&e) => return Err(ProtocolError::TooDeep),
+        Err(e) => {
+            return Err(ProtocolError::DataNotJson {
+                reason: e.to_string(),
+            });
+        }
+    };
+    // Rails: `(data["action"].presence || :receive).to_sym`.
+    let action = match data.get("action") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(action)) if action.trim().is_empty() => None,
+        Some(Value::String(action)) => Some(action.clone()),
+        Some(other) => {
+            return Err(ProtocolError::ActionNotString {
+                found: value_kind(other),
+            });
+        }
+    };
+    Ok((action, data))
+}
+
+/// serde_json reports its nesting limit (128) as a syntax error; tell it apart by message.
+fn is_recursion_limit(e: &serde_json::Error) -> bool {
+    e.classify() == serde_json::error::Category::Syntax
+        && e.to_string().starts_with("recursion limit exceeded")
+}
+
+/// The JSON type of a syntactically valid, whitespace-trimmed JSON text.
+fn raw_kind(raw: &str) -> &'static str {
+    match raw.as_bytes().first() {
+        Some(b'{') => "object",
+        Some(b'[') => "array",
+        Some(b'"') => "string",
+        Some(b't' | b'f') => "boolean",
+        Some(b'n') => "null",
+        _ => "number",
+    }
+}
+
+fn value_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+fn truncate_chars(s: &str, max_chars: usize) -> &str {
+    match s.char_indices().nth(max_chars) {
+        Some((end, _)) => &s[..end],
+        None => s,
+    }
+}

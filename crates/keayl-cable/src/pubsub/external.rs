@@ -1,0 +1,126 @@
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use futures_util::future::Shared;
+
+use super::{
+    BoxFuture, Callback, InMemory, PubSub, PubSubError, Subscribed, SubscriptionId,
+};
+
+/// Callback a [`PubSubClient`] calls for every message on a subscribed
+/// stream: `(stream, message)`.
+pub type RemoteCallback = Arc<dyn Fn(&str, Bytes) + Send + Sync>;
+
+/// A networked pub/sub client (Redis- or PostgreSQL-shaped), as
+/// [`External`] needs it.
+///
+/// Implementations must not block in [`subscribe`](Self::subscribe) or
+/// [`unsubscribe`](Self::unsubscribe): they register the intent and return,
+/// and the returned [`Subscribed::ready`] completes once the broker
+/// acknowledged the subscription.
+pub trait PubSubClient: Send + Sync + 'static {
+    /// Subscribe to `stream` on the broker; `callback` gets every message.
+    fn subscribe(&self, stream: &str, callback: RemoteCallback) -> Subscribed;
+    /// Drop a broker subscription.
+    fn unsubscribe(&self, id: SubscriptionId);
+    /// Publish `message` on `stream` through the broker.
+    fn publish(&self, stream: &str, message: Bytes) -> BoxFuture<'static, Result<(), PubSubError>>;
+    /// Subscribers of `stream` as the broker counts them (every process).
+    fn subscriber_count(&self, stream: &str) -> BoxFuture<'static, Result<usize, PubSubError>>;
+}
+
+type Ready = Shared<BoxFuture<'static, Result<(), PubSubError>>>;
+
+/// Shares broadcasts across processes by delegating to a networked
+/// [`PubSubClient`].
+///
+/// Local subscribers of one stream share a single broker subscription: the
+/// first local subscriber creates it, the last one to leave drops it, and
+/// every local subscriber's readiness waits on the broker's acknowledgement.
+/// A broadcast is published to the broker only; it comes back through the
+/// subscription, in broker order, like every other process's broadcasts.
+pub struct External {
+    client: Arc<dyn PubSubClient>,
+    local: Arc<InMemory>,
+    // Held only for map updates and the client's non-blocking
+    // subscribe/unsubscribe calls, so local and broker subscriptions change
+    // together (a subscribe racing an unsubscribe cannot leak either).
+    remote: Mutex<HashMap<Arc<str>, (SubscriptionId, Ready)>>,
+}
+
+impl std::fmt::Debug for External {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("External").field("local", &self.local).finish_non_exhaustive()
+    }
+}
+
+impl External {
+    /// A backend publishing and subscribing through `client`.
+    pub fn new(client: impl PubSubClient) -> Self {
+        Self::from_arc(Arc::new(client))
+    }
+
+    /// Like [`new`](Self::new), for a client already in an `Arc`.
+    pub fn from_arc(client: Arc<dyn PubSubClient>) -> Self {
+        External {
+            client,
+            local: Arc::new(InMemory::new()),
+            remote: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Number of broker subscriptions this process holds (one per stream with
+    /// local subscribers).
+    pub fn remote_subscription_count(&self) -> usize {
+        self.remote.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// The local subscriber registry.
+    pub fn local(&self) -> &InMemory {
+        &self.local
+    }
+}
+
+impl PubSub for External {
+    fn subscribe(&self, stream: &str, callback: Callback) -> Subscribed {
+        let mut remote = self.remote.lock().unwrap_or_else(|e| e.into_inner());
+        let (id, first) = self.local.add(stream, callback);
+        let ready = if first || !remote.contains_key(stream) {
+            let local = Arc::downgrade(&self.local);
+            let on_message: RemoteCallback = Arc::new(move |stream: &str, message: Bytes| {
+                if let Some(local) = local.upgrade() {
+                    local.dispatch(stream, message);
+                }
+            });
+            let sub = self.client.subscribe(stream, on_message);
+            let ready = sub.ready.shared();
+            remote.insert(Arc::from(stream), (sub.id, ready.clone()));
+            ready
+        } else {
+            remote[stream].1.clone()
+        };
+        Subscribed {
+            id,
+            ready: Box::pin(ready),
+        }
+    }
+
+    fn unsubscribe(&self, id: SubscriptionId) {
+        let mut remote = self.remote.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(stream) = self.local.remove(id)
+            && let Some((remote_id, _)) = remote.remove(&stream)
+        {
+            self.client.unsubscribe(remote_id);
+        }
+    }
+
+    fn broadcast(&self, stream: &str, message: Bytes) -> BoxFuture<'static, Result<(), PubSubError>> {
+        self.client.publish(stream, message)
+    }
+
+    fn subscriber_count(&self, stream: &str) -> BoxFuture<'static, Result<usize, PubSubError>> {
+        self.client.subscriber_count(stream)
+    }
+}

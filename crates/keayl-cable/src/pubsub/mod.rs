@@ -1,0 +1,188 @@
+//! Pub/sub: how a broadcast on a stream reaches every subscriber.
+//!
+//! A backend is any [`PubSub`]: [`subscribe`](PubSub::subscribe) a callback to
+//! a stream, [`unsubscribe`](PubSub::unsubscribe) it by id, and
+//! [`broadcast`](PubSub::broadcast) a message to everyone on a stream.
+//! [`InMemory`] is the embedded single-process default; [`External`] shares
+//! broadcasts across processes through a networked [`PubSubClient`]
+//! (Redis- or PostgreSQL-shaped).
+//!
+//! ```
+//! use std::sync::{Arc, Mutex};
+//! use keayl_cable::pubsub::{InMemory, PubSub};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let pubsub = InMemory::new();
+//! let seen = Arc::new(Mutex::new(Vec::new()));
+//! let s = seen.clone();
+//! let sub = pubsub.subscribe("room:1", Arc::new(move |d: &keayl_cable::pubsub::Delivery| {
+//!     s.lock().unwrap().push(d.message().clone());
+//! }));
+//! sub.ready.await.unwrap(); // live: broadcasts from now on reach the callback
+//! pubsub.broadcast("room:1", "\"hi\"".into()).await.unwrap();
+//! assert_eq!(seen.lock().unwrap().len(), 1);
+//! pubsub.unsubscribe(sub.id);
+//! # }
+//! ```
+//!
+//! Contract for callbacks: they run on the broadcaster's task and must not
+//! block (the cable's callbacks only push onto a connection's bounded
+//! outbound queue), so one slow subscriber never holds up the rest.
+
+mod external;
+mod in_memory;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+pub use external::{External, PubSubClient, RemoteCallback};
+pub use in_memory::InMemory;
+
+use crate::protocol::EncodedIdentifier;
+
+/// A boxed, `Send` future: what backends return for work that may need the
+/// network.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A subscriber's callback, called once per message on its stream.
+pub type Callback = Arc<dyn Fn(&Delivery) + Send + Sync>;
+
+/// Identifies one subscription of a callback to a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SubscriptionId(pub u64);
+
+/// Errors from a pub/sub backend.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PubSubError {
+    /// The broker cannot be reached right now; the message was not sent.
+    #[error("pub/sub broker unavailable: {0}")]
+    Unavailable(String),
+    /// The broker refused the operation.
+    #[error("pub/sub operation failed: {0}")]
+    Failed(String),
+    /// The backend has shut down.
+    #[error("pub/sub backend closed")]
+    Closed,
+}
+
+/// The result of [`PubSub::subscribe`]: the id to unsubscribe with, and a
+/// future that completes once the subscription is live (broadcasts from then
+/// on are delivered). A cable confirms a subscription only after this.
+#[must_use = "await `ready` before relying on delivery"]
+pub struct Subscribed {
+    /// The subscription's id.
+    pub id: SubscriptionId,
+    /// Completes when the broker acknowledged the subscription.
+    pub ready: BoxFuture<'static, Result<(), PubSubError>>,
+}
+
+impl std::fmt::Debug for Subscribed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscribed").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+/// A pub/sub backend.
+pub trait PubSub: Send + Sync + 'static {
+    /// Subscribe `callback` to `stream`. Registration is immediate (an
+    /// [`unsubscribe`](Self::unsubscribe) right after always wins); the
+    /// returned [`Subscribed::ready`] completes once the subscription is live.
+    fn subscribe(&self, stream: &str, callback: Callback) -> Subscribed;
+
+    /// Remove a subscription. Unknown ids are ignored. After this returns the
+    /// callback is not called again.
+    fn unsubscribe(&self, id: SubscriptionId);
+
+    /// Publish `message` (JSON text, as Rails' coder produces) to everyone
+    /// subscribed to `stream`, in every process sharing the backend.
+    fn broadcast(&self, stream: &str, message: Bytes) -> BoxFuture<'static, Result<(), PubSubError>>;
+
+    /// How many subscribers `stream` has (for [`External`], across processes,
+    /// as the broker counts them).
+    fn subscriber_count(&self, stream: &str) -> BoxFuture<'static, Result<usize, PubSubError>>;
+}
+
+impl<P: PubSub + ?Sized> PubSub for Arc<P> {
+    fn subscribe(&self, stream: &str, callback: Callback) -> Subscribed {
+        (**self).subscribe(stream, callback)
+    }
+    fn unsubscribe(&self, id: SubscriptionId) {
+        (**self).unsubscribe(id)
+    }
+    fn broadcast(&self, stream: &str, message: Bytes) -> BoxFuture<'static, Result<(), PubSubError>> {
+        (**self).broadcast(stream, message)
+    }
+    fn subscriber_count(&self, stream: &str) -> BoxFuture<'static, Result<usize, PubSubError>> {
+        (**self).subscriber_count(stream)
+    }
+}
+
+/// One message being delivered to a stream's subscribers.
+///
+/// The same `Delivery` is handed to every callback of the stream, so work
+/// that depends only on the message (validating it as JSON, encoding the
+/// client frame for a subscription identifier) is done once per broadcast
+/// and shared: see [`Delivery::frame_for`].
+#[derive(Debug)]
+pub struct Delivery {
+    stream: Arc<str>,
+    message: Bytes,
+    is_json: std::sync::OnceLock<bool>,
+    // Almost every broadcast meets one or two distinct identifiers, so a
+    // short vector beats a map. The mutex is uncontended: a delivery is
+    // dispatched by one task.
+    frames: std::sync::Mutex<Vec<(Arc<str>, Bytes)>>,
+}
+
+impl Delivery {
+    /// A delivery of `message` on `stream`.
+    pub fn new(stream: Arc<str>, message: Bytes) -> Self {
+        Delivery {
+            stream,
+            message,
+            is_json: std::sync::OnceLock::new(),
+            frames: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The stream the message was broadcast on.
+    pub fn stream(&self) -> &str {
+        &self.stream
+    }
+
+    /// The message as published (JSON text for cable broadcasts).
+    pub fn message(&self) -> &Bytes {
+        &self.message
+    }
+
+    /// Whether the message is valid JSON (computed once per broadcast).
+    pub fn is_json(&self) -> bool {
+        *self
+            .is_json
+            .get_or_init(|| serde_json::from_slice::<serde::de::IgnoredAny>(&self.message).is_ok())
+    }
+
+    /// The client frame `{"identifier":…,"message":<message>}` for
+    /// `identifier`, encoded once per (broadcast, identifier) and shared by
+    /// every recipient. `None` when the message is not JSON (it cannot be
+    /// spliced into a frame; Rails' default handler drops it too).
+    pub fn frame_for(&self, identifier: &EncodedIdentifier) -> Option<Bytes> {
+        if !self.is_json() {
+            return None;
+        }
+        let mut frames = self.frames.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, f)) = frames.iter().find(|(id, _)| **id == *identifier.as_json()) {
+            return Some(f.clone());
+        }
+        // The message is valid JSON, hence valid UTF-8.
+        let text = std::str::from_utf8(&self.message).ok()?;
+        let frame = identifier.frame(text);
+        frames.push((Arc::from(identifier.as_json()), frame.clone()));
+        Some(frame)
+    }
+}

@@ -1,0 +1,275 @@
+//! The cable server: the pub/sub backend, the registry of subscribable
+//! channels, the app's connection handler and the limits, shared by every
+//! connection of a process.
+//!
+//! ```
+//! use keayl_cable::{Cable, channel::Channel, pubsub::InMemory};
+//!
+//! #[derive(Default)]
+//! struct EchoChannel;
+//! impl Channel for EchoChannel {
+//!     const NAME: &'static str = "EchoChannel";
+//! }
+//!
+//! let cable = Cable::builder(InMemory::new()).channel::<EchoChannel>().build();
+//! assert!(cable.has_channel("EchoChannel"));
+//! assert!(!cable.has_channel("String")); // only registered names subscribe
+//! ```
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::channel::{Channel, ChannelFactory, DynChannel};
+use crate::connection::{AcceptAll, Connection, ConnectionHandler, DynHandler, Identifiers, Sink};
+use crate::naming::Streamable;
+use crate::pubsub::{BoxFuture, PubSub, PubSubError};
+
+/// Limits of a cable, with their defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CableConfig {
+    /// Subscriptions one connection may hold; further subscribes are refused
+    /// (logged, no frame). Default: 256.
+    pub max_subscriptions: usize,
+}
+
+impl Default for CableConfig {
+    fn default() -> Self {
+        CableConfig {
+            max_subscriptions: 256,
+        }
+    }
+}
+
+/// The process-wide cable: cheap to clone (an `Arc`).
+#[derive(Clone)]
+pub struct Cable {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pubsub: Arc<dyn PubSub>,
+    channels: HashMap<String, ChannelFactory>,
+    handler: Arc<dyn DynHandler>,
+    config: CableConfig,
+}
+
+impl std::fmt::Debug for Cable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<_> = self.inner.channels.keys().collect();
+        names.sort();
+        f.debug_struct("Cable")
+            .field("channels", &names)
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Cable`].
+pub struct CableBuilder {
+    pubsub: Arc<dyn PubSub>,
+    channels: HashMap<String, ChannelFactory>,
+    handler: Arc<dyn DynHandler>,
+    config: CableConfig,
+}
+
+impl std::fmt::Debug for CableBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CableBuilder").finish_non_exhaustive()
+    }
+}
+
+impl CableBuilder {
+    /// Register channel `C` under [`C::NAME`](Channel::NAME); a fresh
+    /// `C::default()` serves each subscription.
+    pub fn channel<C: Channel + Default>(self) -> Self {
+        self.channel_with(C::NAME, C::default)
+    }
+
+    /// Register a channel under `name`, built by `factory` per subscription.
+    pub fn channel_with<C: Channel>(
+        mut self,
+        name: &str,
+        factory: impl Fn() -> C + Send + Sync + 'static,
+    ) -> Self {
+        let factory: ChannelFactory = Arc::new(move || Box::new(factory()) as Box<dyn DynChannel>);
+        self.channels.insert(name.to_owned(), factory);
+        self
+    }
+
+    /// The app's connection handler (authentication, identifiers).
+    /// Default: [`AcceptAll`].
+    pub fn connection_handler(mut self, handler: impl ConnectionHandler) -> Self {
+        self.handler = Arc::new(handler);
+        self
+    }
+
+    /// Replace the limits.
+    pub fn config(mut self, config: CableConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Finish.
+    pub fn build(self) -> Cable {
+        Cable {
+            inner: Arc::new(Inner {
+                pubsub: self.pubsub,
+                channels: self.channels,
+                handler: self.handler,
+                config: self.config,
+            }),
+        }
+    }
+}
+
+/// The internal stream of a connection: `action_cable/<connection identifier>`.
+pub fn internal_stream(connection_identifier: &str) -> String {
+    format!("action_cable/{connection_identifier}")
+}
+
+impl Cable {
+    /// Start building a cable on `pubsub`.
+    pub fn builder(pubsub: impl PubSub) -> CableBuilder {
+        CableBuilder {
+            pubsub: Arc::new(pubsub),
+            channels: HashMap::new(),
+            handler: Arc::new(AcceptAll),
+            config: CableConfig::default(),
+        }
+    }
+
+    /// Start building a cable on a shared backend.
+    pub fn builder_shared(pubsub: Arc<dyn PubSub>) -> CableBuilder {
+        CableBuilder {
+            pubsub,
+            channels: HashMap::new(),
+            handler: Arc::new(AcceptAll),
+            config: CableConfig::default(),
+        }
+    }
+
+    /// A new connection for a client reached through `sink`.
+    pub fn connection(&self, sink: Sink, identifiers: Identifiers) -> Connection {
+        Connection::with_cable(self.clone(), sink, identifiers)
+    }
+
+    /// The pub/sub backend.
+    pub fn pubsub(&self) -> &Arc<dyn PubSub> {
+        &self.inner.pubsub
+    }
+
+    /// The limits.
+    pub fn config(&self) -> &CableConfig {
+        &self.inner.config
+    }
+
+    /// Whether a channel of that name is registered.
+    pub fn has_channel(&self, name: &str) -> bool {
+        self.inner.channels.contains_key(name)
+    }
+
+    pub(crate) fn channel_factory(&self, name: &str) -> Option<ChannelFactory> {
+        self.inner.channels.get(name).cloned()
+    }
+
+    pub(crate) fn handler(&self) -> Arc<dyn DynHandler> {
+        self.inner.handler.clone()
+    }
+
+    /// The identifiers connections declare (`identified_by`).
+    pub fn identified_by(&self) -> &'static [&'static str] {
+        self.inner.handler.identified_by()
+    }
+
+    /// Publish `data`, JSON-encoded, to `stream` (Rails'
+    /// `ActionCable.server.broadcast`).
+    pub fn broadcast(
+        &self,
+        stream: &str,
+        data: &impl Serialize,
+    ) -> BoxFuture<'static, Result<(), PubSubError>> {
+        match serde_json::to_vec(data) {
+            Ok(json) => self.inner.pubsub.broadcast(stream, json.into()),
+            Err(e) => Box::pin(std::future::ready(Err(PubSubError::Failed(e.to_string())))),
+        }
+    }
+
+    /// Publish pre-encoded JSON text to `stream`.
+    pub fn broadcast_raw(
+        &self,
+        stream: &str,
+        json: bytes::Bytes,
+    ) -> BoxFuture<'static, Result<(), PubSubError>> {
+        self.inner.pubsub.broadcast(stream, json)
+    }
+
+    /// Rails' remote connections: find connections by identifier, in every
+    /// process sharing the pub/sub, and disconnect them.
+    pub fn remote_connections(&self) -> RemoteConnections<'_> {
+        RemoteConnections { cable: self }
+    }
+}
+
+/// Error from [`RemoteConnections::where_`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("remote connections must be found by every declared identifier {declared:?}")]
+pub struct InvalidIdentifiers {
+    /// The identifiers the connection handler declares.
+    pub declared: Vec<&'static str>,
+}
+
+/// Entry point for [`Cable::remote_connections`].
+#[derive(Debug)]
+pub struct RemoteConnections<'a> {
+    cable: &'a Cable,
+}
+
+impl<'a> RemoteConnections<'a> {
+    /// The connections identified by exactly these values. Every declared
+    /// identifier must be given, as in Rails.
+    pub fn where_(
+        &self,
+        identifiers: &[(&str, &dyn Streamable)],
+    ) -> Result<RemoteConnection<'a>, InvalidIdentifiers> {
+        let declared = self.cable.identified_by();
+        let complete = !declared.is_empty()
+            && declared.iter().all(|d| identifiers.iter().any(|(n, _)| n == d))
+            && identifiers.iter().all(|(n, _)| declared.contains(n));
+        if !complete {
+            return Err(InvalidIdentifiers {
+                declared: declared.to_vec(),
+            });
+        }
+        let mut params: Vec<String> = identifiers.iter().map(|(_, v)| v.to_param()).collect();
+        params.sort();
+        Ok(RemoteConnection {
+            cable: self.cable,
+            stream: internal_stream(&params.join(":")),
+        })
+    }
+}
+
+/// Connections matched by [`RemoteConnections::where_`].
+#[derive(Debug)]
+pub struct RemoteConnection<'a> {
+    cable: &'a Cable,
+    stream: String,
+}
+
+impl RemoteConnection<'_> {
+    /// Disconnect them: each gets
+    /// `{"type":"disconnect","reason":"remote","reconnect":…}` and is closed.
+    pub fn disconnect(&self, reconnect: bool) -> BoxFuture<'static, Result<(), PubSubError>> {
+        self.cable.broadcast(
+            &self.stream,
+            &serde_json::json!({"type": "disconnect", "reconnect": reconnect}),
+        )
+    }
+
+    /// The internal stream these connections listen on.
+    pub fn stream(&self) -> &str {
+        &self.stream
+    }
+}

@@ -47,7 +47,10 @@ pub fn set_cable_pubsub(pubsub: Arc<dyn PubSub>) {
 
 /// The server-wide pub/sub, if set.
 pub fn cable_pubsub() -> Option<Arc<dyn PubSub>> {
-    CABLE_PUBSUB.read().unwrap_or_else(|e| e.into_inner()).clone()
+    CABLE_PUBSUB
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
 }
 
 /// Publish `data` (JSON-encoded) to `stream` through the server-wide pub/sub.

@@ -28,6 +28,7 @@ pub mod pubsub;
 pub mod server;
 pub mod signing;
 pub mod turbo;
+pub mod turbo_channel;
 
 pub use broadcasting::{Broadcastable, set_cable_pubsub};
 pub use channel::{Channel, ChannelContext, ChannelError, Data, Params};

@@ -96,7 +96,10 @@ pub trait HasGlobalId {
 /// `WebNotificationsChannel` → `web_notifications`).
 pub fn channel_name(class_name: &str) -> String {
     let base = class_name.strip_suffix("Channel").unwrap_or(class_name);
-    base.split("::").map(underscore).collect::<Vec<_>>().join(":")
+    base.split("::")
+        .map(underscore)
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 fn underscore(segment: &str) -> String {

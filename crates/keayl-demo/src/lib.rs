@@ -5,26 +5,51 @@
 //! - `GET /numbers` — the spec's live example: `1\n` … `10\n`;
 //! - `GET /events` — the spec's SSE example (`greeting`/`hello`, then
 //!   `world`), retry default 5000;
-//! - `GET /clock` — an SSE event every second plus heartbeat comments.
+//! - `GET /clock` — an SSE event every second plus heartbeat comments;
+//! - `GET /cable` — Action Cable over WebSocket (`ChatChannel`,
+//!   `BenchmarkChannel`), `POST /_broadcast`;
+//! - `GET /chat` — a chat page on the official `@rails/actioncable` client.
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::HeaderMap;
-use axum::response::{Html, IntoResponse};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
+use keayl_axum::cable::{BroadcastAuth, CableServer, OriginPolicy, ServerConfig};
+use keayl_cable::PubSub;
 
+pub mod cable_app;
+pub mod fixture;
 mod live_routes;
 
 pub use live_routes::{clock, events, numbers};
 
 /// Options of the demo server.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DemoConfig {
     /// Interval between `/clock` ticks. Default 1 s.
     pub clock_interval: Duration,
     /// Idle time after which `/clock` writes a heartbeat comment. Default 15 s.
     pub clock_heartbeat: Duration,
+    /// The pub/sub backend. Default: in-memory.
+    pub pubsub: Arc<dyn PubSub>,
+    /// Bearer secret for `POST /_broadcast`; `None` leaves it open (the demo
+    /// is a development server).
+    pub broadcast_secret: Option<String>,
+    /// Where `node_modules` with `@rails/actioncable` lives (for `/chat`).
+    pub web_dir: PathBuf,
+}
+
+impl std::fmt::Debug for DemoConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DemoConfig")
+            .field("clock_interval", &self.clock_interval)
+            .field("web_dir", &self.web_dir)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for DemoConfig {
@@ -32,14 +57,51 @@ impl Default for DemoConfig {
         DemoConfig {
             clock_interval: Duration::from_secs(1),
             clock_heartbeat: Duration::from_secs(15),
+            pubsub: Arc::new(keayl_cable::InMemory::new()),
+            broadcast_secret: None,
+            web_dir: default_web_dir(),
         }
     }
 }
 
-/// The demo's router.
-pub fn router(config: DemoConfig) -> Router {
-    Router::new()
-        .route("/", get(index))
+/// `crates/keayl-demo/web` in the source tree, unless `KEAYL_WEB_DIR` says
+/// otherwise.
+pub fn default_web_dir() -> PathBuf {
+    std::env::var_os("KEAYL_WEB_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/web")))
+}
+
+/// The demo's router and its cable server (for shutdown).
+pub fn app(config: DemoConfig) -> (Router, CableServer) {
+    keayl_cable::set_cable_pubsub(config.pubsub.clone());
+    let cable = cable_app::demo_cable(config.pubsub.clone());
+    let server = CableServer::new(
+        cable,
+        ServerConfig {
+            origins: OriginPolicy::development(),
+            broadcast_auth: match &config.broadcast_secret {
+                Some(s) => BroadcastAuth::Secret(s.clone()),
+                None => BroadcastAuth::OpenForDevelopment,
+            },
+            ..ServerConfig::default()
+        },
+    );
+    let clock_config = config.clone();
+    let web_dir = config.web_dir.clone();
+    let router = Router::new()
+        .route(
+            "/",
+            get(|| async { Html(include_str!("../static/index.html")) }),
+        )
+        .route(
+            "/chat",
+            get(|| async { Html(include_str!("../static/chat.html")) }),
+        )
+        .route(
+            "/assets/actioncable.esm.js",
+            get(move || actioncable_js(web_dir.clone())),
+        )
         .route("/numbers", get(|| async { numbers() }))
         .route(
             "/events",
@@ -48,17 +110,58 @@ pub fn router(config: DemoConfig) -> Router {
         .route(
             "/clock",
             get(move |headers: HeaderMap| {
-                let config = config.clone();
+                let config = clock_config.clone();
                 async move { clock(&headers, &config) }
             }),
         )
+        .merge(server.router());
+    (router, server)
 }
 
-async fn index() -> impl IntoResponse {
-    Html(include_str!("../static/index.html"))
+/// The official client, served from the npm package installed in `web_dir`.
+async fn actioncable_js(web_dir: PathBuf) -> Response {
+    let path =
+        web_dir.join("node_modules/@rails/actioncable/app/assets/javascripts/actioncable.esm.js");
+    match tokio::fs::read(&path).await {
+        Ok(js) => (
+            [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+            js,
+        )
+            .into_response(),
+        Err(_) => (
+            StatusCode::NOT_FOUND,
+            format!(
+                "@rails/actioncable is not installed: run `npm ci` in {}",
+                web_dir.display()
+            ),
+        )
+            .into_response(),
+    }
+}
+
+/// Serve the demo on `listener` until `shutdown` completes, then close cable
+/// connections gracefully.
+pub async fn serve_until(
+    listener: tokio::net::TcpListener,
+    config: DemoConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (router, server) = app(config);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let cable = server.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        cable.shutdown().await;
+        let _ = stop_tx.send(());
+    });
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            let _ = stop_rx.await;
+        })
+        .await
 }
 
 /// Serve the demo on `listener` until the process ends.
 pub async fn serve(listener: tokio::net::TcpListener, config: DemoConfig) -> std::io::Result<()> {
-    axum::serve(listener, router(config)).await
+    serve_until(listener, config, std::future::pending()).await
 }

@@ -13,6 +13,9 @@ struct Args {
     /// Address to listen on.
     #[arg(long, env = "KEAYL_ADDR", default_value = "127.0.0.1:3000")]
     addr: SocketAddr,
+    /// Bearer secret required by `POST /_broadcast` (open when unset).
+    #[arg(long, env = "KEAYL_BROADCAST_SECRET")]
+    broadcast_secret: Option<String>,
 }
 
 #[tokio::main]
@@ -25,6 +28,26 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let listener = tokio::net::TcpListener::bind(args.addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "keayl-demo listening");
-    keayl_demo::serve(listener, DemoConfig::default()).await?;
+    let config = DemoConfig {
+        broadcast_secret: args.broadcast_secret,
+        ..DemoConfig::default()
+    };
+    keayl_demo::serve_until(listener, config, shutdown_signal()).await?;
     Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down: closing cable connections");
 }

@@ -190,7 +190,9 @@ impl<'a> ChannelContext<'a> {
         } else {
             Arc::new(move |d: &Delivery| match coder.decode(d.message()) {
                 Ok(value) => gate.deliver(&sink, encoded.frame(&value.to_string())),
-                Err(e) => tracing::warn!(stream = d.stream(), error = %e, "could not decode a broadcast"),
+                Err(e) => {
+                    tracing::warn!(stream = d.stream(), error = %e, "could not decode a broadcast")
+                }
             })
         }
     }
@@ -276,7 +278,10 @@ impl<'a> ChannelContext<'a> {
     /// interval is ignored.
     pub fn periodically(&mut self, name: &'static str, every: Duration) {
         if every.is_zero() {
-            tracing::warn!(timer = name, "ignoring a periodic timer with a zero interval");
+            tracing::warn!(
+                timer = name,
+                "ignoring a periodic timer with a zero interval"
+            );
             return;
         }
         self.state.timers.push(Timer {

@@ -81,7 +81,10 @@ pub trait ConnectionHandler: Send + Sync + 'static {
     /// [`Connection::identifiers`], call
     /// [`set_identifier`](Connection::set_identifier), or return
     /// [`reject_unauthorized_connection`](Connection::reject_unauthorized_connection).
-    fn connect(&self, conn: &mut Connection) -> impl Future<Output = Result<(), ConnectError>> + Send {
+    fn connect(
+        &self,
+        conn: &mut Connection,
+    ) -> impl Future<Output = Result<(), ConnectError>> + Send {
         let _ = conn;
         async { Ok(()) }
     }
@@ -102,7 +105,10 @@ impl ConnectionHandler for AcceptAll {}
 
 pub(crate) trait DynHandler: Send + Sync {
     fn identified_by(&self) -> &'static [&'static str];
-    fn connect<'a>(&'a self, conn: &'a mut Connection) -> crate::pubsub::BoxFuture<'a, Result<(), ConnectError>>;
+    fn connect<'a>(
+        &'a self,
+        conn: &'a mut Connection,
+    ) -> crate::pubsub::BoxFuture<'a, Result<(), ConnectError>>;
     fn disconnect<'a>(&'a self, conn: &'a mut Connection) -> crate::pubsub::BoxFuture<'a, ()>;
 }
 
@@ -110,7 +116,10 @@ impl<H: ConnectionHandler> DynHandler for H {
     fn identified_by(&self) -> &'static [&'static str] {
         H::IDENTIFIED_BY
     }
-    fn connect<'a>(&'a self, conn: &'a mut Connection) -> crate::pubsub::BoxFuture<'a, Result<(), ConnectError>> {
+    fn connect<'a>(
+        &'a self,
+        conn: &'a mut Connection,
+    ) -> crate::pubsub::BoxFuture<'a, Result<(), ConnectError>> {
         Box::pin(ConnectionHandler::connect(self, conn))
     }
     fn disconnect<'a>(&'a self, conn: &'a mut Connection) -> crate::pubsub::BoxFuture<'a, ()> {
@@ -358,7 +367,9 @@ impl Connection {
             Err(ConnectError::Unauthorized) => {
                 tracing::info!("connection rejected: unauthorized");
                 self.state = ConnectionState::Rejected;
-                self.shared.sink.send(protocol::disconnect(DisconnectReason::Unauthorized, false));
+                self.shared
+                    .sink
+                    .send(protocol::disconnect(DisconnectReason::Unauthorized, false));
                 self.shared.sink.close();
                 return self.state;
             }
@@ -400,7 +411,9 @@ impl Connection {
     /// transport to close. The transport then calls
     /// [`disconnect`](Self::disconnect).
     pub fn close(&self, reason: DisconnectReason, reconnect: bool) {
-        self.shared.sink.send(protocol::disconnect(reason, reconnect));
+        self.shared
+            .sink
+            .send(protocol::disconnect(reason, reconnect));
         self.shared.sink.close();
     }
 
@@ -457,8 +470,13 @@ impl Connection {
             Ok(Value::Object(map)) => map,
             _ => Params::new(),
         };
-        self.subscribe_dyn(identifier.to_owned(), C::NAME.into(), params, Box::new(channel))
-            .await
+        self.subscribe_dyn(
+            identifier.to_owned(),
+            C::NAME.into(),
+            params,
+            Box::new(channel),
+        )
+        .await
     }
 
     async fn subscribe_dyn(
@@ -477,7 +495,9 @@ impl Connection {
             state: &mut state,
             conn: &self.shared,
         };
-        let result = AssertUnwindSafe(channel.subscribed(&mut ctx)).catch_unwind().await;
+        let result = AssertUnwindSafe(channel.subscribed(&mut ctx))
+            .catch_unwind()
+            .await;
         let failure = match result {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(e.to_string()),
@@ -503,14 +523,18 @@ impl Connection {
                 state: &mut state,
                 conn: &self.shared,
             };
-            let _ = AssertUnwindSafe(channel.unsubscribed(&mut ctx)).catch_unwind().await;
+            let _ = AssertUnwindSafe(channel.unsubscribed(&mut ctx))
+                .catch_unwind()
+                .await;
             ctx.stop_all_streams();
             state.timers.clear();
             self.shared.sink.send(state.encoded.reject_subscription());
             return Ok(SubscribeOutcome::Rejected);
         }
         state.confirmed = true;
-        state.gate.open(&self.shared.sink, state.encoded.confirm_subscription());
+        state
+            .gate
+            .open(&self.shared.sink, state.encoded.confirm_subscription());
         let now = Instant::now();
         for &(name, every) in channel.periodically() {
             if !every.is_zero() {
@@ -557,7 +581,10 @@ impl Connection {
         action: &str,
         data: &Data,
     ) -> Result<(), CommandError> {
-        let mut ctx = ChannelContext { state, conn: shared };
+        let mut ctx = ChannelContext {
+            state,
+            conn: shared,
+        };
         let result = AssertUnwindSafe(channel.perform(&mut ctx, action, data))
             .catch_unwind()
             .await;
@@ -587,18 +614,23 @@ impl Connection {
             return Err(CommandError::UnknownSubscription(identifier.to_owned()));
         };
         self.order.retain(|i| i != identifier);
-        self.unsubscribe(&mut sub).await;
+        Self::unsubscribe(&self.shared, &mut sub).await;
         Ok(())
     }
 
-    async fn unsubscribe(&self, sub: &mut Subscription) {
+    // Takes the shared parts, not `&self`: a future holding `&Connection`
+    // would need `Connection: Sync`, which channels need not be.
+    async fn unsubscribe(shared: &ConnShared, sub: &mut Subscription) {
         let Subscription { channel, state } = sub;
         state.timers.clear();
         let mut ctx = ChannelContext {
             state,
-            conn: &self.shared,
+            conn: shared,
         };
-        if let Err(panic) = AssertUnwindSafe(channel.unsubscribed(&mut ctx)).catch_unwind().await {
+        if let Err(panic) = AssertUnwindSafe(channel.unsubscribed(&mut ctx))
+            .catch_unwind()
+            .await
+        {
             tracing::error!(message = %panic_message(&*panic), "unsubscribed panicked");
         }
         ctx.stop_all_streams();
@@ -635,7 +667,8 @@ impl Connection {
             for name in due {
                 let Subscription { channel, state } = &mut *sub;
                 if let Err(e) =
-                    Self::run_action(&self.shared, channel.as_mut(), state, name, &Data::new()).await
+                    Self::run_action(&self.shared, channel.as_mut(), state, name, &Data::new())
+                        .await
                 {
                     tracing::error!(error = %e, "periodic timer failed");
                 }
@@ -657,7 +690,7 @@ impl Connection {
         self.state = ConnectionState::Closed;
         for identifier in std::mem::take(&mut self.order) {
             if let Some(mut sub) = self.subscriptions.remove(&identifier) {
-                self.unsubscribe(&mut sub).await;
+                Self::unsubscribe(&self.shared, &mut sub).await;
             }
         }
         if let Some(id) = self.internal.take() {
@@ -665,7 +698,10 @@ impl Connection {
         }
         if was_open {
             let handler = self.shared.cable.handler();
-            if let Err(panic) = AssertUnwindSafe(handler.disconnect(self)).catch_unwind().await {
+            if let Err(panic) = AssertUnwindSafe(handler.disconnect(self))
+                .catch_unwind()
+                .await
+            {
                 tracing::error!(message = %panic_message(&*panic), "disconnect panicked");
             }
         }
@@ -679,7 +715,10 @@ fn handle_internal(sink: &Sink, message: &[u8]) {
         return;
     };
     if msg.get("type").and_then(Value::as_str) == Some("disconnect") {
-        let reconnect = msg.get("reconnect").and_then(Value::as_bool).unwrap_or(true);
+        let reconnect = msg
+            .get("reconnect")
+            .and_then(Value::as_bool)
+            .unwrap_or(true);
         sink.send(protocol::disconnect(DisconnectReason::Remote, reconnect));
         sink.close();
     }

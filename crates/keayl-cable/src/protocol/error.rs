@@ -89,6 +89,9 @@ pub enum ProtocolError {
         found: &'static str,
     },
     /// `data["action"]` is present but not a string (`5`, `["echo"]`, `false`).
+    ///
+    /// Deviation: Rails' `presence` would turn the blank non-strings `false`, `[]` and `{}`
+    /// into the `receive` action; they are refused here like any other non-string.
     #[error("\"action\" is JSON {found}, expected a string")]
     ActionNotString {
         /// The JSON type that was found.

@@ -5,9 +5,7 @@ use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::future::Shared;
 
-use super::{
-    BoxFuture, Callback, InMemory, PubSub, PubSubError, Subscribed, SubscriptionId,
-};
+use super::{BoxFuture, Callback, InMemory, PubSub, PubSubError, Subscribed, SubscriptionId};
 
 /// Callback a [`PubSubClient`] calls for every message on a subscribed
 /// stream: `(stream, message)`.
@@ -52,7 +50,9 @@ pub struct External {
 
 impl std::fmt::Debug for External {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("External").field("local", &self.local).finish_non_exhaustive()
+        f.debug_struct("External")
+            .field("local", &self.local)
+            .finish_non_exhaustive()
     }
 }
 
@@ -116,7 +116,11 @@ impl PubSub for External {
         }
     }
 
-    fn broadcast(&self, stream: &str, message: Bytes) -> BoxFuture<'static, Result<(), PubSubError>> {
+    fn broadcast(
+        &self,
+        stream: &str,
+        message: Bytes,
+    ) -> BoxFuture<'static, Result<(), PubSubError>> {
         self.client.publish(stream, message)
     }
 

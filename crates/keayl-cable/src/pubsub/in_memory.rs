@@ -67,12 +67,20 @@ impl InMemory {
 
     /// Number of streams with at least one local subscriber.
     pub fn stream_count(&self) -> usize {
-        self.inner.read().unwrap_or_else(|e| e.into_inner()).streams.len()
+        self.inner
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .streams
+            .len()
     }
 
     /// Number of local subscriptions over all streams.
     pub fn subscription_count(&self) -> usize {
-        self.inner.read().unwrap_or_else(|e| e.into_inner()).by_id.len()
+        self.inner
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_id
+            .len()
     }
 
     /// Register without the readiness future; returns the id and whether the
@@ -125,7 +133,11 @@ impl PubSub for InMemory {
         self.remove(id);
     }
 
-    fn broadcast(&self, stream: &str, message: Bytes) -> BoxFuture<'static, Result<(), PubSubError>> {
+    fn broadcast(
+        &self,
+        stream: &str,
+        message: Bytes,
+    ) -> BoxFuture<'static, Result<(), PubSubError>> {
         self.dispatch(stream, message);
         Box::pin(std::future::ready(Ok(())))
     }

@@ -83,7 +83,9 @@ pub struct Subscribed {
 
 impl std::fmt::Debug for Subscribed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Subscribed").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("Subscribed")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -100,7 +102,11 @@ pub trait PubSub: Send + Sync + 'static {
 
     /// Publish `message` (JSON text, as Rails' coder produces) to everyone
     /// subscribed to `stream`, in every process sharing the backend.
-    fn broadcast(&self, stream: &str, message: Bytes) -> BoxFuture<'static, Result<(), PubSubError>>;
+    fn broadcast(
+        &self,
+        stream: &str,
+        message: Bytes,
+    ) -> BoxFuture<'static, Result<(), PubSubError>>;
 
     /// How many subscribers `stream` has (for [`External`], across processes,
     /// as the broker counts them).
@@ -114,7 +120,11 @@ impl<P: PubSub + ?Sized> PubSub for Arc<P> {
     fn unsubscribe(&self, id: SubscriptionId) {
         (**self).unsubscribe(id)
     }
-    fn broadcast(&self, stream: &str, message: Bytes) -> BoxFuture<'static, Result<(), PubSubError>> {
+    fn broadcast(
+        &self,
+        stream: &str,
+        message: Bytes,
+    ) -> BoxFuture<'static, Result<(), PubSubError>> {
         (**self).broadcast(stream, message)
     }
     fn subscriber_count(&self, stream: &str) -> BoxFuture<'static, Result<usize, PubSubError>> {

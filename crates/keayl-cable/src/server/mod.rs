@@ -235,7 +235,9 @@ impl<'a> RemoteConnections<'a> {
     ) -> Result<RemoteConnection<'a>, InvalidIdentifiers> {
         let declared = self.cable.identified_by();
         let complete = !declared.is_empty()
-            && declared.iter().all(|d| identifiers.iter().any(|(n, _)| n == d))
+            && declared
+                .iter()
+                .all(|d| identifiers.iter().any(|(n, _)| n == d))
             && identifiers.iter().all(|(n, _)| declared.contains(n));
         if !complete {
             return Err(InvalidIdentifiers {

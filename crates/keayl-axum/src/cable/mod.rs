@@ -1,0 +1,275 @@
+//! The `/cable` endpoint: Action Cable over WebSocket.
+//!
+//! [`CableServer`] wraps a [`Cable`] with the transport's settings and
+//! serves it: [`CableServer::router`] gives an axum `Router` with the
+//! WebSocket route (default `/cable`) and the HTTP broadcast API
+//! (`POST /_broadcast`), to merge into any app.
+//!
+//! ```no_run
+//! use keayl_axum::cable::{CableServer, ServerConfig};
+//! use keayl_cable::{Cable, InMemory};
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let cable = Cable::builder(InMemory::new()).build();
+//! let server = CableServer::new(cable, ServerConfig::default());
+//! let app = axum::Router::new().merge(server.router());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! axum::serve(listener, app).await
+//! # }
+//! ```
+//!
+//! Per connection: commands are handled strictly in order; frames for the
+//! client go through one outbound queue bounded in bytes
+//! ([`ServerConfig::outbound_queue_bytes`]), written in batches with one
+//! flush; a client whose queue overflows is handled by
+//! [`ServerConfig::slow_client`] without delaying anyone else.
+
+mod broadcast_api;
+mod origin;
+mod outbox;
+mod socket;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{FromRequestParts, State};
+use axum::http::{HeaderValue, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use keayl_cable::Cable;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use broadcast_api::BroadcastAuth;
+pub use origin::{AllowedOrigin, OriginPolicy};
+pub use outbox::SlowClientPolicy;
+
+/// Settings of the WebSocket transport, with their defaults.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Path of the WebSocket route. Default `/cable`.
+    pub path: String,
+    /// Which origins may connect. Default: same origin as host only.
+    pub origins: OriginPolicy,
+    /// Interval between `ping` messages. Default 3 s (the Rails client
+    /// reconnects after 6 s of silence).
+    pub ping_interval: Duration,
+    /// Largest client message accepted, in bytes; a larger one closes the
+    /// connection with code 1009. Default 64 KiB.
+    pub max_message_bytes: usize,
+    /// Bytes queued for one client before [`slow_client`](Self::slow_client)
+    /// applies. Default 1 MiB.
+    pub outbound_queue_bytes: usize,
+    /// What happens to a client that cannot keep up. Default: disconnect.
+    pub slow_client: SlowClientPolicy,
+    /// How long one batched write may take before the client counts as too
+    /// slow. Default 5 s.
+    pub write_timeout: Duration,
+    /// How long [`CableServer::shutdown`] waits for connections to close.
+    /// Default 5 s.
+    pub shutdown_deadline: Duration,
+    /// Who may use `POST /_broadcast`. Default: [`BroadcastAuth::Disabled`].
+    pub broadcast_auth: BroadcastAuth,
+    /// How long a client has to complete the upgrade and `connect`.
+    /// Default 10 s.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            path: "/cable".into(),
+            origins: OriginPolicy::default(),
+            ping_interval: Duration::from_secs(3),
+            max_message_bytes: 64 * 1024,
+            outbound_queue_bytes: 1024 * 1024,
+            slow_client: SlowClientPolicy::Disconnect,
+            write_timeout: Duration::from_secs(5),
+            shutdown_deadline: Duration::from_secs(5),
+            broadcast_auth: BroadcastAuth::Disabled,
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Counters of the transport (exported as metrics by the demo).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Open WebSocket connections.
+    pub connections: AtomicUsize,
+    /// Connections accepted since start.
+    pub connections_total: AtomicU64,
+    /// Commands that failed (logged, no frame).
+    pub command_errors: AtomicU64,
+    /// Clients disconnected for being too slow.
+    pub slow_disconnects: AtomicU64,
+    /// Frames dropped under [`SlowClientPolicy::DropNewest`].
+    pub dropped_frames: AtomicU64,
+    /// Upgrades refused (origin, not a WebSocket).
+    pub refused: AtomicU64,
+    /// Messages over the size limit.
+    pub oversize: AtomicU64,
+    /// Binary frames dropped.
+    pub binary_frames: AtomicU64,
+}
+
+/// The `/cable` transport around a [`Cable`]. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct CableServer {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    cable: Cable,
+    config: ServerConfig,
+    stats: Arc<Stats>,
+    shutdown: CancellationToken,
+    restart: tokio::sync::watch::Sender<u64>,
+    tracker: TaskTracker,
+}
+
+impl CableServer {
+    /// Serve `cable` with `config`.
+    pub fn new(cable: Cable, config: ServerConfig) -> Self {
+        CableServer {
+            inner: Arc::new(Inner {
+                cable,
+                config,
+                stats: Arc::new(Stats::default()),
+                shutdown: CancellationToken::new(),
+                restart: tokio::sync::watch::channel(0).0,
+                tracker: TaskTracker::new(),
+            }),
+        }
+    }
+
+    /// The cable served.
+    pub fn cable(&self) -> &Cable {
+        &self.inner.cable
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ServerConfig {
+        &self.inner.config
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Stats {
+        &self.inner.stats
+    }
+
+    /// A router with the WebSocket route at [`ServerConfig::path`] and
+    /// `POST /_broadcast`.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route(&self.inner.config.path, get(ws_handler).post(not_found))
+            .route("/_broadcast", post(broadcast_api::handler))
+            .with_state(self.clone())
+    }
+
+    /// A router with only the WebSocket route, at `path` (for several
+    /// mounts with different settings, build one server per mount).
+    pub fn route_at(&self, path: &str) -> Router {
+        Router::new()
+            .route(path, get(ws_handler).post(not_found))
+            .with_state(self.clone())
+    }
+
+    /// Close every connection as a restart does: each client gets
+    /// `{"type":"disconnect","reason":"server_restart","reconnect":true}`
+    /// and is closed; new connections are still accepted.
+    pub fn restart(&self) {
+        self.inner.restart.send_modify(|g| *g += 1);
+    }
+
+    /// Graceful shutdown: refuse new connections, send every client
+    /// `server_restart`, and wait (up to [`ServerConfig::shutdown_deadline`])
+    /// for connections to close. Stop the HTTP listener as well (axum's
+    /// `with_graceful_shutdown`).
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+        self.inner.tracker.close();
+        let _ = tokio::time::timeout(
+            self.inner.config.shutdown_deadline,
+            self.inner.tracker.wait(),
+        )
+        .await;
+    }
+
+    /// Whether [`shutdown`](Self::shutdown) was called.
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.shutdown.is_cancelled()
+    }
+
+    /// Open connections.
+    pub fn connection_count(&self) -> usize {
+        self.inner.stats.connections.load(Ordering::Relaxed)
+    }
+}
+
+async fn not_found() -> Response {
+    page_not_found()
+}
+
+pub(crate) fn page_not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        [(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        )],
+        "Page not found",
+    )
+        .into_response()
+}
+
+const PROTOCOLS: [&str; 2] = ["actioncable-v1-json", "actioncable-unsupported"];
+
+async fn ws_handler(State(server): State<CableServer>, req: Request<axum::body::Body>) -> Response {
+    let (mut parts, _body) = req.into_parts();
+    if server.is_shutting_down() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+    }
+    if !server.inner.config.origins.allows(&parts.headers) {
+        server.inner.stats.refused.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            origin = ?parts.headers.get(http::header::ORIGIN),
+            "request origin not allowed; refusing WebSocket upgrade"
+        );
+        return page_not_found();
+    }
+    // Client order matters (axum's accessor sorts), so read the header.
+    let chosen = parts
+        .headers
+        .get_all(http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .find(|p| PROTOCOLS.contains(p))
+        .and_then(|p| PROTOCOLS.iter().find(|s| **s == p))
+        .map(|p| HeaderValue::from_static(p));
+    let Ok(mut ws) = WebSocketUpgrade::from_request_parts(&mut parts, &()).await else {
+        server.inner.stats.refused.fetch_add(1, Ordering::Relaxed);
+        return page_not_found();
+    };
+    // The first protocol in the client's order that we support; none when
+    // nothing matches (never one the client did not offer).
+    if let Some(p) = chosen {
+        ws.set_selected_protocol(p);
+    }
+    let config = &server.inner.config;
+    let request = socket::request_info(&parts);
+    let ws = ws
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(16 * 1024)
+        .max_write_buffer_size(config.outbound_queue_bytes + 64 * 1024)
+        .max_message_size(config.max_message_bytes)
+        .max_frame_size(config.max_message_bytes);
+    let tracker = server.inner.tracker.clone();
+    ws.on_upgrade(move |socket| tracker.track_future(socket::run(server, socket, request)))
+}

@@ -1,0 +1,252 @@
+//! One WebSocket connection: a reader loop that drives the
+//! [`Connection`](keayl_cable::Connection) and a writer task that drains the
+//! outbox.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::request::Parts;
+use keayl_cable::connection::{ConnectionState, Identifiers, Request, Sink};
+use keayl_cable::protocol::DisconnectReason;
+
+use super::CableServer;
+use super::outbox::{CloseReason, Outbox};
+
+/// Capture what `connect` may look at: path, query, cookies, headers.
+pub(crate) fn request_info(parts: &Parts) -> Request {
+    let mut request = Request {
+        path: parts.uri.path().to_owned(),
+        ..Request::default()
+    };
+    if let Some(q) = parts.uri.query() {
+        request.query = form_urlencoded::parse(q.as_bytes()).into_owned().collect();
+    }
+    for (name, value) in &parts.headers {
+        let Ok(value) = value.to_str() else { continue };
+        request
+            .headers
+            .entry(name.as_str().to_owned())
+            .and_modify(|v| {
+                v.push_str(", ");
+                v.push_str(value);
+            })
+            .or_insert_with(|| value.to_owned());
+        if name == http::header::COOKIE {
+            request.cookies.extend(Request::parse_cookie_header(value));
+        }
+    }
+    request
+}
+
+fn unix_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+struct Gauge<'a>(&'a super::Stats);
+impl Drop for Gauge<'_> {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pub(crate) async fn run(server: CableServer, socket: WebSocket, request: Request) {
+    let inner = &server.inner;
+    let config = &inner.config;
+    inner.stats.connections.fetch_add(1, Ordering::Relaxed);
+    inner
+        .stats
+        .connections_total
+        .fetch_add(1, Ordering::Relaxed);
+    let _gauge = Gauge(&inner.stats);
+
+    let (ws_tx, mut ws_rx) = socket.split();
+    let outbox = Arc::new(Outbox::new(
+        config.outbound_queue_bytes,
+        config.slow_client,
+        inner.stats.clone(),
+    ));
+    let writer = tokio::spawn(write_loop(ws_tx, outbox.clone(), config.write_timeout));
+
+    let push = outbox.clone();
+    let close = outbox.clone();
+    let sink =
+        Sink::new(move |frame| push.push(frame)).on_close(move || close.close(CloseReason::Normal));
+    let mut conn = inner
+        .cable
+        .connection(sink, Identifiers::new())
+        .with_request(request);
+
+    // Frames that arrive while `connect` runs wait in the socket and are
+    // handled after `welcome`, in order.
+    let opened = tokio::select! {
+        state = tokio::time::timeout(config.handshake_timeout, conn.open()) => state.ok(),
+        _ = inner.shutdown.cancelled() => None,
+    };
+    if opened == Some(ConnectionState::Open) {
+        serve(&server, &mut conn, &mut ws_rx, &outbox).await;
+    } else if opened.is_none() {
+        outbox.close(CloseReason::Normal);
+    }
+    conn.disconnect().await;
+    outbox.close(CloseReason::Normal);
+    // Give the writer the time to flush the last frames and the close frame.
+    let mut writer = writer;
+    if tokio::time::timeout(config.write_timeout, &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
+    }
+}
+
+async fn serve(
+    server: &CableServer,
+    conn: &mut keayl_cable::Connection,
+    ws_rx: &mut futures_util::stream::SplitStream<WebSocket>,
+    outbox: &Outbox,
+) {
+    let inner = &server.inner;
+    let config = &inner.config;
+    let mut ping = tokio::time::interval_at(
+        tokio::time::Instant::now() + config.ping_interval,
+        config.ping_interval,
+    );
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut restart = inner.restart.subscribe();
+    restart.borrow_and_update();
+    let far = Duration::from_secs(86_400);
+    loop {
+        // Created before the check: a close in between still wakes it.
+        let closed = outbox.closed.notified();
+        if outbox.is_closed() {
+            return;
+        }
+        let timer_due = conn
+            .next_timer_due()
+            .unwrap_or_else(|| tokio::time::Instant::now() + far);
+        tokio::select! {
+            biased;
+            _ = closed => return,
+            _ = inner.shutdown.cancelled() => {
+                conn.close(DisconnectReason::ServerRestart, true);
+                return;
+            }
+            _ = restart.changed() => {
+                conn.close(DisconnectReason::ServerRestart, true);
+                return;
+            }
+            msg = ws_rx.next() => match msg {
+                Some(Ok(Message::Text(text))) => {
+                    if let Err(e) = conn.handle_frame(text.as_bytes()).await {
+                        inner.stats.command_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(kind = e.kind(), error = %e, "command failed");
+                    }
+                }
+                Some(Ok(Message::Binary(_))) => {
+                    inner.stats.binary_frames.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!("dropped a binary frame (Action Cable frames are text)");
+                }
+                Some(Ok(Message::Close(_))) => {
+                    outbox.close(CloseReason::ClientClosed);
+                    return;
+                }
+                None => {
+                    outbox.close(CloseReason::Gone);
+                    return;
+                }
+                Some(Ok(_)) => {} // ping/pong: tungstenite answers pings itself
+                Some(Err(e)) => {
+                    let text = e.to_string();
+                    if text.contains("too long") || text.contains("Space limit") {
+                        inner.stats.oversize.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(error = %text, "message over the size limit; closing with 1009");
+                        outbox.close(CloseReason::TooBig);
+                    } else {
+                        tracing::debug!(error = %text, "websocket read failed");
+                        outbox.close(CloseReason::Gone);
+                    }
+                    return;
+                }
+            },
+            _ = ping.tick() => conn.ping(unix_secs()),
+            _ = tokio::time::sleep_until(timer_due) => {
+                conn.run_periodic_timers(tokio::time::Instant::now()).await;
+            }
+        }
+    }
+}
+
+async fn write_loop(
+    mut ws_tx: futures_util::stream::SplitSink<WebSocket, Message>,
+    outbox: Arc<Outbox>,
+    write_timeout: Duration,
+) {
+    let mut batch: Vec<Bytes> = Vec::with_capacity(16);
+    loop {
+        let wake = outbox.wake.notified();
+        let closing = outbox.drain(&mut batch);
+        if !batch.is_empty() {
+            let write = async {
+                for frame in batch.drain(..) {
+                    let text = match Utf8Bytes::try_from(frame) {
+                        Ok(t) => t,
+                        Err(_) => {
+                            tracing::error!("dropped a frame that is not UTF-8");
+                            continue;
+                        }
+                    };
+                    ws_tx.feed(Message::Text(text)).await?;
+                }
+                ws_tx.flush().await
+            };
+            match tokio::time::timeout(write_timeout, write).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "websocket write failed");
+                    outbox.close(CloseReason::Gone);
+                    return;
+                }
+                Err(_) => {
+                    tracing::warn!("websocket write timed out; disconnecting slow client");
+                    outbox
+                        .stats
+                        .slow_disconnects
+                        .fetch_add(1, Ordering::Relaxed);
+                    outbox.close(CloseReason::Gone);
+                    return;
+                }
+            }
+            batch.clear();
+        }
+        if let Some(reason) = closing {
+            let code = match reason {
+                CloseReason::Normal | CloseReason::TooSlow => 1000,
+                CloseReason::TooBig => 1009,
+                CloseReason::Gone => return,
+                CloseReason::ClientClosed => {
+                    // tungstenite queued the close reply; flush it out.
+                    let _ = tokio::time::timeout(write_timeout, ws_tx.close()).await;
+                    return;
+                }
+            };
+            let frame = CloseFrame {
+                code,
+                reason: Utf8Bytes::from_static(""),
+            };
+            let _ = tokio::time::timeout(write_timeout, async {
+                ws_tx.send(Message::Close(Some(frame))).await?;
+                ws_tx.close().await
+            })
+            .await;
+            return;
+        }
+        wake.await;
+    }
+}

@@ -92,7 +92,10 @@ async fn clock_ticks_with_ids_and_resumes_after_last_event_id() {
     }
     let text = String::from_utf8_lossy(&got);
     assert!(text.contains(": clock stream open\n"));
-    assert!(text.contains("event: tick\nid: 8\ndata: {\"n\":8,"), "{text}");
+    assert!(
+        text.contains("event: tick\nid: 8\ndata: {\"n\":8,"),
+        "{text}"
+    );
 }
 
 #[tokio::test]

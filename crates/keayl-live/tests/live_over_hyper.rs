@@ -121,7 +121,10 @@ async fn writing_after_close_fails_with_stream_closed() {
     .await;
     let resp = read_response(&mut get(addr, "/", "").await).await;
     assert_eq!(resp.body, b"only\n");
-    assert_eq!(result_rx.recv().await.unwrap(), Err(LiveError::StreamClosed));
+    assert_eq!(
+        result_rx.recv().await.unwrap(),
+        Err(LiveError::StreamClosed)
+    );
 }
 
 #[tokio::test]
@@ -169,10 +172,7 @@ async fn idle_writer_notices_disconnect_without_writing() {
                 .await
                 .map_err(|_| "disconnect not noticed while idle")?;
             assert!(stream.is_disconnected());
-            assert_eq!(
-                stream.write("x").await,
-                Err(LiveError::ClientDisconnected)
-            );
+            assert_eq!(stream.write("x").await, Err(LiveError::ClientDisconnected));
             Ok(())
         })
     })

@@ -1,7 +1,7 @@
 //! The per-connection outbound queue, bounded in bytes.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -49,11 +49,8 @@ pub(crate) struct Outbox {
     state: Mutex<State>,
     limit: usize,
     policy: SlowClientPolicy,
-    /// Wakes the writer.
+    /// Wakes the connection's task: frames to write, or closing.
     pub(crate) wake: Notify,
-    /// Wakes the reader loop when the outbox closes.
-    pub(crate) closed: Notify,
-    is_closed: AtomicBool,
     pub(crate) stats: Arc<super::Stats>,
 }
 
@@ -64,8 +61,6 @@ impl Outbox {
             limit,
             policy,
             wake: Notify::new(),
-            closed: Notify::new(),
-            is_closed: AtomicBool::new(false),
             stats,
         }
     }
@@ -128,13 +123,7 @@ impl Outbox {
     }
 
     fn signal_closed(&self) {
-        self.is_closed.store(true, Ordering::Release);
         self.wake.notify_one();
-        self.closed.notify_waiters();
-    }
-
-    pub(crate) fn is_closed(&self) -> bool {
-        self.is_closed.load(Ordering::Acquire)
     }
 
     /// Take everything queued; also says whether the outbox is closing.

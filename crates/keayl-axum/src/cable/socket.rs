@@ -56,7 +56,7 @@ impl Drop for Gauge<'_> {
     }
 }
 
-pub(crate) async fn run(server: CableServer, socket: WebSocket, request: Request) {
+pub(crate) async fn run(server: CableServer, mut socket: WebSocket, request: Request) {
     let inner = &server.inner;
     let config = &inner.config;
     inner.stats.connections.fetch_add(1, Ordering::Relaxed);
@@ -66,14 +66,11 @@ pub(crate) async fn run(server: CableServer, socket: WebSocket, request: Request
         .fetch_add(1, Ordering::Relaxed);
     let _gauge = Gauge(&inner.stats);
 
-    let (ws_tx, mut ws_rx) = socket.split();
     let outbox = Arc::new(Outbox::new(
         config.outbound_queue_bytes,
         config.slow_client,
         inner.stats.clone(),
     ));
-    let writer = tokio::spawn(write_loop(ws_tx, outbox.clone(), config.write_timeout));
-
     let push = outbox.clone();
     let close = outbox.clone();
     let sink =
@@ -90,26 +87,87 @@ pub(crate) async fn run(server: CableServer, socket: WebSocket, request: Request
         _ = inner.shutdown.cancelled() => None,
     };
     if opened == Some(ConnectionState::Open) {
-        serve(&server, &mut conn, &mut ws_rx, &outbox).await;
-    } else if opened.is_none() {
+        serve(&server, &mut conn, &mut socket, &outbox).await;
+    } else {
         outbox.close(CloseReason::Normal);
     }
     conn.disconnect().await;
     outbox.close(CloseReason::Normal);
-    // Give the writer the time to flush the last frames and the close frame.
-    let mut writer = writer;
-    if tokio::time::timeout(config.write_timeout, &mut writer)
-        .await
-        .is_err()
-    {
-        writer.abort();
+    // Whatever is still queued (a disconnect message), then the close frame.
+    let mut batch = Vec::new();
+    let _ = flush(&mut socket, &outbox, &mut batch, config.write_timeout).await;
+}
+
+/// Write everything queued with one flush; then, if the outbox is closing,
+/// the close frame. `Err` when the connection is over.
+async fn flush(
+    socket: &mut WebSocket,
+    outbox: &Outbox,
+    batch: &mut Vec<Bytes>,
+    write_timeout: Duration,
+) -> Result<(), ()> {
+    let closing = outbox.drain(batch);
+    if closing == Some(CloseReason::Gone) {
+        return Err(());
     }
+    if !batch.is_empty() {
+        let write = async {
+            for frame in batch.drain(..) {
+                match Utf8Bytes::try_from(frame) {
+                    Ok(text) => socket.feed(Message::Text(text)).await?,
+                    Err(_) => tracing::error!("dropped a frame that is not UTF-8"),
+                }
+            }
+            socket.flush().await
+        };
+        match tokio::time::timeout(write_timeout, write).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "websocket write failed");
+                outbox.close(CloseReason::Gone);
+                return Err(());
+            }
+            Err(_) => {
+                tracing::warn!("websocket write timed out; disconnecting slow client");
+                outbox
+                    .stats
+                    .slow_disconnects
+                    .fetch_add(1, Ordering::Relaxed);
+                outbox.close(CloseReason::Gone);
+                return Err(());
+            }
+        }
+        batch.clear();
+    }
+    let Some(reason) = closing else {
+        return Ok(());
+    };
+    let code = match reason {
+        CloseReason::Normal | CloseReason::TooSlow => 1000,
+        CloseReason::TooBig => 1009,
+        CloseReason::ClientClosed | CloseReason::Gone => {
+            // tungstenite queued the reply to the client's close; flush it.
+            let _ = tokio::time::timeout(write_timeout, socket.flush()).await;
+            return Err(());
+        }
+    };
+    let frame = CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(""),
+    };
+    let _ = tokio::time::timeout(write_timeout, async {
+        socket.send(Message::Close(Some(frame))).await?;
+        socket.flush().await
+    })
+    .await;
+    outbox.close(CloseReason::Gone);
+    Err(())
 }
 
 async fn serve(
     server: &CableServer,
     conn: &mut keayl_cable::Connection,
-    ws_rx: &mut futures_util::stream::SplitStream<WebSocket>,
+    socket: &mut WebSocket,
     outbox: &Outbox,
 ) {
     let inner = &server.inner;
@@ -122,10 +180,15 @@ async fn serve(
     let mut restart = inner.restart.subscribe();
     restart.borrow_and_update();
     let far = Duration::from_secs(86_400);
+    let mut batch: Vec<Bytes> = Vec::with_capacity(16);
     loop {
-        // Created before the check: a close in between still wakes it.
-        let closed = outbox.closed.notified();
-        if outbox.is_closed() {
+        // One task owns the socket: it writes what is queued, then waits for
+        // the next event. Reading is cancel-safe, so a wake-up to write never
+        // loses a half-read frame.
+        if flush(socket, outbox, &mut batch, config.write_timeout)
+            .await
+            .is_err()
+        {
             return;
         }
         let timer_due = conn
@@ -133,16 +196,14 @@ async fn serve(
             .unwrap_or_else(|| tokio::time::Instant::now() + far);
         tokio::select! {
             biased;
-            _ = closed => return,
+            _ = outbox.wake.notified() => {}
             _ = inner.shutdown.cancelled() => {
                 conn.close(DisconnectReason::ServerRestart, true);
-                return;
             }
             _ = restart.changed() => {
                 conn.close(DisconnectReason::ServerRestart, true);
-                return;
             }
-            msg = ws_rx.next() => match msg {
+            msg = socket.next() => match msg {
                 Some(Ok(Message::Text(text))) => {
                     if let Err(e) = conn.handle_frame(text.as_bytes()).await {
                         inner.stats.command_errors.fetch_add(1, Ordering::Relaxed);
@@ -153,14 +214,8 @@ async fn serve(
                     inner.stats.binary_frames.fetch_add(1, Ordering::Relaxed);
                     tracing::info!("dropped a binary frame (Action Cable frames are text)");
                 }
-                Some(Ok(Message::Close(_))) => {
-                    outbox.close(CloseReason::ClientClosed);
-                    return;
-                }
-                None => {
-                    outbox.close(CloseReason::Gone);
-                    return;
-                }
+                Some(Ok(Message::Close(_))) => outbox.close(CloseReason::ClientClosed),
+                None => outbox.close(CloseReason::Gone),
                 Some(Ok(_)) => {} // ping/pong: tungstenite answers pings itself
                 Some(Err(e)) => {
                     let text = e.to_string();
@@ -172,7 +227,6 @@ async fn serve(
                         tracing::debug!(error = %text, "websocket read failed");
                         outbox.close(CloseReason::Gone);
                     }
-                    return;
                 }
             },
             _ = ping.tick() => conn.ping(unix_secs()),
@@ -180,73 +234,5 @@ async fn serve(
                 conn.run_periodic_timers(tokio::time::Instant::now()).await;
             }
         }
-    }
-}
-
-async fn write_loop(
-    mut ws_tx: futures_util::stream::SplitSink<WebSocket, Message>,
-    outbox: Arc<Outbox>,
-    write_timeout: Duration,
-) {
-    let mut batch: Vec<Bytes> = Vec::with_capacity(16);
-    loop {
-        let wake = outbox.wake.notified();
-        let closing = outbox.drain(&mut batch);
-        if !batch.is_empty() {
-            let write = async {
-                for frame in batch.drain(..) {
-                    let text = match Utf8Bytes::try_from(frame) {
-                        Ok(t) => t,
-                        Err(_) => {
-                            tracing::error!("dropped a frame that is not UTF-8");
-                            continue;
-                        }
-                    };
-                    ws_tx.feed(Message::Text(text)).await?;
-                }
-                ws_tx.flush().await
-            };
-            match tokio::time::timeout(write_timeout, write).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "websocket write failed");
-                    outbox.close(CloseReason::Gone);
-                    return;
-                }
-                Err(_) => {
-                    tracing::warn!("websocket write timed out; disconnecting slow client");
-                    outbox
-                        .stats
-                        .slow_disconnects
-                        .fetch_add(1, Ordering::Relaxed);
-                    outbox.close(CloseReason::Gone);
-                    return;
-                }
-            }
-            batch.clear();
-        }
-        if let Some(reason) = closing {
-            let code = match reason {
-                CloseReason::Normal | CloseReason::TooSlow => 1000,
-                CloseReason::TooBig => 1009,
-                CloseReason::Gone => return,
-                CloseReason::ClientClosed => {
-                    // tungstenite queued the close reply; flush it out.
-                    let _ = tokio::time::timeout(write_timeout, ws_tx.close()).await;
-                    return;
-                }
-            };
-            let frame = CloseFrame {
-                code,
-                reason: Utf8Bytes::from_static(""),
-            };
-            let _ = tokio::time::timeout(write_timeout, async {
-                ws_tx.send(Message::Close(Some(frame))).await?;
-                ws_tx.close().await
-            })
-            .await;
-            return;
-        }
-        wake.await;
     }
 }

@@ -40,7 +40,7 @@ impl Body for LiveBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.shared.is_finished()
+        self.shared.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {

@@ -1,4 +1,5 @@
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
 use std::time::Duration;
@@ -48,6 +49,9 @@ pub(crate) struct Shared {
     state: Mutex<State>,
     /// Woken when buffer space frees up or the stream ends.
     changed: Notify,
+    /// Set once the queue is empty and the stream closed: lets the body's
+    /// `is_end_stream` answer without the lock.
+    finished: AtomicBool,
     config: LiveConfig,
 }
 
@@ -58,6 +62,9 @@ struct State {
     closed: bool,
     disconnected: bool,
     reader: Option<Waker>,
+    /// Writers registered on `changed` waiting for space; the reader only
+    /// notifies when this is non-zero (and resets it when it does).
+    write_waiters: usize,
     last_write: Instant,
 }
 
@@ -76,9 +83,11 @@ impl Shared {
                 closed: false,
                 disconnected: false,
                 reader: None,
+                write_waiters: 0,
                 last_write: Instant::now(),
             }),
             changed: Notify::new(),
+            finished: AtomicBool::new(false),
             config,
         })
     }
@@ -94,11 +103,25 @@ impl Shared {
         let mut st = self.lock();
         if let Some(chunk) = st.queue.pop_front() {
             st.queued_bytes -= chunk.len();
+            if st.queue.is_empty() && st.closed {
+                self.finished.store(true, Ordering::Release);
+            }
+            // Wake blocked writers once the buffer has drained to half (or
+            // empty), not on every chunk: one writer wake-up refills many
+            // chunks instead of ping-ponging one chunk per wake-up.
+            let wake = st.write_waiters > 0
+                && (st.queue.is_empty() || st.queued_bytes <= self.config.buffer_bytes / 2);
+            if wake {
+                st.write_waiters = 0;
+            }
             drop(st);
-            self.changed.notify_waiters();
+            if wake {
+                self.changed.notify_waiters();
+            }
             return Poll::Chunk(chunk);
         }
         if st.closed || st.disconnected {
+            self.finished.store(true, Ordering::Release);
             return Poll::End;
         }
         match &st.reader {
@@ -106,6 +129,11 @@ impl Shared {
             _ => st.reader = Some(waker.clone()),
         }
         Poll::Pending
+    }
+
+    /// Lock-free `is_finished` for the body's `is_end_stream`.
+    pub(crate) fn is_end_stream(&self) -> bool {
+        self.finished.load(Ordering::Acquire)
     }
 
     pub(crate) fn is_finished(&self) -> bool {
@@ -125,6 +153,10 @@ impl Shared {
         let reader = {
             let mut st = self.lock();
             st.closed = true;
+            st.write_waiters = 0;
+            if st.queue.is_empty() {
+                self.finished.store(true, Ordering::Release);
+            }
             st.reader.take()
         };
         if let Some(w) = reader {
@@ -140,6 +172,8 @@ impl Shared {
             st.closed = true;
             st.queue.clear();
             st.queued_bytes = 0;
+            st.write_waiters = 0;
+            self.finished.store(true, Ordering::Release);
             st.reader.take()
         };
         if let Some(w) = reader {
@@ -148,7 +182,44 @@ impl Shared {
         self.changed.notify_waiters();
     }
 
+    /// Queue `bytes` if the buffer has room. `Ok(false)` means full; with
+    /// `register`, the caller (which enabled a `changed` waiter first) is
+    /// counted as waiting for space.
+    fn try_push(&self, bytes: &mut Option<Bytes>, register: bool) -> Result<bool, LiveError> {
+        let mut st = self.lock();
+        if st.disconnected {
+            return Err(LiveError::ClientDisconnected);
+        }
+        if st.closed {
+            return Err(LiveError::StreamClosed);
+        }
+        let len = bytes.as_ref().map_or(0, Bytes::len);
+        if len == 0 {
+            return Ok(true);
+        }
+        if st.queued_bytes == 0 || st.queued_bytes + len <= self.config.buffer_bytes {
+            st.queued_bytes += len;
+            st.queue.extend(bytes.take());
+            st.last_write = Instant::now();
+            let reader = st.reader.take();
+            drop(st);
+            if let Some(w) = reader {
+                w.wake();
+            }
+            return Ok(true);
+        }
+        if register {
+            st.write_waiters += 1;
+        }
+        Ok(false)
+    }
+
     async fn write_bytes(&self, bytes: Bytes) -> Result<(), LiveError> {
+        let mut bytes = Some(bytes);
+        // Fast path: room in the buffer, no waiter registration, no deadline.
+        if self.try_push(&mut bytes, false)? {
+            return Ok(());
+        }
         let deadline = self.config.write_timeout.map(|t| Instant::now() + t);
         loop {
             let notified = self.changed.notified();
@@ -156,29 +227,8 @@ impl Shared {
             // Register before checking, so a wake-up between check and await
             // is not lost.
             notified.as_mut().enable();
-            {
-                let mut st = self.lock();
-                if st.disconnected {
-                    return Err(LiveError::ClientDisconnected);
-                }
-                if st.closed {
-                    return Err(LiveError::StreamClosed);
-                }
-                if bytes.is_empty() {
-                    return Ok(());
-                }
-                if st.queued_bytes == 0 || st.queued_bytes + bytes.len() <= self.config.buffer_bytes
-                {
-                    st.queued_bytes += bytes.len();
-                    st.queue.push_back(bytes);
-                    st.last_write = Instant::now();
-                    let reader = st.reader.take();
-                    drop(st);
-                    if let Some(w) = reader {
-                        w.wake();
-                    }
-                    return Ok(());
-                }
+            if self.try_push(&mut bytes, true)? {
+                return Ok(());
             }
             match deadline {
                 Some(deadline) => {

@@ -324,11 +324,6 @@ async fn model_broadcasts_reach_every_subscriber_of_the_stream_and_no_other() {
 }
 
 #[tokio::test]
-#[ignore = "BUG: a channel registered under another name with CableBuilder::channel_with \
-            streams stream_for under the registered (client-facing) name \
-            (ChannelContext::broadcasting_for uses SubState::channel_class), while \
-            Channel::broadcasting_for / broadcast_to_target use C::NAME, although their docs \
-            say stream_for uses Channel::broadcasting_for; broadcasts never arrive"]
 async fn stream_for_and_broadcast_to_target_agree_for_a_channel_registered_under_an_alias() {
     let cable = Cable::builder_shared(global())
         .channel_with("RoomsChannel", ChatChannel::default)

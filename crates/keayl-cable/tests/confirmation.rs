@@ -179,10 +179,6 @@ async fn confirmation_waits_for_every_stream_of_subscribed() {
 }
 
 #[tokio::test]
-#[ignore = "BUG: Connection::subscribe_dyn awaits the readiness of every stream_from made in \
-            subscribed, including streams the channel stopped again before returning; their \
-            broker subscription was cancelled, so readiness fails (or never completes) and a \
-            healthy subscription is rejected (or hangs) instead of confirmed"]
 async fn a_stream_stopped_inside_subscribed_is_not_waited_for() {
     let s = setup();
     let (mut conn, sink) = open(&s.cable).await;
@@ -286,11 +282,6 @@ async fn a_stream_started_by_an_action_is_live_before_the_command_completes() {
 }
 
 #[tokio::test]
-#[ignore = "BUG: when the broker subscription of a stream started by an action fails, \
-            Connection::run_action only logs it: the stream stays in the subscription's \
-            streams and its local subscriber stays registered with External, which keeps the \
-            failed readiness cached, so the stream never delivers and every later subscriber \
-            of that stream in this process is rejected even once the broker is healthy"]
 async fn a_failed_broker_subscription_does_not_poison_the_stream() {
     let s = setup();
     s.broker.set_auto_ack(true);

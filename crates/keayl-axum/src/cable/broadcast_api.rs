@@ -49,10 +49,11 @@ enum Body {
     Many(Vec<Broadcast>),
 }
 
-fn authorized(auth: &BroadcastAuth, headers: &HeaderMap) -> Result<(), Response> {
+/// `None` when the request may broadcast, else the response refusing it.
+fn refusal(auth: &BroadcastAuth, headers: &HeaderMap) -> Option<Response> {
     match auth {
-        BroadcastAuth::Disabled => Err(super::page_not_found()),
-        BroadcastAuth::OpenForDevelopment => Ok(()),
+        BroadcastAuth::Disabled => Some(super::page_not_found()),
+        BroadcastAuth::OpenForDevelopment => None,
         BroadcastAuth::Secret(secret) => {
             let given = headers
                 .get(http::header::AUTHORIZATION)
@@ -60,10 +61,10 @@ fn authorized(auth: &BroadcastAuth, headers: &HeaderMap) -> Result<(), Response>
                 .and_then(|v| v.strip_prefix("Bearer "))
                 .unwrap_or("");
             if bool::from(given.as_bytes().ct_eq(secret.as_bytes())) {
-                Ok(())
+                None
             } else {
                 tracing::warn!("refused /_broadcast: bad or missing bearer secret");
-                Err((StatusCode::UNAUTHORIZED, "unauthorized").into_response())
+                Some((StatusCode::UNAUTHORIZED, "unauthorized").into_response())
             }
         }
     }
@@ -74,7 +75,7 @@ pub(crate) async fn handler(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(resp) = authorized(&server.inner.config.broadcast_auth, &headers) {
+    if let Some(resp) = refusal(&server.inner.config.broadcast_auth, &headers) {
         return resp;
     }
     let parsed: Body = match serde_json::from_slice(&body) {

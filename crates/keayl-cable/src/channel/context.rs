@@ -36,13 +36,21 @@ pub(crate) struct SubState {
     pub(crate) identifier: String,
     pub(crate) encoded: EncodedIdentifier,
     pub(crate) channel_class: Arc<str>,
+    pub(crate) channel_name: &'static str,
     pub(crate) params: Params,
     pub(crate) gate: Arc<Gate>,
     pub(crate) streams: HashMap<String, SubscriptionId>,
-    pub(crate) pending: Vec<BoxFuture<'static, Result<(), PubSubError>>>,
+    pub(crate) pending: Vec<PendingStream>,
     pub(crate) timers: Vec<Timer>,
     pub(crate) rejected: bool,
     pub(crate) confirmed: bool,
+}
+
+/// A stream subscription of one subscription that is not known to be live yet.
+pub(crate) struct PendingStream {
+    pub(crate) stream: String,
+    pub(crate) id: SubscriptionId,
+    pub(crate) ready: BoxFuture<'static, Result<(), PubSubError>>,
 }
 
 /// A periodic timer of one subscription.
@@ -54,11 +62,17 @@ pub(crate) struct Timer {
 }
 
 impl SubState {
-    pub(crate) fn new(identifier: &str, channel_class: Arc<str>, params: Params) -> Self {
+    pub(crate) fn new(
+        identifier: &str,
+        channel_class: Arc<str>,
+        channel_name: &'static str,
+        params: Params,
+    ) -> Self {
         SubState {
             identifier: identifier.to_owned(),
             encoded: EncodedIdentifier::new(identifier),
             channel_class,
+            channel_name,
             params,
             gate: Arc::new(Gate::default()),
             streams: HashMap::new(),
@@ -174,7 +188,11 @@ impl<'a> ChannelContext<'a> {
         }
         let callback = self.delivery_callback(coder);
         let sub = self.conn.cable.pubsub().subscribe(&stream, callback);
-        self.state.pending.push(sub.ready);
+        self.state.pending.push(PendingStream {
+            stream: stream.clone(),
+            id: sub.id,
+            ready: sub.ready,
+        });
         self.state.streams.insert(stream, sub.id);
     }
 
@@ -214,12 +232,13 @@ impl<'a> ChannelContext<'a> {
 
     /// This channel's broadcasting name for `target`.
     pub fn broadcasting_for(&self, target: &dyn Streamable) -> String {
-        naming::broadcasting_for(&self.state.channel_class, &[target])
+        naming::broadcasting_for(self.state.channel_name, &[target])
     }
 
     /// Stop streaming `stream`; a no-op if not streaming it.
     pub fn stop_stream_from(&mut self, stream: &str) {
         if let Some(id) = self.state.streams.remove(stream) {
+            self.state.pending.retain(|p| p.id != id);
             self.conn.cable.pubsub().unsubscribe(id);
         }
     }
@@ -232,6 +251,7 @@ impl<'a> ChannelContext<'a> {
 
     /// Stop every stream of this subscription.
     pub fn stop_all_streams(&mut self) {
+        self.state.pending.clear();
         for (_, id) in self.state.streams.drain() {
             self.conn.cable.pubsub().unsubscribe(id);
         }

@@ -6,6 +6,7 @@ use super::{Channel, ChannelContext, ChannelError, Data};
 use crate::pubsub::BoxFuture;
 
 pub(crate) trait DynChannel: Send {
+    fn name(&self) -> &'static str;
     fn actions(&self) -> &'static [&'static str];
     fn periodically(&self) -> &'static [(&'static str, Duration)];
     fn subscribed<'a>(
@@ -22,6 +23,9 @@ pub(crate) trait DynChannel: Send {
 }
 
 impl<C: Channel> DynChannel for C {
+    fn name(&self) -> &'static str {
+        C::NAME
+    }
     fn actions(&self) -> &'static [&'static str] {
         C::ACTIONS
     }

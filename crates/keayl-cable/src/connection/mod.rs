@@ -490,7 +490,7 @@ impl Connection {
         if self.subscriptions.len() >= limit {
             return Err(CommandError::TooManySubscriptions(limit));
         }
-        let mut state = SubState::new(&identifier, channel_class, params);
+        let mut state = SubState::new(&identifier, channel_class, channel.name(), params);
         let mut ctx = ChannelContext {
             state: &mut state,
             conn: &self.shared,
@@ -509,8 +509,8 @@ impl Connection {
         }
         if !state.rejected {
             let pending = std::mem::take(&mut state.pending);
-            for ready in pending {
-                if let Err(e) = ready.await {
+            for p in pending {
+                if let Err(e) = p.ready.await {
                     tracing::error!(identifier = %identifier, error = %e, "stream subscription failed; rejecting");
                     state.rejected = true;
                     break;
@@ -590,9 +590,13 @@ impl Connection {
             .await;
         // Streams started by the action go live before the next command.
         let pending = std::mem::take(&mut state.pending);
-        for ready in pending {
-            if let Err(e) = ready.await {
-                tracing::error!(error = %e, "stream subscription from an action failed");
+        for p in pending {
+            if let Err(e) = p.ready.await {
+                tracing::error!(error = %e, stream = %p.stream, "stream subscription from an action failed; stopping it");
+                if state.streams.get(&p.stream) == Some(&p.id) {
+                    state.streams.remove(&p.stream);
+                    shared.cable.pubsub().unsubscribe(p.id);
+                }
             }
         }
         let message = match result {

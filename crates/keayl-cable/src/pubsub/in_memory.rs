@@ -1,5 +1,5 @@
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
@@ -19,10 +19,13 @@ pub struct InMemory {
     next_id: AtomicU64,
 }
 
+/// A subscriber: its id, its callback, and whether it is still subscribed.
+type Entry = (SubscriptionId, Callback, Arc<AtomicBool>);
+
 #[derive(Default)]
 struct Registry {
-    streams: HashMap<Arc<str>, Arc<Vec<(SubscriptionId, Callback)>>>,
-    by_id: HashMap<SubscriptionId, Arc<str>>,
+    streams: HashMap<Arc<str>, Arc<Vec<Entry>>>,
+    by_id: HashMap<SubscriptionId, (Arc<str>, Arc<AtomicBool>)>,
 }
 
 impl std::fmt::Debug for InMemory {
@@ -53,8 +56,11 @@ impl InMemory {
         };
         let (name, subs) = snapshot;
         let delivery = Delivery::new(name, message);
-        for (_, callback) in subs.iter() {
-            callback(&delivery);
+        for (_, callback, alive) in subs.iter() {
+            // Skip subscriptions removed since the snapshot (by an earlier callback).
+            if alive.load(Ordering::Acquire) {
+                callback(&delivery);
+            }
         }
         subs.len()
     }
@@ -95,18 +101,20 @@ impl InMemory {
         let list = reg.streams.entry(name.clone()).or_default();
         let first = list.is_empty();
         // Mutates in place unless a broadcast holds the snapshot right now.
-        Arc::make_mut(list).push((id, callback));
-        reg.by_id.insert(id, name);
+        let alive = Arc::new(AtomicBool::new(true));
+        Arc::make_mut(list).push((id, callback, alive.clone()));
+        reg.by_id.insert(id, (name, alive));
         (id, first)
     }
 
     /// Remove a subscription; returns its stream when it was the last one.
     pub(crate) fn remove(&self, id: SubscriptionId) -> Option<Arc<str>> {
         let mut reg = self.inner.write().unwrap_or_else(|e| e.into_inner());
-        let name = reg.by_id.remove(&id)?;
+        let (name, alive) = reg.by_id.remove(&id)?;
+        alive.store(false, Ordering::Release);
         let now_empty = match reg.streams.get_mut(&name) {
             Some(list) => {
-                Arc::make_mut(list).retain(|(i, _)| *i != id);
+                Arc::make_mut(list).retain(|(i, _, _)| *i != id);
                 list.is_empty()
             }
             None => false,

@@ -238,7 +238,8 @@ impl<'a> RemoteConnections<'a> {
             && declared
                 .iter()
                 .all(|d| identifiers.iter().any(|(n, _)| n == d))
-            && identifiers.iter().all(|(n, _)| declared.contains(n));
+            && identifiers.iter().all(|(n, _)| declared.contains(n))
+            && identifiers.len() == declared.len();
         if !complete {
             return Err(InvalidIdentifiers {
                 declared: declared.to_vec(),

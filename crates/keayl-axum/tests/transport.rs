@@ -299,3 +299,67 @@ async fn plain_get_and_refused_origin_get_404() {
     assert!(out.starts_with("HTTP/1.1 404"), "{out}");
     assert!(out.ends_with("Page not found"));
 }
+
+#[tokio::test]
+async fn half_open_client_that_never_answers_is_closed_while_a_live_one_stays() {
+    let (addr, server) = start(ServerConfig {
+        ping_interval: Duration::from_millis(100),
+        liveness_timeout: Duration::from_millis(800),
+        ..ServerConfig::default()
+    })
+    .await;
+    let mut live = connect(addr).await;
+    subscribe(&mut live).await;
+    let mut silent = connect(addr).await;
+    subscribe(&mut silent).await;
+    // `live` keeps reading (tungstenite answers the server's pings while
+    // reading); `silent` never reads again, so it never answers.
+    let reader = tokio::spawn(async move {
+        let until = tokio::time::Instant::now() + Duration::from_millis(2500);
+        while tokio::time::Instant::now() < until {
+            let _ = tokio::time::timeout(Duration::from_millis(50), live.next()).await;
+        }
+        live
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while server.stats().liveness_timeouts.load(Ordering::Relaxed) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "half-open client never closed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut live = reader.await.unwrap();
+    assert_eq!(server.stats().liveness_timeouts.load(Ordering::Relaxed), 1);
+    assert_eq!(server.connection_count(), 1, "the answering client stays");
+    live.send(Message::text(format!(
+        r#"{{"command":"message","identifier":"{ID}","data":"{{\"action\":\"echo\",\"ok\":true}}"}}"#
+    )))
+    .await
+    .unwrap();
+    assert_eq!(
+        next_text(&mut live).await,
+        format!(r#"{{"identifier":"{ID}","message":{{"action":"echo","ok":true}}}}"#)
+    );
+    drop(silent);
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_get_503() {
+    let (addr, _server) = start(ServerConfig {
+        max_connections: 2,
+        ..ServerConfig::default()
+    })
+    .await;
+    let mut a = connect(addr).await;
+    subscribe(&mut a).await;
+    let mut b = connect(addr).await;
+    subscribe(&mut b).await;
+    let req = format!("ws://{addr}/cable").into_client_request().unwrap();
+    match tokio_tungstenite::connect_async(req).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 503)
+        }
+        other => panic!("expected HTTP 503, got {:?}", other.map(|_| ())),
+    }
+}

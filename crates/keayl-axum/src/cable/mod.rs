@@ -76,6 +76,17 @@ pub struct ServerConfig {
     /// How long a client has to complete the upgrade and `connect`.
     /// Default 10 s.
     pub handshake_timeout: Duration,
+    /// Open connections one server accepts; beyond it, upgrades get HTTP
+    /// 503. Default 18,000 (one process may hold 20,000 files here).
+    pub max_connections: usize,
+    /// A client that sends nothing (not even a WebSocket pong) for this long
+    /// is considered gone (a half-open connection) and is closed. Half-way
+    /// through, the server sends a WebSocket ping, which every browser and
+    /// client library answers. Default 30 s.
+    pub liveness_timeout: Duration,
+    /// Log lines per second for refused connections and protocol errors;
+    /// the rest are counted and summarised. Default 20.
+    pub log_lines_per_second: u32,
 }
 
 impl Default for ServerConfig {
@@ -91,6 +102,9 @@ impl Default for ServerConfig {
             shutdown_deadline: Duration::from_secs(5),
             broadcast_auth: BroadcastAuth::Disabled,
             handshake_timeout: Duration::from_secs(10),
+            max_connections: 18_000,
+            liveness_timeout: Duration::from_secs(30),
+            log_lines_per_second: 20,
         }
     }
 }
@@ -114,6 +128,10 @@ pub struct Stats {
     pub oversize: AtomicU64,
     /// Binary frames dropped.
     pub binary_frames: AtomicU64,
+    /// Connections closed because the client stopped answering.
+    pub liveness_timeouts: AtomicU64,
+    /// Log lines suppressed by the rate limit.
+    pub suppressed_logs: AtomicU64,
 }
 
 /// The `/cable` transport around a [`Cable`]. Cheap to clone.
@@ -130,6 +148,49 @@ struct Inner {
     shutdown: CancellationToken,
     restart: tokio::sync::watch::Sender<u64>,
     tracker: TaskTracker,
+    log_limit: LogLimit,
+}
+
+/// Allows a fixed number of log lines per second, counting the rest.
+#[derive(Debug)]
+pub(crate) struct LogLimit {
+    per_second: u32,
+    window: std::sync::Mutex<(u64, u32)>,
+}
+
+impl LogLimit {
+    fn new(per_second: u32) -> Self {
+        LogLimit {
+            per_second,
+            window: std::sync::Mutex::new((0, 0)),
+        }
+    }
+
+    /// Whether one more line may be logged now.
+    pub(crate) fn allow(&self, stats: &Stats) -> bool {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        if w.0 != now {
+            let suppressed = w.1.saturating_sub(self.per_second);
+            if suppressed > 0 {
+                tracing::warn!(
+                    suppressed,
+                    "log lines suppressed by the rate limit in the last second"
+                );
+            }
+            *w = (now, 0);
+        }
+        w.1 += 1;
+        if w.1 <= self.per_second {
+            true
+        } else {
+            stats.suppressed_logs.fetch_add(1, Ordering::Relaxed);
+            false
+        }
+    }
 }
 
 impl CableServer {
@@ -138,6 +199,7 @@ impl CableServer {
         CableServer {
             inner: Arc::new(Inner {
                 cable,
+                log_limit: LogLimit::new(config.log_lines_per_second),
                 config,
                 stats: Arc::new(Stats::default()),
                 shutdown: CancellationToken::new(),
@@ -236,11 +298,23 @@ async fn ws_handler(State(server): State<CableServer>, req: Request<axum::body::
     }
     if !server.inner.config.origins.allows(&parts.headers) {
         server.inner.stats.refused.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(
-            origin = ?parts.headers.get(http::header::ORIGIN),
-            "request origin not allowed; refusing WebSocket upgrade"
-        );
+        if server.inner.log_limit.allow(&server.inner.stats) {
+            tracing::warn!(
+                origin = ?parts.headers.get(http::header::ORIGIN),
+                "request origin not allowed; refusing WebSocket upgrade"
+            );
+        }
         return page_not_found();
+    }
+    if server.connection_count() >= server.inner.config.max_connections {
+        server.inner.stats.refused.fetch_add(1, Ordering::Relaxed);
+        if server.inner.log_limit.allow(&server.inner.stats) {
+            tracing::warn!(
+                limit = server.inner.config.max_connections,
+                "connection limit reached; refusing WebSocket upgrade"
+            );
+        }
+        return (StatusCode::SERVICE_UNAVAILABLE, "connection limit reached").into_response();
     }
     // Client order matters (axum's accessor sorts), so read the header.
     let chosen = parts

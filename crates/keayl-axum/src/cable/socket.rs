@@ -181,6 +181,7 @@ async fn serve(
     restart.borrow_and_update();
     let far = Duration::from_secs(86_400);
     let mut batch: Vec<Bytes> = Vec::with_capacity(16);
+    let mut last_seen = tokio::time::Instant::now();
     loop {
         // One task owns the socket: it writes what is queued, then waits for
         // the next event. Reading is cancel-safe, so a wake-up to write never
@@ -205,18 +206,26 @@ async fn serve(
             }
             msg = socket.next() => match msg {
                 Some(Ok(Message::Text(text))) => {
+                    last_seen = tokio::time::Instant::now();
                     if let Err(e) = conn.handle_frame(text.as_bytes()).await {
                         inner.stats.command_errors.fetch_add(1, Ordering::Relaxed);
-                        tracing::info!(kind = e.kind(), error = %e, "command failed");
+                        if inner.log_limit.allow(&inner.stats) {
+                            tracing::info!(kind = e.kind(), error = %e, "command failed");
+                        }
                     }
                 }
                 Some(Ok(Message::Binary(_))) => {
+                    last_seen = tokio::time::Instant::now();
                     inner.stats.binary_frames.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!("dropped a binary frame (Action Cable frames are text)");
+                    if inner.log_limit.allow(&inner.stats) {
+                        tracing::info!("dropped a binary frame (Action Cable frames are text)");
+                    }
                 }
                 Some(Ok(Message::Close(_))) => outbox.close(CloseReason::ClientClosed),
                 None => outbox.close(CloseReason::Gone),
-                Some(Ok(_)) => {} // ping/pong: tungstenite answers pings itself
+                // Pings and pongs prove the client is there; tungstenite
+                // answers pings itself.
+                Some(Ok(_)) => last_seen = tokio::time::Instant::now(),
                 Some(Err(e)) => {
                     let text = e.to_string();
                     if text.contains("too long") || text.contains("Space limit") {
@@ -229,7 +238,22 @@ async fn serve(
                     }
                 }
             },
-            _ = ping.tick() => conn.ping(unix_secs()),
+            _ = ping.tick() => {
+                conn.ping(unix_secs());
+                let silent = last_seen.elapsed();
+                if silent >= config.liveness_timeout {
+                    inner.stats.liveness_timeouts.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(silent_ms = silent.as_millis() as u64, "client stopped answering; closing");
+                    outbox.close(CloseReason::Gone);
+                } else if silent >= config.liveness_timeout / 2 {
+                    // Any client answers a WebSocket ping with a pong.
+                    let _ = tokio::time::timeout(
+                        config.write_timeout,
+                        socket.send(Message::Ping(Bytes::new())),
+                    )
+                    .await;
+                }
+            }
             _ = tokio::time::sleep_until(timer_due) => {
                 conn.run_periodic_timers(tokio::time::Instant::now()).await;
             }

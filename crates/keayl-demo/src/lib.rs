@@ -8,7 +8,8 @@
 //! - `GET /clock` — an SSE event every second plus heartbeat comments;
 //! - `GET /cable` — Action Cable over WebSocket (`ChatChannel`,
 //!   `BenchmarkChannel`), `POST /_broadcast`;
-//! - `GET /chat` — a chat page on the official `@rails/actioncable` client.
+//! - `GET /chat` — a chat page on the official `@rails/actioncable` client;
+//! - `GET /sse/{stream}` — every broadcast on a cable stream, as SSE.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,7 +26,7 @@ pub mod cable_app;
 pub mod fixture;
 mod live_routes;
 
-pub use live_routes::{clock, events, numbers};
+pub use live_routes::{clock, events, numbers, stream_events};
 
 /// Options of the demo server.
 #[derive(Clone)]
@@ -89,6 +90,7 @@ pub fn app(config: DemoConfig) -> (Router, CableServer) {
     );
     let clock_config = config.clone();
     let web_dir = config.web_dir.clone();
+    let sse_pubsub = config.pubsub.clone();
     let router = Router::new()
         .route(
             "/",
@@ -113,6 +115,15 @@ pub fn app(config: DemoConfig) -> (Router, CableServer) {
                 let config = clock_config.clone();
                 async move { clock(&headers, &config) }
             }),
+        )
+        .route(
+            "/sse/{stream}",
+            get(
+                move |axum::extract::Path(stream): axum::extract::Path<String>| {
+                    let pubsub = sse_pubsub.clone();
+                    async move { stream_events(pubsub, stream) }
+                },
+            ),
         )
         .merge(server.router());
     (router, server)

@@ -69,3 +69,56 @@ pub fn clock(headers: &HeaderMap, config: &DemoConfig) -> http::Response<LiveBod
         })
         .into_http()
 }
+
+/// `GET /sse/{stream}`: every broadcast on a cable stream, as SSE frames
+/// (`data: <json>`). Broadcasts come from `BenchmarkChannel`, models, or
+/// `POST /_broadcast`. The frame is encoded once per broadcast and shared by
+/// every SSE client; a client more than 256 frames behind is disconnected.
+pub fn stream_events(
+    pubsub: std::sync::Arc<dyn keayl_cable::PubSub>,
+    stream: String,
+) -> http::Response<LiveBody> {
+    use bytes::Bytes;
+    use keayl_cable::pubsub::Delivery;
+    use keayl_live::sse::Frame;
+
+    Sse::new()
+        .heartbeat(std::time::Duration::from_secs(15))
+        .spawn(move |sse| async move {
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(256);
+            let live = sse.stream().clone();
+            let sub = pubsub.subscribe(
+                &stream,
+                std::sync::Arc::new(move |d: &Delivery| {
+                    let frame = d.memo("sse", |msg| {
+                        let text = String::from_utf8_lossy(msg);
+                        Bytes::from(Frame::new(&text).to_bytes().unwrap_or_default())
+                    });
+                    if tx.try_send(frame).is_err() {
+                        // Too far behind (or gone): end its stream.
+                        live.disconnect();
+                    }
+                }),
+            );
+            let result = async {
+                sub.ready.await?;
+                sse.comment("subscribed").await?;
+                while let Some(frame) = rx.recv().await {
+                    sse.stream().write(frame).await?;
+                }
+                Ok::<(), keayl_live::BoxError>(())
+            }
+            .await;
+            pubsub.unsubscribe(sub.id);
+            match result {
+                Err(e)
+                    if e.downcast_ref::<keayl_live::LiveError>()
+                        == Some(&keayl_live::LiveError::ClientDisconnected) =>
+                {
+                    Ok(())
+                }
+                other => other,
+            }
+        })
+        .into_http()
+}

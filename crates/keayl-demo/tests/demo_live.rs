@@ -74,6 +74,7 @@ async fn clock_ticks_with_ids_and_resumes_after_last_event_id() {
     let addr = start(DemoConfig {
         clock_interval: Duration::from_millis(50),
         clock_heartbeat: Duration::from_secs(15),
+        ..DemoConfig::default()
     })
     .await;
     let mut tcp = TcpStream::connect(addr).await.unwrap();
@@ -105,4 +106,45 @@ async fn index_page_uses_event_source_on_clock() {
     assert!(head.contains("content-type: text/html"));
     let page = String::from_utf8(body).unwrap();
     assert!(page.contains("new EventSource(\"/clock\")"));
+}
+
+#[tokio::test]
+async fn sse_stream_carries_broadcasts_from_the_http_api() {
+    let addr = start(DemoConfig::default()).await;
+    let mut sse = TcpStream::connect(addr).await.unwrap();
+    sse.write_all(b"GET /sse/news HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&got).contains(": subscribed\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), sse.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    let body = r#"{"stream":"news","data":"{\"headline\":\"hi\\nthere\"}"}"#;
+    let mut post = TcpStream::connect(addr).await.unwrap();
+    post.write_all(
+        format!(
+            "POST /_broadcast HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut resp = String::new();
+    post.read_to_string(&mut resp).await.unwrap();
+    assert!(resp.starts_with("HTTP/1.1 201"), "{resp}");
+    while !String::from_utf8_lossy(&got).contains("data: {\"headline\":\"hi\\nthere\"}\n\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), sse.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
 }

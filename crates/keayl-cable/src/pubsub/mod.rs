@@ -147,6 +147,7 @@ pub struct Delivery {
     // short vector beats a map. The mutex is uncontended: a delivery is
     // dispatched by one task.
     frames: std::sync::Mutex<Vec<(Arc<str>, Bytes)>>,
+    memo: std::sync::Mutex<Vec<(&'static str, Bytes)>>,
 }
 
 impl Delivery {
@@ -157,7 +158,21 @@ impl Delivery {
             message,
             is_json: std::sync::OnceLock::new(),
             frames: std::sync::Mutex::new(Vec::new()),
+            memo: std::sync::Mutex::new(Vec::new()),
         }
+    }
+
+    /// Any other encoding of the message, made once per broadcast by the
+    /// first subscriber that asks for `key` and shared by the rest (an SSE
+    /// frame, say).
+    pub fn memo(&self, key: &'static str, make: impl FnOnce(&Bytes) -> Bytes) -> Bytes {
+        let mut memo = self.memo.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, b)) = memo.iter().find(|(k, _)| *k == key) {
+            return b.clone();
+        }
+        let made = make(&self.message);
+        memo.push((key, made.clone()));
+        made
     }
 
     /// The stream the message was broadcast on.

@@ -22,3 +22,6 @@ echo "==> Node tests (tests/node)"
   fi
   KEAYL_DEMO_BIN="$PWD/../../target/debug/keayl-demo" npm test
 )
+
+echo "==> Browser tests (tests/browser, headless Chromium)"
+KEAYL_DEMO_BIN="$PWD/target/debug/keayl-demo" ./tests/browser/run.sh

@@ -134,7 +134,7 @@ async fn slow_client_is_cut_at_the_byte_bound_and_others_keep_up() {
             got += 1;
             let _ = progress_tx.send(got);
         }
-        got
+        (got, fast)
     });
     for n in 0..count {
         // Pace to the fast reader (at most 4 frames ahead of it), so only the
@@ -149,7 +149,8 @@ async fn slow_client_is_cut_at_the_byte_bound_and_others_keep_up() {
             .await
             .unwrap();
     }
-    let got = tokio::time::timeout(Duration::from_secs(20), reader)
+    // The fast client stays connected (it is returned, not dropped).
+    let (got, _fast) = tokio::time::timeout(Duration::from_secs(20), reader)
         .await
         .expect("the fast client must not be held up")
         .unwrap();

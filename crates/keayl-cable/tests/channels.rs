@@ -195,7 +195,7 @@ async fn stream_from_delivers_broadcasts_as_identifier_and_message() {
     assert_eq!(
         sink.take(),
         vec![
-            r#"{"identifier":"{\"channel\":\"ChatChannel\",\"room\":\"1\"}","message":{"from":"alice","message":"hello room 1"}}"#,
+            r#"{"identifier":"{\"channel\":\"ChatChannel\",\"room\":\"1\"}","message":{"message":"hello room 1","from":"alice"}}"#,
             r#"{"identifier":"{\"channel\":\"ChatChannel\",\"room\":\"1\"}","message":"tock"}"#,
             r#"{"identifier":"{\"channel\":\"ChatChannel\",\"room\":\"1\"}","message":42}"#,
             r#"{"identifier":"{\"channel\":\"ChatChannel\",\"room\":\"1\"}","message":[1,"2",null]}"#,
@@ -415,7 +415,7 @@ async fn channel_context_exposes_identifiers_channel_and_typed_params() {
         sink.take(),
         vec![data(
             id,
-            r#"{"channel":"ChatChannel","params":{"channel":"ChatChannel","room":1},"user":"alice"}"#
+            r#"{"user":"alice","channel":"ChatChannel","params":{"channel":"ChatChannel","room":1}}"#
         )]
     );
 }

@@ -91,11 +91,14 @@ pub(crate) async fn run(server: CableServer, mut socket: WebSocket, request: Req
     } else {
         outbox.close(CloseReason::Normal);
     }
+    tracing::debug!("connection loop over");
     conn.disconnect().await;
+    tracing::debug!("connection torn down");
     outbox.close(CloseReason::Normal);
     // Whatever is still queued (a disconnect message), then the close frame.
     let mut batch = Vec::new();
     let _ = flush(&mut socket, &outbox, &mut batch, config.write_timeout).await;
+    tracing::debug!("connection finished");
 }
 
 /// Write everything queued with one flush; then, if the outbox is closing,

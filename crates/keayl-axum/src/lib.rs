@@ -12,5 +12,6 @@
 
 pub mod cable;
 pub mod live;
+pub mod ops;
 
 pub use cable::{CableServer, ServerConfig};

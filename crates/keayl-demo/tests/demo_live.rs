@@ -148,3 +148,22 @@ async fn sse_stream_carries_broadcasts_from_the_http_api() {
         got.extend_from_slice(&buf[..n]);
     }
 }
+
+#[tokio::test]
+async fn metrics_and_health_endpoints() {
+    let addr = start(DemoConfig::default()).await;
+    let (head, body) = get_raw(addr, "/health", "").await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_eq!(body, b"ok");
+    let (head, body) = get_raw(addr, "/metrics", "").await;
+    assert!(head.starts_with("http/1.1 200"));
+    let text = String::from_utf8(body).unwrap();
+    for name in [
+        "keayl_connections",
+        "keayl_broker_up 1",
+        "keayl_broadcasts_total",
+        "keayl_runtime_alive_tasks",
+    ] {
+        assert!(text.contains(name), "missing {name} in:\n{text}");
+    }
+}

@@ -132,6 +132,32 @@ pub struct Stats {
     pub liveness_timeouts: AtomicU64,
     /// Log lines suppressed by the rate limit.
     pub suppressed_logs: AtomicU64,
+    /// Bytes queued for clients, over all connections.
+    pub queued_bytes: AtomicUsize,
+    command_errors_by_kind: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
+}
+
+impl Stats {
+    /// Count a failed command of `kind` (a rare path: a mutex is fine).
+    pub(crate) fn command_error(&self, kind: &'static str) {
+        self.command_errors.fetch_add(1, Ordering::Relaxed);
+        *self
+            .command_errors_by_kind
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(kind)
+            .or_default() += 1;
+    }
+
+    /// Failed commands by kind.
+    pub fn command_errors_by_kind(&self) -> Vec<(&'static str, u64)> {
+        self.command_errors_by_kind
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, v)| (*k, *v))
+            .collect()
+    }
 }
 
 /// The `/cable` transport around a [`Cable`]. Cheap to clone.

@@ -88,6 +88,9 @@ impl Outbox {
                         limit = self.limit,
                         "client too slow; disconnecting"
                     );
+                    self.stats
+                        .queued_bytes
+                        .fetch_sub(st.bytes, Ordering::Relaxed);
                     st.queue.clear();
                     st.bytes = 0;
                     st.queue.push_back(keayl_cable::protocol::disconnect(
@@ -102,6 +105,9 @@ impl Outbox {
             }
         }
         st.bytes += frame.len();
+        self.stats
+            .queued_bytes
+            .fetch_add(frame.len(), Ordering::Relaxed);
         st.queue.push_back(frame);
         drop(st);
         self.wake.notify_one();
@@ -115,6 +121,9 @@ impl Outbox {
             st.close = Some(reason);
         }
         if reason == CloseReason::Gone {
+            self.stats
+                .queued_bytes
+                .fetch_sub(st.bytes, Ordering::Relaxed);
             st.queue.clear();
             st.bytes = 0;
         }
@@ -130,7 +139,19 @@ impl Outbox {
     pub(crate) fn drain(&self, into: &mut Vec<Bytes>) -> Option<CloseReason> {
         let mut st = self.lock();
         into.extend(st.queue.drain(..));
+        self.stats
+            .queued_bytes
+            .fetch_sub(st.bytes, Ordering::Relaxed);
         st.bytes = 0;
         st.close
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        self.stats
+            .queued_bytes
+            .fetch_sub(st.bytes, Ordering::Relaxed);
     }
 }

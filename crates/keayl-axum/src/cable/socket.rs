@@ -211,7 +211,7 @@ async fn serve(
                 Some(Ok(Message::Text(text))) => {
                     last_seen = tokio::time::Instant::now();
                     if let Err(e) = conn.handle_frame(text.as_bytes()).await {
-                        inner.stats.command_errors.fetch_add(1, Ordering::Relaxed);
+                        inner.stats.command_error(e.kind());
                         if inner.log_limit.allow(&inner.stats) {
                             tracing::info!(kind = e.kind(), error = %e, "command failed");
                         }

@@ -27,6 +27,11 @@ pub trait PubSubClient: Send + Sync + 'static {
     fn publish(&self, stream: &str, message: Bytes) -> BoxFuture<'static, Result<(), PubSubError>>;
     /// Subscribers of `stream` as the broker counts them (every process).
     fn subscriber_count(&self, stream: &str) -> BoxFuture<'static, Result<usize, PubSubError>>;
+
+    /// Whether the broker is reachable, and outage counters.
+    fn health(&self) -> super::ClientHealth {
+        super::ClientHealth::default()
+    }
 }
 
 type Ready = Shared<BoxFuture<'static, Result<(), PubSubError>>>;
@@ -126,5 +131,15 @@ impl PubSub for External {
 
     fn subscriber_count(&self, stream: &str) -> BoxFuture<'static, Result<usize, PubSubError>> {
         self.client.subscriber_count(stream)
+    }
+
+    fn stats(&self) -> super::PubSubStats {
+        let health = self.client.health();
+        super::PubSubStats {
+            healthy: health.healthy,
+            reconnects: health.reconnects,
+            lost_broadcasts: health.lost_broadcasts,
+            ..self.local.stats()
+        }
     }
 }

@@ -17,6 +17,8 @@ use super::{BoxFuture, Callback, Delivery, PubSub, PubSubError, Subscribed, Subs
 pub struct InMemory {
     inner: RwLock<Registry>,
     next_id: AtomicU64,
+    broadcasts: AtomicU64,
+    deliveries: AtomicU64,
 }
 
 /// A subscriber: its id, its callback, and whether it is still subscribed.
@@ -47,6 +49,7 @@ impl InMemory {
     /// Deliver `message` to the local subscribers of `stream` right now;
     /// returns how many callbacks ran.
     pub fn dispatch(&self, stream: &str, message: Bytes) -> usize {
+        self.broadcasts.fetch_add(1, Ordering::Relaxed);
         let snapshot = {
             let reg = self.inner.read().unwrap_or_else(|e| e.into_inner());
             match reg.streams.get_key_value(stream) {
@@ -62,6 +65,8 @@ impl InMemory {
                 callback(&delivery);
             }
         }
+        self.deliveries
+            .fetch_add(subs.len() as u64, Ordering::Relaxed);
         subs.len()
     }
 
@@ -152,5 +157,16 @@ impl PubSub for InMemory {
 
     fn subscriber_count(&self, stream: &str) -> BoxFuture<'static, Result<usize, PubSubError>> {
         Box::pin(std::future::ready(Ok(self.local_count(stream))))
+    }
+
+    fn stats(&self) -> super::PubSubStats {
+        let reg = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        super::PubSubStats {
+            streams: reg.streams.len(),
+            subscriptions: reg.by_id.len(),
+            broadcasts: self.broadcasts.load(Ordering::Relaxed),
+            deliveries: self.deliveries.load(Ordering::Relaxed),
+            ..super::PubSubStats::default()
+        }
     }
 }

@@ -30,6 +30,8 @@
 //! block (the cable's callbacks only push onto a connection's bounded
 //! outbound queue), so one slow subscriber never holds up the rest.
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod external;
 mod in_memory;
 
@@ -111,6 +113,65 @@ pub trait PubSub: Send + Sync + 'static {
     /// How many subscribers `stream` has (for [`External`], across processes,
     /// as the broker counts them).
     fn subscriber_count(&self, stream: &str) -> BoxFuture<'static, Result<usize, PubSubError>>;
+
+    /// Counters and broker health, for metrics and health checks.
+    fn stats(&self) -> PubSubStats {
+        PubSubStats::default()
+    }
+}
+
+/// Counters and health of a backend (see [`PubSub::stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PubSubStats {
+    /// Streams with at least one local subscriber.
+    pub streams: usize,
+    /// Local subscriptions.
+    pub subscriptions: usize,
+    /// Broadcasts dispatched to local subscribers.
+    pub broadcasts: u64,
+    /// Callbacks run for those broadcasts (deliveries to local subscribers).
+    pub deliveries: u64,
+    /// Whether the broker is reachable (always true in memory).
+    pub healthy: bool,
+    /// Times the backend reconnected to its broker.
+    pub reconnects: u64,
+    /// Broadcasts that could not be published (broker down).
+    pub lost_broadcasts: u64,
+}
+
+impl Default for PubSubStats {
+    fn default() -> Self {
+        PubSubStats {
+            streams: 0,
+            subscriptions: 0,
+            broadcasts: 0,
+            deliveries: 0,
+            healthy: true,
+            reconnects: 0,
+            lost_broadcasts: 0,
+        }
+    }
+}
+
+/// Health of a networked client (see [`PubSubClient::health`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientHealth {
+    /// Whether the broker is reachable now.
+    pub healthy: bool,
+    /// Reconnections since start.
+    pub reconnects: u64,
+    /// Publishes that failed or were dropped while the broker was down.
+    pub lost_broadcasts: u64,
+}
+
+impl Default for ClientHealth {
+    fn default() -> Self {
+        ClientHealth {
+            healthy: true,
+            reconnects: 0,
+            lost_broadcasts: 0,
+        }
+    }
 }
 
 impl<P: PubSub + ?Sized> PubSub for Arc<P> {
@@ -129,6 +190,9 @@ impl<P: PubSub + ?Sized> PubSub for Arc<P> {
     }
     fn subscriber_count(&self, stream: &str) -> BoxFuture<'static, Result<usize, PubSubError>> {
         (**self).subscriber_count(stream)
+    }
+    fn stats(&self) -> PubSubStats {
+        (**self).stats()
     }
 }
 

@@ -1,0 +1,195 @@
+//! Operations endpoints: Prometheus metrics and a health check.
+//!
+//! [`ops_router`] serves `GET /metrics` (Prometheus text format, rendered by
+//! `metrics-exporter-prometheus`) and `GET /health` (200 while the pub/sub
+//! backend is healthy, 503 while its broker is down — the path AnyCable
+//! uses).
+//!
+//! Hot counters live in plain atomics ([`Stats`](crate::cable::Stats), the
+//! backends' [`PubSubStats`]); a scrape copies them into a Prometheus
+//! recorder of its own and renders it, so the fan-out path never touches
+//! the metrics registry.
+
+use std::sync::OnceLock;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use keayl_cable::pubsub::PubSubStats;
+use metrics::{Unit, counter, describe_counter, describe_gauge, gauge};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+
+use crate::cable::CableServer;
+
+struct Exporter {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+}
+
+fn exporter() -> &'static Exporter {
+    static EXPORTER: OnceLock<Exporter> = OnceLock::new();
+    EXPORTER.get_or_init(|| {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, describe);
+        Exporter { recorder, handle }
+    })
+}
+
+fn describe() {
+    describe_gauge!("keayl_connections", "Open WebSocket connections");
+    describe_counter!("keayl_connections_total", "WebSocket connections accepted");
+    describe_gauge!(
+        "keayl_subscriptions",
+        "Local pub/sub subscriptions (channel streams and internal streams)"
+    );
+    describe_gauge!(
+        "keayl_streams",
+        "Streams with at least one local subscriber"
+    );
+    describe_counter!(
+        "keayl_broadcasts_total",
+        "Broadcasts dispatched to local subscribers"
+    );
+    describe_counter!(
+        "keayl_deliveries_total",
+        "Deliveries of broadcasts to local subscribers"
+    );
+    describe_counter!(
+        "keayl_slow_disconnects_total",
+        "Clients disconnected for being too slow"
+    );
+    describe_counter!(
+        "keayl_dropped_frames_total",
+        "Frames dropped under the drop-newest policy"
+    );
+    describe_counter!(
+        "keayl_command_errors_total",
+        "Client commands that failed (logged, no frame), by kind"
+    );
+    describe_counter!(
+        "keayl_refused_total",
+        "Refused upgrades (origin, limit, not a WebSocket)"
+    );
+    describe_counter!(
+        "keayl_oversize_total",
+        "Client messages over the size limit"
+    );
+    describe_counter!(
+        "keayl_liveness_timeouts_total",
+        "Connections closed because the client stopped answering"
+    );
+    describe_gauge!(
+        "keayl_outbound_queue_bytes",
+        Unit::Bytes,
+        "Bytes queued for clients, all connections"
+    );
+    describe_gauge!("keayl_broker_up", "1 while the pub/sub broker is reachable");
+    describe_counter!(
+        "keayl_broker_reconnects_total",
+        "Reconnections to the pub/sub broker"
+    );
+    describe_counter!(
+        "keayl_lost_broadcasts_total",
+        "Broadcasts that could not be published (broker down)"
+    );
+    describe_gauge!("keayl_runtime_alive_tasks", "Live Tokio tasks");
+}
+
+/// The Prometheus text for `servers` (several mounts of one process share
+/// their backend; connection counters are summed).
+pub fn render(servers: &[CableServer]) -> String {
+    let ex = exporter();
+    metrics::with_local_recorder(&ex.recorder, || {
+        let mut pubsub = PubSubStats::default();
+        let (
+            mut conns,
+            mut total,
+            mut slow,
+            mut dropped,
+            mut refused,
+            mut oversize,
+            mut liveness,
+            mut queued,
+        ) = (0usize, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0usize);
+        let mut errors: std::collections::BTreeMap<&'static str, u64> = Default::default();
+        for (i, s) in servers.iter().enumerate() {
+            let st = s.stats();
+            conns += st.connections.load(Ordering::Relaxed);
+            total += st.connections_total.load(Ordering::Relaxed);
+            slow += st.slow_disconnects.load(Ordering::Relaxed);
+            dropped += st.dropped_frames.load(Ordering::Relaxed);
+            refused += st.refused.load(Ordering::Relaxed);
+            oversize += st.oversize.load(Ordering::Relaxed);
+            liveness += st.liveness_timeouts.load(Ordering::Relaxed);
+            queued += st.queued_bytes.load(Ordering::Relaxed);
+            for (k, v) in st.command_errors_by_kind() {
+                *errors.entry(k).or_default() += v;
+            }
+            if i == 0 {
+                pubsub = s.cable().pubsub().stats();
+            }
+        }
+        gauge!("keayl_connections").set(conns as f64);
+        counter!("keayl_connections_total").absolute(total);
+        gauge!("keayl_subscriptions").set(pubsub.subscriptions as f64);
+        gauge!("keayl_streams").set(pubsub.streams as f64);
+        counter!("keayl_broadcasts_total").absolute(pubsub.broadcasts);
+        counter!("keayl_deliveries_total").absolute(pubsub.deliveries);
+        counter!("keayl_slow_disconnects_total").absolute(slow);
+        counter!("keayl_dropped_frames_total").absolute(dropped);
+        counter!("keayl_refused_total").absolute(refused);
+        counter!("keayl_oversize_total").absolute(oversize);
+        counter!("keayl_liveness_timeouts_total").absolute(liveness);
+        for (kind, n) in errors {
+            counter!("keayl_command_errors_total", "kind" => kind).absolute(n);
+        }
+        gauge!("keayl_outbound_queue_bytes").set(queued as f64);
+        gauge!("keayl_broker_up").set(if pubsub.healthy { 1.0 } else { 0.0 });
+        counter!("keayl_broker_reconnects_total").absolute(pubsub.reconnects);
+        counter!("keayl_lost_broadcasts_total").absolute(pubsub.lost_broadcasts);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            gauge!("keayl_runtime_alive_tasks").set(rt.metrics().num_alive_tasks() as f64);
+        }
+    });
+    ex.handle.render()
+}
+
+/// `GET /metrics` and `GET /health` for `servers` (the first one's pub/sub
+/// decides health).
+pub fn ops_router(servers: Vec<CableServer>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/health", get(health_handler))
+        .with_state(std::sync::Arc::new(servers))
+}
+
+async fn metrics_handler(State(servers): State<std::sync::Arc<Vec<CableServer>>>) -> Response {
+    (
+        [(
+            http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        render(&servers),
+    )
+        .into_response()
+}
+
+async fn health_handler(State(servers): State<std::sync::Arc<Vec<CableServer>>>) -> Response {
+    let healthy = servers
+        .first()
+        .map(|s| s.cable().pubsub().stats().healthy)
+        .unwrap_or(true);
+    if healthy {
+        (StatusCode::OK, "ok").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "pub/sub broker unavailable",
+        )
+            .into_response()
+    }
+}

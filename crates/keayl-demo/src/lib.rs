@@ -9,7 +9,8 @@
 //! - `GET /cable` — Action Cable over WebSocket (`ChatChannel`,
 //!   `BenchmarkChannel`), `POST /_broadcast`;
 //! - `GET /chat` — a chat page on the official `@rails/actioncable` client;
-//! - `GET /sse/{stream}` — every broadcast on a cable stream, as SSE.
+//! - `GET /sse/{stream}` — every broadcast on a cable stream, as SSE;
+//! - `GET /metrics` (Prometheus) and `GET /health`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use keayl_cable::PubSub;
 pub mod cable_app;
 pub mod fixture;
 mod live_routes;
+pub mod pubsub_config;
 
 pub use live_routes::{clock, events, numbers, stream_events};
 
@@ -125,7 +127,8 @@ pub fn app(config: DemoConfig) -> (Router, CableServer) {
                 },
             ),
         )
-        .merge(server.router());
+        .merge(server.router())
+        .merge(keayl_axum::ops::ops_router(vec![server.clone()]));
     (router, server)
 }
 

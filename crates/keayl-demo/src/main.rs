@@ -1,9 +1,13 @@
-//! `keayl-demo`: the runnable demo server (in-memory pub/sub, no setup).
+//! `keayl-demo`: the runnable demo server (in-memory pub/sub by default, no
+//! setup; `--pubsub redis://…|postgres://…` to share broadcasts between
+//! processes).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use clap::Parser;
 use keayl_demo::DemoConfig;
+use keayl_demo::pubsub_config::{self, PubSubSpec};
 use tracing_subscriber::EnvFilter;
 
 /// Keayl demo server: live responses, Server-Sent Events and Action Cable.
@@ -16,6 +20,10 @@ struct Args {
     /// Bearer secret required by `POST /_broadcast` (open when unset).
     #[arg(long, env = "KEAYL_BROADCAST_SECRET")]
     broadcast_secret: Option<String>,
+    /// Pub/sub backend: `memory`, `redis://host:6379/0[?channel_prefix=app]`
+    /// or `postgres://user@host/db[?channel_prefix=app]`.
+    #[arg(long, env = pubsub_config::ENV, default_value = "memory")]
+    pubsub: PubSubSpec,
 }
 
 #[tokio::main]
@@ -28,8 +36,11 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let listener = tokio::net::TcpListener::bind(args.addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "keayl-demo listening");
+    let backend = pubsub_config::connect(&args.pubsub, Duration::from_secs(2)).await?;
+    tracing::info!(pubsub = %args.pubsub, "pub/sub backend");
     let config = DemoConfig {
         broadcast_secret: args.broadcast_secret,
+        pubsub: backend.pubsub,
         ..DemoConfig::default()
     };
     keayl_demo::serve_until(listener, config, shutdown_signal()).await?;

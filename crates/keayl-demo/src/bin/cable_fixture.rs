@@ -4,12 +4,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Json;
+use axum::http::StatusCode;
 use clap::Parser;
 use keayl_demo::fixture::{FixtureConfig, fixture_router};
+use keayl_demo::pubsub_config::{self, PubSubSpec};
 use tracing_subscriber::EnvFilter;
 
 /// The conformance fixture: the reference channels, `/cable` without origin
-/// checks, `/cable-origin` with them, an open `POST /_broadcast`.
+/// checks, `/cable-origin` with them, an open `POST /_broadcast`, and
+/// `GET /_pubsub/health` (the pub/sub backend's status as JSON; 503 while
+/// the broker is down).
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
@@ -22,6 +27,10 @@ struct Args {
     /// Seconds between pings.
     #[arg(long, default_value_t = 3.0)]
     ping_interval: f64,
+    /// Pub/sub backend: `memory`, `redis://host:6379/0[?channel_prefix=app]`
+    /// or `postgres://user@host/db[?channel_prefix=app]`.
+    #[arg(long, env = pubsub_config::ENV, default_value = "memory")]
+    pubsub: PubSubSpec,
 }
 
 #[tokio::main]
@@ -36,9 +45,24 @@ async fn main() -> anyhow::Result<()> {
         tick_every: Duration::from_secs_f64(args.tick_every.max(0.01)),
         ping_interval: Duration::from_secs_f64(args.ping_interval.max(0.05)),
     };
-    let pubsub: Arc<dyn keayl_cable::PubSub> = Arc::new(keayl_cable::InMemory::new());
+    let backend = pubsub_config::connect(&args.pubsub, Duration::from_secs(2)).await?;
+    let pubsub: Arc<dyn keayl_cable::PubSub> = backend.pubsub;
     keayl_cable::set_cable_pubsub(pubsub.clone());
-    let router = fixture_router(pubsub, &config);
+    let health = backend.health;
+    let router = fixture_router(pubsub, &config).route(
+        "/_pubsub/health",
+        axum::routing::get(move || {
+            let health = health.clone();
+            async move {
+                let status = if health.is_up() {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                (status, Json(health.to_json()))
+            }
+        }),
+    );
     let listener = tokio::net::TcpListener::bind(args.addr).await?;
     eprintln!("cable-fixture listening on {}", listener.local_addr()?);
     axum::serve(listener, router).await?;

@@ -1,0 +1,689 @@
+//! The standard suite: start Keayl's demo server and the baseline as child
+//! processes (each its own process, so RSS and CPU are per server), measure
+//! both with the same load, and report Keayl's figures next to the
+//! baseline's and as a ratio to them, against the targets.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+use serde_json::json;
+use tokio::process::{Child, Command};
+
+use crate::client::{self, Frames, Target};
+use crate::load::{self, BroadcastSettings, Feed, StepResult};
+use crate::stats::median;
+
+/// A server under test, running as a child process.
+#[derive(Debug)]
+pub struct ServerProcess {
+    /// `keayl` or `baseline`.
+    pub name: &'static str,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+impl ServerProcess {
+    /// Start `program args… --addr <addr>` on a free loopback port and wait
+    /// until it accepts connections.
+    pub async fn spawn(name: &'static str, program: &Path, args: &[&str]) -> Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let child = Command::new(program)
+            .args(args)
+            .arg("--addr")
+            .arg(addr.to_string())
+            .env("RUST_LOG", "error")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", program.display()))?;
+        let mut server = ServerProcess { name, addr, child };
+        if let Err(e) = client::wait_listening(addr, Duration::from_secs(15)).await {
+            server.stop().await;
+            return Err(e);
+        }
+        Ok(server)
+    }
+
+    /// The process id (for `/proc`).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Fail if the process has exited.
+    pub fn check_alive(&mut self) -> Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!("{} server exited: {status}", self.name);
+        }
+        Ok(())
+    }
+
+    /// Kill it and reap it.
+    pub async fn stop(&mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// What the suite runs; [`SuiteConfig::standard`] and
+/// [`SuiteConfig::quick`] are the presets.
+#[derive(Debug, Clone, Serialize)]
+pub struct SuiteConfig {
+    /// The keayl-demo binary.
+    pub server_bin: PathBuf,
+    /// Repetitions; medians are reported.
+    pub runs: usize,
+    /// Whether this is the CI smoke preset (targets are not judged).
+    pub quick: bool,
+    /// Clients of the connect/memory/idle measurement.
+    pub connect_clients: usize,
+    /// Seconds of idle CPU measurement.
+    pub idle_secs: u64,
+    /// Receiver counts of the broadcast series.
+    pub steps: Vec<usize>,
+    /// Broadcast senders.
+    pub senders: usize,
+    /// Broadcasts per step.
+    pub samples: u64,
+    /// Pause between a sender's broadcasts, ms.
+    pub pause_ms: u64,
+    /// How long a sender waits for all deliveries, ms.
+    pub wait_ms: u64,
+    /// The p95 limit of the series, ms.
+    pub limit_p95_ms: f64,
+    /// Echo clients.
+    pub echo_clients: usize,
+    /// Echoes per client.
+    pub echo_messages: u64,
+    /// Pause between a client's echoes, ms.
+    pub echo_interval_ms: u64,
+    /// SSE subscribers.
+    pub sse_clients: usize,
+    /// How SSE broadcasts are published.
+    pub sse_feed: Feed,
+    /// Handshakes in flight at once.
+    pub concurrency: usize,
+}
+
+impl SuiteConfig {
+    /// The standard suite, sized for the targets.
+    pub fn standard(server_bin: PathBuf) -> Self {
+        SuiteConfig {
+            server_bin,
+            runs: 3,
+            quick: false,
+            connect_clients: 10_000,
+            idle_secs: 10,
+            steps: vec![1_000, 2_000, 5_000, 10_000, 14_000, 18_000],
+            senders: 1,
+            samples: 40,
+            pause_ms: 20,
+            wait_ms: 5_000,
+            limit_p95_ms: 500.0,
+            echo_clients: 1_000,
+            echo_messages: 20,
+            echo_interval_ms: 100,
+            sse_clients: 10_000,
+            sse_feed: Feed::Ws,
+            concurrency: 64,
+        }
+    }
+
+    /// The CI smoke preset: small counts, about 30 s in all.
+    pub fn quick(server_bin: PathBuf) -> Self {
+        SuiteConfig {
+            runs: 1,
+            quick: true,
+            connect_clients: 500,
+            idle_secs: 2,
+            steps: vec![200, 500],
+            samples: 10,
+            echo_clients: 100,
+            echo_messages: 5,
+            sse_clients: 300,
+            ..Self::standard(server_bin)
+        }
+    }
+}
+
+/// Flat figures of one server in one run (`name → value`).
+pub type Metrics = BTreeMap<String, f64>;
+
+fn settings(cfg: &SuiteConfig) -> BroadcastSettings {
+    BroadcastSettings {
+        samples: cfg.samples,
+        pause: Duration::from_millis(cfg.pause_ms),
+        wait: Duration::from_millis(cfg.wait_ms),
+    }
+}
+
+fn put_round(m: &mut Metrics, prefix: &str, s: &StepResult) {
+    let r = &s.round;
+    m.insert(format!("{prefix}_p50_ms"), r.latency.p50_ms);
+    m.insert(format!("{prefix}_p95_ms"), r.latency.p95_ms);
+    m.insert(format!("{prefix}_p99_ms"), r.latency.p99_ms);
+    m.insert(format!("{prefix}_max_ms"), r.latency.max_ms);
+    m.insert(format!("{prefix}_last_p50_ms"), r.last_delivery_p50_ms);
+    m.insert(format!("{prefix}_lost"), r.lost as f64);
+    m.insert(format!("{prefix}_deliveries_per_s"), r.deliveries_per_sec);
+    if let Some(c) = r.server_cpu_pct {
+        m.insert(format!("{prefix}_server_cpu_pct"), c);
+    }
+    if let Some(c) = r.client_cpu_pct {
+        m.insert(format!("{prefix}_client_cpu_pct"), c);
+    }
+    if let Some(c) = r.others_cpu_pct {
+        m.insert(format!("{prefix}_noise_cpu_pct"), c);
+    }
+}
+
+fn log(msg: impl AsRef<str>) {
+    eprintln!("[keayl-bench] {}", msg.as_ref());
+}
+
+async fn phase_connect(
+    cfg: &SuiteConfig,
+    server: &mut ServerProcess,
+    m: &mut Metrics,
+) -> Result<()> {
+    let target = Target::new(server.addr);
+    let r = load::measure_connect(
+        &target,
+        &Frames::new(None),
+        cfg.connect_clients,
+        cfg.concurrency,
+        server.pid(),
+        Duration::from_secs(cfg.idle_secs),
+    )
+    .await?;
+    log(format!(
+        "{:<8} connect {}: {:.3} s, {} failed, {:.2} KiB/conn, idle cpu {:.2} %{}",
+        server.name,
+        r.clients,
+        r.secs,
+        r.failed,
+        r.rss_per_conn_kib.unwrap_or(f64::NAN),
+        r.idle_cpu_pct.unwrap_or(f64::NAN),
+        r.first_error
+            .as_deref()
+            .map(|e| format!(" (first error: {e})"))
+            .unwrap_or_default()
+    ));
+    m.insert("connect_secs".into(), r.secs);
+    m.insert("connect_failed".into(), r.failed as f64);
+    if let Some(v) = r.rss_per_conn_kib {
+        m.insert("rss_per_conn_kib".into(), v);
+    }
+    if let Some(v) = r.idle_cpu_pct {
+        m.insert("idle_cpu_pct".into(), v);
+    }
+    if let Some(v) = r.idle_machine_cpu_pct {
+        m.insert("idle_machine_cpu_pct".into(), v);
+    }
+    m.insert("idle_dropped".into(), r.dropped as f64);
+    server.check_alive()
+}
+
+async fn phase_broadcast(
+    cfg: &SuiteConfig,
+    server: &mut ServerProcess,
+    m: &mut Metrics,
+) -> Result<()> {
+    let target = Target::new(server.addr);
+    let name = server.name;
+    let steps = load::measure_broadcast_series(
+        &target,
+        &Frames::new(None),
+        &cfg.steps,
+        cfg.senders,
+        Feed::Ws,
+        &settings(cfg),
+        cfg.concurrency,
+        server.pid(),
+        cfg.limit_p95_ms,
+        |s| {
+            log(format!(
+                "{:<8} broadcast {:>6}: p50 {:.2} p95 {:.2} p99 {:.2} max {:.2} ms, last {:.2} ms, lost {}, cpu % server {:.0} client {:.0} others {:.0}",
+                name,
+                s.round.receivers,
+                s.round.latency.p50_ms,
+                s.round.latency.p95_ms,
+                s.round.latency.p99_ms,
+                s.round.latency.max_ms,
+                s.round.last_delivery_p50_ms,
+                s.round.lost,
+                s.round.server_cpu_pct.unwrap_or(f64::NAN),
+                s.round.client_cpu_pct.unwrap_or(f64::NAN),
+                s.round.others_cpu_pct.unwrap_or(f64::NAN),
+            ))
+        },
+    )
+    .await?;
+    let mut lost = 0.0;
+    for s in &steps {
+        put_round(m, &format!("bcast_{}", s.round.receivers), s);
+        lost += s.round.lost as f64;
+    }
+    m.insert("bcast_lost_total".into(), lost);
+    m.insert(
+        "bcast_largest_n_within_limit".into(),
+        load::largest_within(&steps, cfg.limit_p95_ms).unwrap_or(0) as f64,
+    );
+    server.check_alive()
+}
+
+async fn phase_echo(cfg: &SuiteConfig, server: &mut ServerProcess, m: &mut Metrics) -> Result<()> {
+    let target = Target::new(server.addr);
+    let r = load::measure_echo(
+        &target,
+        &Frames::new(None),
+        cfg.echo_clients,
+        cfg.echo_messages,
+        Duration::from_millis(cfg.echo_interval_ms),
+        cfg.concurrency,
+        server.pid(),
+    )
+    .await?;
+    log(format!(
+        "{:<8} echo {} clients: p50 {:.2} p95 {:.2} p99 {:.2} ms, {:.0}/s, {} timeouts",
+        server.name,
+        r.clients,
+        r.latency.p50_ms,
+        r.latency.p95_ms,
+        r.latency.p99_ms,
+        r.per_sec,
+        r.timeouts
+    ));
+    m.insert("echo_p50_ms".into(), r.latency.p50_ms);
+    m.insert("echo_p95_ms".into(), r.latency.p95_ms);
+    m.insert("echo_p99_ms".into(), r.latency.p99_ms);
+    m.insert("echo_timeouts".into(), r.timeouts as f64);
+    server.check_alive()
+}
+
+async fn phase_sse(
+    cfg: &SuiteConfig,
+    server: &mut ServerProcess,
+    m: &mut Metrics,
+    notes: &mut Vec<String>,
+) -> Result<()> {
+    let target = Target::new(server.addr);
+    let r = load::measure_sse(
+        &target,
+        &Frames::new(None),
+        cfg.sse_clients,
+        cfg.senders,
+        cfg.sse_feed,
+        &settings(cfg),
+        cfg.concurrency,
+        server.pid(),
+    )
+    .await;
+    match r {
+        Ok(s) => {
+            log(format!(
+                "{:<8} sse {}: p50 {:.2} p95 {:.2} p99 {:.2} ms, lost {}",
+                server.name,
+                s.round.receivers,
+                s.round.latency.p50_ms,
+                s.round.latency.p95_ms,
+                s.round.latency.p99_ms,
+                s.round.lost
+            ));
+            put_round(m, "sse", &s);
+            let ws_key = format!("bcast_{}_p95_ms", cfg.sse_clients);
+            if let Some(ws) = m.get(&ws_key).copied()
+                && ws > 0.0
+            {
+                m.insert("sse_to_ws_p95_ratio".into(), s.round.latency.p95_ms / ws);
+            }
+        }
+        Err(e) => {
+            let note = format!("{}: SSE not measured: {e:#}", server.name);
+            log(&note);
+            notes.push(note);
+        }
+    }
+    server.check_alive()
+}
+
+/// One run: fresh server processes, every phase against both (alternating
+/// which goes first by run, to even out drift).
+async fn run_once(
+    cfg: &SuiteConfig,
+    run: usize,
+    notes: &mut Vec<String>,
+) -> Result<(Metrics, Metrics)> {
+    let me = std::env::current_exe().context("locating keayl-bench itself")?;
+    let mut keayl = ServerProcess::spawn("keayl", &cfg.server_bin, &[]).await?;
+    let mut base = ServerProcess::spawn("baseline", &me, &["baseline-server"]).await?;
+    log(format!(
+        "run {}: keayl-demo pid {:?} on {}, baseline pid {:?} on {}",
+        run + 1,
+        keayl.pid(),
+        keayl.addr,
+        base.pid(),
+        base.addr
+    ));
+    let (mut mk, mut mb) = (Metrics::new(), Metrics::new());
+    let result: Result<()> = async {
+        let keayl_first = run.is_multiple_of(2);
+        macro_rules! both {
+            ($phase:ident $(, $extra:expr)*) => {
+                if keayl_first {
+                    $phase(cfg, &mut keayl, &mut mk $(, $extra)*).await?;
+                    $phase(cfg, &mut base, &mut mb $(, $extra)*).await?;
+                } else {
+                    $phase(cfg, &mut base, &mut mb $(, $extra)*).await?;
+                    $phase(cfg, &mut keayl, &mut mk $(, $extra)*).await?;
+                }
+            };
+        }
+        both!(phase_connect);
+        both!(phase_broadcast);
+        both!(phase_echo);
+        both!(phase_sse, notes);
+        Ok(())
+    }
+    .await;
+    keayl.stop().await;
+    base.stop().await;
+    result?;
+    Ok((mk, mb))
+}
+
+fn medians(runs: &[Metrics]) -> Metrics {
+    let mut keys: Vec<&String> = runs.iter().flat_map(|m| m.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter_map(|k| {
+            let vals: Vec<f64> = runs.iter().filter_map(|m| m.get(k).copied()).collect();
+            median(&vals).map(|v| (k.clone(), v))
+        })
+        .collect()
+}
+
+/// Keys whose Keayl/baseline ratio is reported.
+fn ratio_keys(m: &Metrics) -> Vec<String> {
+    m.keys()
+        .filter(|k| !k.contains("noise") && !k.contains("machine"))
+        .filter(|k| {
+            k.ends_with("_ms")
+                || k.ends_with("_secs")
+                || k.ends_with("_kib")
+                || k.ends_with("_cpu_pct")
+                || k.ends_with("_per_s")
+        })
+        .cloned()
+        .collect()
+}
+
+/// One judged target.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verdict {
+    /// What is judged.
+    pub name: String,
+    /// The measured value (median over runs).
+    pub value: Option<f64>,
+    /// `<=` or `>=`.
+    pub op: &'static str,
+    /// The limit.
+    pub limit: f64,
+    /// Whether it is met (`None` when not measured).
+    pub met: Option<bool>,
+}
+
+fn verdict(name: impl Into<String>, value: Option<f64>, op: &'static str, limit: f64) -> Verdict {
+    let met = value.map(|v| if op == "<=" { v <= limit } else { v >= limit });
+    Verdict {
+        name: name.into(),
+        value,
+        op,
+        limit,
+        met,
+    }
+}
+
+fn targets(keayl: &Metrics, ratio: &Metrics, keayl_runs: &[Metrics]) -> Vec<Verdict> {
+    let mut v = Vec::new();
+    for (n, abs) in [(1_000, 12.0), (5_000, 55.0), (10_000, 115.0)] {
+        v.push(verdict(
+            format!("broadcast p95 ratio to baseline @{n}"),
+            ratio.get(&format!("bcast_{n}_p95_ms")).copied(),
+            "<=",
+            1.25,
+        ));
+        v.push(verdict(
+            format!("broadcast p95 @{n} (ms)"),
+            keayl.get(&format!("bcast_{n}_p95_ms")).copied(),
+            "<=",
+            abs,
+        ));
+    }
+    let lost: f64 = keayl_runs
+        .iter()
+        .map(|m| {
+            m.get("bcast_lost_total").copied().unwrap_or(0.0)
+                + m.get("sse_lost").copied().unwrap_or(0.0)
+        })
+        .sum();
+    v.push(verdict("lost deliveries (all runs)", Some(lost), "<=", 0.0));
+    v.push(verdict(
+        "largest N with p95 <= 500 ms",
+        keayl.get("bcast_largest_n_within_limit").copied(),
+        ">=",
+        18_000.0,
+    ));
+    v.push(verdict(
+        "idle memory per connection @10k (KiB)",
+        keayl.get("rss_per_conn_kib").copied(),
+        "<=",
+        8.0,
+    ));
+    v.push(verdict(
+        "connect+subscribe 10k (s)",
+        keayl.get("connect_secs").copied(),
+        "<=",
+        1.5,
+    ));
+    v.push(verdict(
+        "connect failures @10k",
+        keayl.get("connect_failed").copied(),
+        "<=",
+        0.0,
+    ));
+    v.push(verdict(
+        "SSE p95 / WS p95 @10k",
+        keayl.get("sse_to_ws_p95_ratio").copied(),
+        "<=",
+        1.25,
+    ));
+    v.push(verdict(
+        "idle CPU @10k (% of one core)",
+        keayl.get("idle_cpu_pct").copied(),
+        "<=",
+        5.0,
+    ));
+    v
+}
+
+fn fmt(v: Option<f64>) -> String {
+    match v {
+        None => "-".into(),
+        Some(x) if x.abs() >= 1000.0 => format!("{x:.0}"),
+        Some(x) if x.abs() >= 100.0 => format!("{x:.1}"),
+        Some(x) => format!("{x:.2}"),
+    }
+}
+
+/// The suite's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct SuiteReport {
+    /// The configuration.
+    pub config: SuiteConfig,
+    /// Keayl's medians.
+    pub keayl: Metrics,
+    /// The baseline's medians.
+    pub baseline: Metrics,
+    /// Medians of the per-run Keayl/baseline ratios.
+    pub ratio: Metrics,
+    /// Judged targets (empty for the quick preset).
+    pub targets: Vec<Verdict>,
+    /// Per-run figures.
+    pub runs: Vec<(Metrics, Metrics)>,
+    /// Things not measured, and why.
+    pub notes: Vec<String>,
+}
+
+impl SuiteReport {
+    /// The human-readable table.
+    pub fn table(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "\nkeayl-bench suite: {} run(s){}, medians; ratio = keayl / baseline (median of per-run ratios)\n",
+            self.runs.len(),
+            if self.config.quick { " (quick)" } else { "" }
+        );
+        let _ = writeln!(
+            out,
+            "{:<34} {:>11} {:>11} {:>7}",
+            "metric", "keayl", "baseline", "ratio"
+        );
+        let mut keys: Vec<&String> = self.keayl.keys().chain(self.baseline.keys()).collect();
+        keys.sort_by_key(|k| sort_key(k));
+        keys.dedup();
+        for k in keys {
+            let _ = writeln!(
+                out,
+                "{:<34} {:>11} {:>11} {:>7}",
+                k,
+                fmt(self.keayl.get(k).copied()),
+                fmt(self.baseline.get(k).copied()),
+                fmt(self.ratio.get(k).copied())
+            );
+        }
+        if !self.targets.is_empty() {
+            let _ = writeln!(out, "\ntargets (keayl):");
+            for t in &self.targets {
+                let _ = writeln!(
+                    out,
+                    "  {:<42} {:>10} {} {:<8} {}",
+                    t.name,
+                    fmt(t.value),
+                    t.op,
+                    t.limit,
+                    match t.met {
+                        Some(true) => "MET",
+                        Some(false) => "NOT MET",
+                        None => "not measured",
+                    }
+                );
+            }
+        }
+        for n in &self.notes {
+            let _ = writeln!(out, "note: {n}");
+        }
+        out
+    }
+
+    /// The final JSON line.
+    pub fn json(&self) -> serde_json::Value {
+        json!({
+            "suite": "keayl-bench",
+            "quick": self.config.quick,
+            "runs": self.runs.len(),
+            "config": self.config,
+            "median": {"keayl": self.keayl, "baseline": self.baseline, "ratio": self.ratio},
+            "targets": self.targets,
+            "all_targets_met": !self.targets.is_empty() && self.targets.iter().all(|t| t.met == Some(true)),
+            "per_run": self.runs.iter().map(|(k, b)| json!({"keayl": k, "baseline": b})).collect::<Vec<_>>(),
+            "notes": self.notes,
+        })
+    }
+}
+
+fn sort_key(k: &str) -> (u8, u64, String) {
+    let group = if k.starts_with("connect") || k.starts_with("rss") || k.starts_with("idle") {
+        0
+    } else if k.starts_with("bcast_") {
+        1
+    } else if k.starts_with("echo") {
+        2
+    } else {
+        3
+    };
+    let n = k
+        .split('_')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (group, n, k.to_owned())
+}
+
+/// Run the suite `cfg.runs` times and report medians.
+pub async fn run(cfg: SuiteConfig) -> Result<SuiteReport> {
+    if !cfg.server_bin.exists() {
+        bail!(
+            "{} not found: build it with `cargo build --release -p keayl-demo`, or pass --server-bin",
+            cfg.server_bin.display()
+        );
+    }
+    let biggest = cfg
+        .steps
+        .iter()
+        .copied()
+        .max()
+        .unwrap_or(0)
+        .max(cfg.connect_clients)
+        .max(cfg.sse_clients);
+    crate::procfs::check_fd_budget(biggest + cfg.senders)?;
+    let mut notes = Vec::new();
+    let mut runs = Vec::new();
+    for i in 0..cfg.runs.max(1) {
+        runs.push(run_once(&cfg, i, &mut notes).await?);
+    }
+    let keayl_runs: Vec<Metrics> = runs.iter().map(|(k, _)| k.clone()).collect();
+    let base_runs: Vec<Metrics> = runs.iter().map(|(_, b)| b.clone()).collect();
+    let per_run_ratios: Vec<Metrics> = runs
+        .iter()
+        .map(|(k, b)| {
+            ratio_keys(k)
+                .into_iter()
+                .filter_map(|key| {
+                    let (kv, bv) = (k.get(&key)?, b.get(&key)?);
+                    (*bv > 0.0).then(|| (key, kv / bv))
+                })
+                .collect()
+        })
+        .collect();
+    let keayl = medians(&keayl_runs);
+    let baseline = medians(&base_runs);
+    let ratio = medians(&per_run_ratios);
+    let targets = if cfg.quick {
+        Vec::new()
+    } else {
+        targets(&keayl, &ratio, &keayl_runs)
+    };
+    notes.dedup();
+    Ok(SuiteReport {
+        config: cfg,
+        keayl,
+        baseline,
+        ratio,
+        targets,
+        runs,
+        notes,
+    })
+}

@@ -1,0 +1,844 @@
+//! Redis pub/sub for Keayl's cable, wire-compatible with Rails' Action Cable
+//! Redis adapter: a Rails app and Keayl processes can share one Redis and see
+//! each other's broadcasts.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), keayl_redis::ConfigError> {
+//! use std::sync::Arc;
+//! use keayl_redis::{RedisConfig, RedisPubSub};
+//!
+//! let redis = RedisPubSub::new(RedisConfig::from_url("redis://127.0.0.1:6379/0?channel_prefix=myapp")?)?;
+//! let health = redis.health(); // up/down, reconnects, lost broadcasts
+//! let pubsub: Arc<dyn keayl_cable::PubSub> = Arc::new(redis);
+//! # let _ = (health, pubsub); Ok(()) }
+//! ```
+//!
+//! # Design
+//!
+//! * **One subscriber connection per process** (RESP2 `SUBSCRIBE` mode,
+//!   `redis::aio::PubSub`) carries every stream. Local subscribers are
+//!   multiplexed onto it by [`External`]: the first local subscriber of a
+//!   stream makes the broker subscription, the last one to leave drops it.
+//! * **Publishing uses a second connection** (a multiplexed connection with
+//!   a response timeout), so `PUBLISH` never waits behind subscription
+//!   traffic. Broadcasts from one task keep their order; messages of one
+//!   stream arrive in publish order.
+//! * One supervisor task owns the subscriber connection. It reconciles the
+//!   wanted set of channels with the broker in batches (one `SUBSCRIBE` for
+//!   many channels), dispatches messages, and sends a `PING` every
+//!   [`RedisConfig::health_check_interval`] to notice a silent network cut.
+//!
+//! # Naming (Rails compatible)
+//!
+//! The broker channel of stream `s` is `s`, or `"<channel_prefix>:s"` when a
+//! prefix is configured — Rails' `ChannelPrefix`
+//! (`[channel_prefix, broadcasting].compact.join(":")`). That covers the
+//! internal channels too: a remote disconnect for user `alice` travels on
+//! `"<prefix>:action_cable/alice"`, so `ActionCable.server.remote_connections`
+//! in a Rails app disconnects Keayl clients and vice versa. Payloads are
+//! published verbatim (cable broadcasts are JSON text, as Rails' coder
+//! produces). See [`channel_name`].
+//!
+//! # Confirmation
+//!
+//! A subscription's [`Subscribed::ready`] completes only after Redis
+//! acknowledged the `SUBSCRIBE`, so the cable sends `confirm_subscription`
+//! only when broadcasts from any process reach the client. When Redis is down
+//! the readiness waits for the reconnection, at most
+//! [`RedisConfig::subscribe_timeout`], then fails with
+//! [`PubSubError::Unavailable`] (the cable rejects that subscription instead
+//! of holding the client's connection). Local subscribers of one stream
+//! share its broker subscription ([`External`]): a later local subscriber of
+//! a stream that is already live is confirmed at once.
+//!
+//! # Failure behaviour
+//!
+//! * When Redis goes away (restart, network cut, `CLIENT KILL`) the
+//!   supervisor reconnects **forever** with exponential backoff and jitter
+//!   ([`RedisConfig::reconnect_min`] doubling to
+//!   [`RedisConfig::reconnect_max`]), then re-subscribes every live stream
+//!   in one command. The outage is logged (`error` when it starts, `warn`
+//!   with its duration and the number of lost broadcasts when it ends) and
+//!   visible through [`Health`] (state, outage and reconnect counts).
+//! * A broadcast attempted while Redis is down (or that fails or times out)
+//!   returns [`PubSubError::Unavailable`] to its caller and is counted in
+//!   [`Health::lost_broadcast_count`]. Nothing is dropped without trace.
+//!   Messages published by others during the outage are not received (Redis
+//!   pub/sub is at-most-once; the same holds for Rails).
+//! * Local clients keep being served: connections, transmissions, timers
+//!   and pings do not depend on Redis.
+//! * No panics on broker errors; dropping the backend (or
+//!   [`RedisPubSub::shutdown`]) ends the supervisor task, fails pending
+//!   readiness futures with [`PubSubError::Closed`] and closes both
+//!   connections.
+//!
+//! `subscriber_count(stream)` is Redis' `PUBSUB NUMSUB` of the stream's
+//! channel: how many *connections* are subscribed (one per Keayl process,
+//! one per Rails process), not how many local subscribers.
+//!
+//! [`External`]: keayl_cable::pubsub::External
+//! [`Subscribed::ready`]: keayl_cable::pubsub::Subscribed::ready
+
+mod health;
+mod registry;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use keayl_cable::pubsub::{
+    BoxFuture, Callback, ClientHealth, External, PubSub, PubSubClient, PubSubError, PubSubStats,
+    RemoteCallback, Subscribed, SubscriptionId,
+};
+use redis::AsyncConnectionConfig;
+use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
+use tokio_util::sync::CancellationToken;
+
+pub use health::{Health, HealthStatus, LinkState};
+use registry::{Backoff, Registry};
+
+/// The broker channel Rails' Redis adapter uses for `stream`:
+/// `"<prefix>:<stream>"` with a prefix, else `stream` unchanged.
+///
+/// ```
+/// assert_eq!(keayl_redis::channel_name(None, "chat:1"), "chat:1");
+/// assert_eq!(keayl_redis::channel_name(Some("app"), "chat:1"), "app:chat:1");
+/// // Rails' `compact.join(":")` keeps an empty prefix:
+/// assert_eq!(keayl_redis::channel_name(Some(""), "x"), ":x");
+/// ```
+pub fn channel_name(prefix: Option<&str>, stream: &str) -> String {
+    match prefix {
+        Some(p) => format!("{p}:{stream}"),
+        None => stream.to_owned(),
+    }
+}
+
+/// Errors from configuring the backend.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The URL is not a Redis URL the client accepts.
+    #[error("invalid Redis URL {url}: {reason}")]
+    InvalidUrl {
+        /// The URL, password redacted.
+        url: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// [`RedisPubSub::new`] was called outside a Tokio runtime.
+    #[error("the Redis backend must be created inside a Tokio runtime")]
+    NoRuntime,
+}
+
+/// Configuration of the Redis backend.
+#[derive(Clone)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host[:port][/db]` (the `channel_prefix`
+    /// query parameter, if any, already removed).
+    pub url: String,
+    /// Rails' `channel_prefix`: every channel becomes `"<prefix>:<stream>"`.
+    pub channel_prefix: Option<String>,
+    /// First reconnect delay. Default 100 ms.
+    pub reconnect_min: Duration,
+    /// Longest reconnect delay (the backoff doubles up to it). Default 2 s.
+    pub reconnect_max: Duration,
+    /// How long a subscription waits for Redis' acknowledgement (across a
+    /// reconnection) before its readiness fails. Default 3 s, below the 6 s
+    /// after which Action Cable clients consider a silent server stale.
+    pub subscribe_timeout: Duration,
+    /// Timeout of one command (`PUBLISH`, `PUBSUB NUMSUB`, a `SUBSCRIBE`
+    /// batch, the health-check `PING`). Default 2 s.
+    pub command_timeout: Duration,
+    /// Timeout of establishing a connection. Default 2 s.
+    pub connect_timeout: Duration,
+    /// Interval of the health-check `PING` on the subscriber connection.
+    /// Default 5 s.
+    pub health_check_interval: Duration,
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &redact(&self.url))
+            .field("channel_prefix", &self.channel_prefix)
+            .field("reconnect_min", &self.reconnect_min)
+            .field("reconnect_max", &self.reconnect_max)
+            .field("subscribe_timeout", &self.subscribe_timeout)
+            .field("command_timeout", &self.command_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("health_check_interval", &self.health_check_interval)
+            .finish()
+    }
+}
+
+impl RedisConfig {
+    /// Defaults for `url` (taken verbatim; see [`from_url`](Self::from_url)
+    /// for `?channel_prefix=`).
+    pub fn new(url: impl Into<String>) -> Self {
+        RedisConfig {
+            url: url.into(),
+            channel_prefix: None,
+            reconnect_min: Duration::from_millis(100),
+            reconnect_max: Duration::from_secs(2),
+            subscribe_timeout: Duration::from_secs(3),
+            command_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(2),
+            health_check_interval: Duration::from_secs(5),
+        }
+    }
+
+    /// Defaults for `url`, taking Rails' `channel_prefix` from the URL's
+    /// `channel_prefix` query parameter (percent-decoded, removed from the
+    /// URL given to the client): `redis://host:6379/0?channel_prefix=myapp`.
+    pub fn from_url(url: &str) -> Result<Self, ConfigError> {
+        let (url, prefix) = take_query_param(url, "channel_prefix");
+        if !(url.starts_with("redis://")
+            || url.starts_with("rediss://")
+            || url.starts_with("unix://")
+            || url.starts_with("redis+unix://"))
+        {
+            return Err(ConfigError::InvalidUrl {
+                url: redact(&url),
+                reason: "expected redis://…".into(),
+            });
+        }
+        let mut config = RedisConfig::new(url);
+        config.channel_prefix = prefix;
+        Ok(config)
+    }
+
+    /// Set Rails' `channel_prefix`.
+    pub fn with_channel_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.channel_prefix = Some(prefix.into());
+        self
+    }
+}
+
+/// Remove query parameter `name` from `url`; returns the URL without it and
+/// its percent-decoded value.
+fn take_query_param(url: &str, name: &str) -> (String, Option<String>) {
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_owned(), None);
+    };
+    let mut value = None;
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            if k == name {
+                value = Some(percent_decode(v));
+                false
+            } else {
+                !pair.is_empty()
+            }
+        })
+        .collect();
+    let url = if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    (url, value)
+}
+
+fn percent_decode(s: &str) -> String {
+    fn hex(b: u8) -> Option<u8> {
+        match b {
+            b'0'..=b'9' => Some(b - b'0'),
+            b'a'..=b'f' => Some(b - b'a' + 10),
+            b'A'..=b'F' => Some(b - b'A' + 10),
+            _ => None,
+        }
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let decoded = match bytes[i] {
+            b'%' if i + 2 < bytes.len() => hex(bytes[i + 1]).zip(hex(bytes[i + 2])),
+            _ => None,
+        };
+        match (decoded, bytes[i]) {
+            (Some((hi, lo)), _) => {
+                out.push(hi << 4 | lo);
+                i += 3;
+            }
+            (None, b'+') => {
+                out.push(b' ');
+                i += 1;
+            }
+            (None, b) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `url` with the password (userinfo) replaced by `***`, for logs.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_owned(),
+    }
+}
+
+struct Shared {
+    config: RedisConfig,
+    client: redis::Client,
+    broker: String,
+    registry: Registry,
+    health: Health,
+    publisher: Mutex<Option<MultiplexedConnection>>,
+    publisher_broken: AtomicBool,
+}
+
+impl Shared {
+    fn channel(&self, stream: &str) -> String {
+        channel_name(self.config.channel_prefix.as_deref(), stream)
+    }
+
+    fn publisher(&self) -> Option<MultiplexedConnection> {
+        self.publisher
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set_publisher(&self, conn: Option<MultiplexedConnection>) {
+        *self.publisher.lock().unwrap_or_else(|e| e.into_inner()) = conn;
+    }
+}
+
+/// The networked half: a [`PubSubClient`] over Redis, one subscriber
+/// connection and one publisher connection, kept alive by a supervisor task.
+/// Most applications use [`RedisPubSub`], which wraps it in [`External`].
+pub struct RedisClient {
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+}
+
+impl std::fmt::Debug for RedisClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisClient")
+            .field("broker", &self.shared.broker)
+            .field("channel_prefix", &self.shared.config.channel_prefix)
+            .field("health", &self.shared.health)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for RedisClient {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+impl RedisClient {
+    /// Start the client: the supervisor task connects in the background (no
+    /// waiting here; see [`Health::wait_up`]). Must run inside a Tokio
+    /// runtime.
+    pub fn new(config: RedisConfig) -> Result<Self, ConfigError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| ConfigError::NoRuntime)?;
+        let client =
+            redis::Client::open(config.url.as_str()).map_err(|e| ConfigError::InvalidUrl {
+                url: redact(&config.url),
+                reason: e.to_string(),
+            })?;
+        let shared = Arc::new(Shared {
+            broker: redact(&config.url),
+            config,
+            client,
+            registry: Registry::default(),
+            health: Health::new("redis"),
+            publisher: Mutex::new(None),
+            publisher_broken: AtomicBool::new(false),
+        });
+        let cancel = CancellationToken::new();
+        runtime.spawn(supervise(shared.clone(), cancel.clone()));
+        Ok(RedisClient { shared, cancel })
+    }
+
+    /// The health handle.
+    pub fn health(&self) -> Health {
+        self.shared.health.clone()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RedisConfig {
+        &self.shared.config
+    }
+
+    /// Number of broker channels this process wants subscribed.
+    pub fn channel_count(&self) -> usize {
+        self.shared.registry.channel_count()
+    }
+
+    /// Stop: the supervisor ends, connections close, pending and later
+    /// subscriptions fail with [`PubSubError::Closed`], broadcasts fail.
+    pub fn shutdown(&self) {
+        self.cancel.cancel();
+    }
+}
+
+fn unavailable(shared: &Shared, what: String) -> PubSubError {
+    shared.health.record_lost(&what);
+    PubSubError::Unavailable(what)
+}
+
+/// Whether a Redis error means the connection is unusable.
+fn is_fatal(e: &redis::RedisError) -> bool {
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || e.is_unrecoverable_error()
+}
+
+impl PubSubClient for RedisClient {
+    fn subscribe(&self, stream: &str, callback: RemoteCallback) -> Subscribed {
+        let channel = self.shared.channel(stream);
+        let (id, ready) = self.shared.registry.add(
+            channel,
+            stream,
+            callback,
+            self.shared.config.subscribe_timeout,
+        );
+        Subscribed { id, ready }
+    }
+
+    fn unsubscribe(&self, id: SubscriptionId) {
+        self.shared.registry.remove(id);
+    }
+
+    fn publish(&self, stream: &str, message: Bytes) -> BoxFuture<'static, Result<(), PubSubError>> {
+        let shared = self.shared.clone();
+        let channel = shared.channel(stream);
+        let conn = shared.publisher();
+        Box::pin(async move {
+            let Some(mut conn) = conn else {
+                return Err(unavailable(
+                    &shared,
+                    format!(
+                        "redis {} is unreachable (reconnecting); broadcast not sent",
+                        shared.broker
+                    ),
+                ));
+            };
+            let result: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+                .arg(&channel)
+                .arg(message.as_ref())
+                .query_async(&mut conn)
+                .await;
+            match result {
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    if is_fatal(&e) {
+                        shared.publisher_broken.store(true, Ordering::Relaxed);
+                        shared.registry.poke();
+                    }
+                    Err(unavailable(
+                        &shared,
+                        format!("PUBLISH to {channel:?} failed: {e}"),
+                    ))
+                }
+            }
+        })
+    }
+
+    fn subscriber_count(&self, stream: &str) -> BoxFuture<'static, Result<usize, PubSubError>> {
+        let shared = self.shared.clone();
+        let channel = shared.channel(stream);
+        let conn = shared.publisher();
+        Box::pin(async move {
+            let Some(mut conn) = conn else {
+                return Err(PubSubError::Unavailable(format!(
+                    "redis {} is unreachable (reconnecting)",
+                    shared.broker
+                )));
+            };
+            let result: redis::RedisResult<(String, usize)> = redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg(&channel)
+                .query_async(&mut conn)
+                .await;
+            result.map(|(_, n)| n).map_err(|e| {
+                if is_fatal(&e) {
+                    shared.publisher_broken.store(true, Ordering::Relaxed);
+                    shared.registry.poke();
+                }
+                PubSubError::Unavailable(format!("PUBSUB NUMSUB failed: {e}"))
+            })
+        })
+    }
+
+    fn health(&self) -> ClientHealth {
+        let h = &self.shared.health;
+        ClientHealth {
+            healthy: h.is_up(),
+            reconnects: h.reconnect_count(),
+            lost_broadcasts: h.lost_broadcast_count(),
+        }
+    }
+}
+
+/// The Redis pub/sub backend: [`External`] over a [`RedisClient`], plus its
+/// [`Health`]. Put it in an `Arc` and hand it to the cable.
+pub struct RedisPubSub {
+    external: External,
+    client: Arc<RedisClient>,
+}
+
+impl std::fmt::Debug for RedisPubSub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisPubSub")
+            .field("client", &self.client)
+            .field("local", self.external.local())
+            .finish()
+    }
+}
+
+impl RedisPubSub {
+    /// Start the backend (connects in the background). Must run inside a
+    /// Tokio runtime.
+    pub fn new(config: RedisConfig) -> Result<Self, ConfigError> {
+        let client = Arc::new(RedisClient::new(config)?);
+        Ok(RedisPubSub {
+            external: External::from_arc(client.clone()),
+            client,
+        })
+    }
+
+    /// [`RedisConfig::from_url`] then [`new`](Self::new).
+    pub fn from_url(url: &str) -> Result<Self, ConfigError> {
+        Self::new(RedisConfig::from_url(url)?)
+    }
+
+    /// The health handle (clone it freely).
+    pub fn health(&self) -> Health {
+        self.client.health()
+    }
+
+    /// The networked client.
+    pub fn client(&self) -> &RedisClient {
+        &self.client
+    }
+
+    /// The [`External`] wrapper (local subscriber registry).
+    pub fn external(&self) -> &External {
+        &self.external
+    }
+
+    /// See [`RedisClient::shutdown`].
+    pub fn shutdown(&self) {
+        self.client.shutdown();
+    }
+}
+
+impl PubSub for RedisPubSub {
+    fn subscribe(&self, stream: &str, callback: Callback) -> Subscribed {
+        self.external.subscribe(stream, callback)
+    }
+
+    fn unsubscribe(&self, id: SubscriptionId) {
+        self.external.unsubscribe(id)
+    }
+
+    fn broadcast(
+        &self,
+        stream: &str,
+        message: Bytes,
+    ) -> BoxFuture<'static, Result<(), PubSubError>> {
+        self.external.broadcast(stream, message)
+    }
+
+    fn subscriber_count(&self, stream: &str) -> BoxFuture<'static, Result<usize, PubSubError>> {
+        self.external.subscriber_count(stream)
+    }
+
+    /// Local counters plus the broker link from [`Health`] (for `/metrics`
+    /// and `/health`).
+    fn stats(&self) -> PubSubStats {
+        self.external.stats()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The supervisor.
+
+struct Session {
+    sink: PubSubSink,
+    stream: PubSubStream,
+    publisher: MultiplexedConnection,
+}
+
+enum SessionEnd {
+    Cancelled,
+    Lost(String),
+}
+
+async fn supervise(shared: Arc<Shared>, cancel: CancellationToken) {
+    let mut backoff = Backoff::new(shared.config.reconnect_min, shared.config.reconnect_max);
+    loop {
+        let attempt = tokio::select! {
+            _ = cancel.cancelled() => break,
+            r = connect(&shared) => r,
+        };
+        match attempt {
+            Ok(session) => {
+                backoff.reset();
+                let end = run_session(&shared, session, &cancel).await;
+                shared.set_publisher(None);
+                shared.registry.mark_all_down();
+                match end {
+                    SessionEnd::Cancelled => break,
+                    SessionEnd::Lost(e) => shared.health.set_down(&shared.broker, &e),
+                }
+            }
+            Err(e) => {
+                shared.health.set_down(&shared.broker, &e);
+                let n = backoff.attempt() + 1;
+                if n.is_power_of_two() {
+                    tracing::warn!(backend = "redis", broker = %shared.broker, attempt = n, error = %e, "reconnect attempt failed; retrying");
+                } else {
+                    tracing::debug!(backend = "redis", broker = %shared.broker, attempt = n, error = %e, "reconnect attempt failed; retrying");
+                }
+            }
+        }
+        let delay = backoff.next_delay();
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+    shared.set_publisher(None);
+    shared.registry.close();
+    shared.health.set_closed();
+    tracing::debug!(backend = "redis", "pub/sub supervisor stopped");
+}
+
+async fn connect(shared: &Shared) -> Result<Session, String> {
+    let timeout = shared.config.connect_timeout;
+    let pubsub = tokio::time::timeout(timeout, shared.client.get_async_pubsub())
+        .await
+        .map_err(|_| format!("connecting timed out after {timeout:?}"))?
+        .map_err(|e| e.to_string())?;
+    let publisher = new_publisher(shared).await?;
+    let (sink, stream) = pubsub.split();
+    Ok(Session {
+        sink,
+        stream,
+        publisher,
+    })
+}
+
+async fn new_publisher(shared: &Shared) -> Result<MultiplexedConnection, String> {
+    let timeout = shared.config.connect_timeout;
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(shared.config.command_timeout));
+    tokio::time::timeout(
+        timeout + Duration::from_millis(100),
+        shared
+            .client
+            .get_multiplexed_async_connection_with_config(&config),
+    )
+    .await
+    .map_err(|_| format!("connecting timed out after {timeout:?}"))?
+    .map_err(|e| e.to_string())
+}
+
+/// The one broker operation in flight on the subscriber connection.
+enum Op {
+    Changed {
+        sub: Vec<String>,
+        unsub: Vec<String>,
+        result: Result<(), OpError>,
+    },
+    Ping(Result<(), OpError>),
+    Publisher(Result<MultiplexedConnection, String>),
+}
+
+enum OpError {
+    /// The connection is unusable: reconnect.
+    Fatal(String),
+    /// Redis refused the command.
+    Refused(String),
+}
+
+fn op_error(e: redis::RedisError) -> OpError {
+    if is_fatal(&e) {
+        OpError::Fatal(e.to_string())
+    } else {
+        OpError::Refused(e.to_string())
+    }
+}
+
+fn change_op(
+    mut sink: PubSubSink,
+    sub: Vec<String>,
+    unsub: Vec<String>,
+    timeout: Duration,
+) -> BoxFuture<'static, Op> {
+    Box::pin(async move {
+        let work = async {
+            if !sub.is_empty() {
+                sink.subscribe(&sub).await.map_err(op_error)?;
+            }
+            if !unsub.is_empty() {
+                sink.unsubscribe(&unsub).await.map_err(op_error)?;
+            }
+            Ok(())
+        };
+        let result = match tokio::time::timeout(timeout, work).await {
+            Ok(r) => r,
+            Err(_) => Err(OpError::Fatal(format!(
+                "SUBSCRIBE/UNSUBSCRIBE not acknowledged within {timeout:?}"
+            ))),
+        };
+        Op::Changed { sub, unsub, result }
+    })
+}
+
+fn ping_op(mut sink: PubSubSink, timeout: Duration) -> BoxFuture<'static, Op> {
+    Box::pin(async move {
+        let result = match tokio::time::timeout(timeout, sink.ping::<redis::Value>()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(OpError::Fatal(e.to_string())),
+            Err(_) => Err(OpError::Fatal(format!("no PING reply within {timeout:?}"))),
+        };
+        Op::Ping(result)
+    })
+}
+
+async fn run_session(
+    shared: &Arc<Shared>,
+    session: Session,
+    cancel: &CancellationToken,
+) -> SessionEnd {
+    let Session {
+        sink,
+        mut stream,
+        publisher,
+    } = session;
+    shared.set_publisher(Some(publisher));
+    shared.publisher_broken.store(false, Ordering::Relaxed);
+    let timeout = shared.config.command_timeout;
+    // Everything wanted is subscribed again (a no-op batch when nothing is).
+    let mut actual: HashSet<String> = HashSet::new();
+    let mut op: Option<BoxFuture<'static, Op>> = Some(change_op(
+        sink.clone(),
+        shared.registry.take_all(),
+        Vec::new(),
+        timeout,
+    ));
+    let mut announced = false;
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + shared.config.health_check_interval,
+        shared.config.health_check_interval,
+    );
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let busy = op.is_some();
+        tokio::select! {
+            _ = cancel.cancelled() => return SessionEnd::Cancelled,
+            message = stream.next() => match message {
+                Some(m) => {
+                    let payload = Bytes::copy_from_slice(m.get_payload_bytes());
+                    shared.registry.dispatch(m.get_channel_name(), payload);
+                }
+                None => return SessionEnd::Lost("connection closed".into()),
+            },
+            done = async { match op.as_mut() { Some(f) => f.await, None => std::future::pending().await } } => {
+                op = None;
+                match done {
+                    Op::Changed { sub, unsub, result: Ok(()) } => {
+                        actual.extend(sub.iter().cloned());
+                        for ch in &unsub {
+                            actual.remove(ch);
+                        }
+                        shared.registry.mark_live(&sub);
+                    }
+                    Op::Changed { sub, result: Err(OpError::Refused(e)), .. } => {
+                        tracing::error!(backend = "redis", channels = sub.len(), error = %e, "Redis refused SUBSCRIBE/UNSUBSCRIBE");
+                        shared.registry.fail(&sub, &PubSubError::Failed(e));
+                    }
+                    Op::Changed { result: Err(OpError::Fatal(e)), .. } | Op::Ping(Err(OpError::Fatal(e))) => {
+                        return SessionEnd::Lost(e);
+                    }
+                    Op::Ping(Err(OpError::Refused(e))) => return SessionEnd::Lost(e),
+                    Op::Ping(Ok(())) => {}
+                    Op::Publisher(Ok(conn)) => shared.set_publisher(Some(conn)),
+                    Op::Publisher(Err(e)) => return SessionEnd::Lost(format!("publisher connection: {e}")),
+                }
+                if !announced {
+                    announced = true;
+                    shared.health.set_up(&shared.broker);
+                }
+            }
+            _ = tick.tick(), if !busy => {
+                op = Some(ping_op(sink.clone(), timeout));
+            }
+            _ = shared.registry.changed(), if !busy => {}
+        }
+        if op.is_none() {
+            if shared.publisher_broken.swap(false, Ordering::Relaxed) {
+                shared.set_publisher(None);
+                let shared = shared.clone();
+                op = Some(Box::pin(async move {
+                    Op::Publisher(new_publisher(&shared).await)
+                }));
+            } else if shared.registry.has_changes() {
+                let (sub, unsub) = shared.registry.take_changes(&actual);
+                if !sub.is_empty() || !unsub.is_empty() {
+                    op = Some(change_op(sink.clone(), sub, unsub, timeout));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_parsing_takes_the_prefix() {
+        let c = RedisConfig::from_url(
+            "redis://127.0.0.1:6379/0?channel_prefix=my%20app&protocol=resp2",
+        )
+        .unwrap();
+        assert_eq!(c.url, "redis://127.0.0.1:6379/0?protocol=resp2");
+        assert_eq!(c.channel_prefix.as_deref(), Some("my app"));
+        let c = RedisConfig::from_url("redis://h/?channel_prefix=").unwrap();
+        assert_eq!(c.url, "redis://h/");
+        assert_eq!(c.channel_prefix.as_deref(), Some(""));
+        let c = RedisConfig::from_url("redis://h").unwrap();
+        assert_eq!(c.channel_prefix, None);
+        assert!(RedisConfig::from_url("postgres://h").is_err());
+    }
+
+    #[test]
+    fn redaction_hides_passwords() {
+        assert_eq!(redact("redis://:s3cret@h:1/0"), "redis://***@h:1/0");
+        assert_eq!(redact("redis://h:1/0"), "redis://h:1/0");
+        let c = RedisConfig::new("redis://u:pw@h");
+        assert!(!format!("{c:?}").contains("pw"));
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%3Ab"), "a:b");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("x%zz"), "x%zz");
+        assert_eq!(percent_decode("%E6%97%A5"), "日");
+    }
+}

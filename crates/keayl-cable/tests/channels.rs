@@ -770,6 +770,7 @@ async fn the_subscription_limit_refuses_further_subscribes_without_a_frame() {
     let cable = base(&pubsub, &Log::new())
         .config(CableConfig {
             max_subscriptions: 2,
+            ..CableConfig::default()
         })
         .build();
     let (mut conn, sink) = open(&cable).await; // EchoChannel is #1

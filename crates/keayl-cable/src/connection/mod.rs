@@ -158,6 +158,9 @@ pub enum CommandError {
     /// The connection holds the maximum number of subscriptions.
     #[error("too many subscriptions (limit {0})")]
     TooManySubscriptions(usize),
+    /// A subscribe whose identifier is longer than the limit (in bytes).
+    #[error("identifier of {0} bytes is over the limit of {1}")]
+    IdentifierTooLong(usize, usize),
     /// An unsubscribe or message for an identifier not subscribed.
     #[error("unable to find subscription with identifier: {0}")]
     UnknownSubscription(String),
@@ -193,6 +196,7 @@ impl CommandError {
             CommandError::UnknownChannel(_) => "unknown_channel",
             CommandError::AlreadySubscribed(_) => "already_subscribed",
             CommandError::TooManySubscriptions(_) => "too_many_subscriptions",
+            CommandError::IdentifierTooLong(..) => "identifier_too_long",
             CommandError::UnknownSubscription(_) => "unknown_subscription",
             CommandError::UnknownAction { .. } => "unknown_action",
             CommandError::ActionFailed { .. } => "action_failed",
@@ -430,6 +434,10 @@ impl Connection {
                 channel,
                 params,
             } => {
+                let max = self.shared.cable.config().max_identifier_bytes;
+                if identifier.len() > max {
+                    return Err(CommandError::IdentifierTooLong(identifier.len(), max));
+                }
                 if self.subscriptions.contains_key(&identifier) {
                     return Err(CommandError::AlreadySubscribed(identifier));
                 }

@@ -32,12 +32,18 @@ pub struct CableConfig {
     /// Subscriptions one connection may hold; further subscribes are refused
     /// (logged, no frame). Default: 256.
     pub max_subscriptions: usize,
+    /// Longest subscription identifier accepted, in bytes; a longer one is
+    /// refused (logged, no frame), so no client can make the server keep
+    /// megabytes of identifiers. Real identifiers, Turbo's signed names
+    /// included, are a few hundred bytes. Default: 4 KiB.
+    pub max_identifier_bytes: usize,
 }
 
 impl Default for CableConfig {
     fn default() -> Self {
         CableConfig {
             max_subscriptions: 256,
+            max_identifier_bytes: 4 * 1024,
         }
     }
 }

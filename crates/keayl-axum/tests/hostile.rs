@@ -1,0 +1,297 @@
+//! Hostile and broken input over real sockets. Each test runs a live probe
+//! client beside the attacker and checks it is unaffected.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use keayl_axum::cable::{CableServer, OriginPolicy, ServerConfig};
+use keayl_cable::{Cable, CableConfig, Channel, ChannelContext, ChannelError, Data, InMemory};
+use tokio::io::AsyncWriteExt;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+#[derive(Default)]
+struct EchoChannel;
+
+impl Channel for EchoChannel {
+    const NAME: &'static str = "EchoChannel";
+    const ACTIONS: &'static [&'static str] = &["echo"];
+    async fn subscribed(&mut self, ctx: &mut ChannelContext<'_>) -> Result<(), ChannelError> {
+        ctx.stream_from("probe");
+        Ok(())
+    }
+    async fn perform(
+        &mut self,
+        ctx: &mut ChannelContext<'_>,
+        _action: &str,
+        data: &Data,
+    ) -> Result<(), ChannelError> {
+        ctx.transmit(data);
+        Ok(())
+    }
+}
+
+async fn start() -> (SocketAddr, CableServer) {
+    let cable = Cable::builder(InMemory::new())
+        .channel::<EchoChannel>()
+        .config(CableConfig {
+            max_subscriptions: 100,
+            ..CableConfig::default()
+        })
+        .build();
+    let server = CableServer::new(
+        cable,
+        ServerConfig {
+            origins: OriginPolicy::AllowAll,
+            max_message_bytes: 64 * 1024,
+            outbound_queue_bytes: 256 * 1024,
+            write_timeout: Duration::from_secs(1),
+            ..ServerConfig::default()
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = server.router();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (addr, server)
+}
+
+async fn connect(addr: SocketAddr) -> Ws {
+    let req = format!("ws://{addr}/cable").into_client_request().unwrap();
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    assert_eq!(next_text(&mut ws).await, r#"{"type":"welcome"}"#);
+    ws
+}
+
+async fn next_text(ws: &mut Ws) -> String {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("timed out waiting for a frame")
+            .expect("stream ended")
+            .expect("read failed");
+        if let Message::Text(t) = msg {
+            if t.contains("\"type\":\"ping\"") {
+                continue;
+            }
+            return t.to_string();
+        }
+    }
+}
+
+fn id(n: usize) -> String {
+    format!(r#"{{\"channel\":\"EchoChannel\",\"n\":{n}}}"#)
+}
+
+fn subscribe_cmd(n: usize) -> String {
+    format!(r#"{{"command":"subscribe","identifier":"{}"}}"#, id(n))
+}
+
+fn echo_cmd(n: usize, x: usize) -> String {
+    format!(
+        r#"{{"command":"message","identifier":"{}","data":"{{\"action\":\"echo\",\"x\":{x}}}"}}"#,
+        id(n)
+    )
+}
+
+/// A subscribed probe client.
+async fn probe(addr: SocketAddr) -> Ws {
+    let mut ws = connect(addr).await;
+    ws.send(Message::text(subscribe_cmd(0))).await.unwrap();
+    assert!(next_text(&mut ws).await.contains("confirm_subscription"));
+    ws
+}
+
+/// The probe still echoes and receives broadcasts promptly.
+async fn check_probe(ws: &mut Ws, server: &CableServer, x: usize) {
+    let started = std::time::Instant::now();
+    ws.send(Message::text(echo_cmd(0, x))).await.unwrap();
+    let frame = next_text(ws).await;
+    assert!(frame.contains(&format!("\"x\":{x}")), "probe got {frame}");
+    server
+        .cable()
+        .broadcast("probe", &serde_json::json!({"probe": x}))
+        .await
+        .unwrap();
+    let frame = next_text(ws).await;
+    assert!(
+        frame.contains(&format!("\"probe\":{x}")),
+        "probe got {frame}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "probe was slowed down"
+    );
+}
+
+#[tokio::test]
+async fn deeply_nested_json_and_huge_identifiers_are_refused_without_harm() {
+    let (addr, server) = start().await;
+    let mut p = probe(addr).await;
+    let mut bad = connect(addr).await;
+    // 30,000 levels of nesting inside one frame (under the size limit).
+    let deep = format!("{}{}", "[".repeat(30_000), "]".repeat(30_000));
+    bad.send(Message::text(deep)).await.unwrap();
+    let nested_data = format!(
+        r#"{{"command":"message","identifier":"{}","data":"{}1{}"}}"#,
+        id(0),
+        "[".repeat(20_000),
+        "]".repeat(20_000)
+    );
+    bad.send(Message::text(nested_data)).await.unwrap();
+    // An identifier of 60 KiB.
+    let huge = format!(
+        r#"{{"command":"subscribe","identifier":"{{\"channel\":\"EchoChannel\",\"pad\":\"{}\"}}"}}"#,
+        "a".repeat(60 * 1024)
+    );
+    bad.send(Message::text(huge)).await.unwrap();
+    check_probe(&mut p, &server, 1).await;
+    // The attacker's connection is still usable (errors produce no frame).
+    bad.send(Message::text(subscribe_cmd(1))).await.unwrap();
+    let frame = next_text(&mut bad).await;
+    let head = &frame[..frame.len().min(200)];
+    assert!(frame.contains("confirm_subscription"), "{head}");
+    assert!(
+        frame.contains(r#"\"n\":1"#),
+        "no frame for the refused commands: {head}"
+    );
+    assert!(server.stats().command_errors.load(Ordering::Relaxed) >= 3);
+    assert!(
+        server
+            .stats()
+            .command_errors_by_kind()
+            .iter()
+            .any(|(k, _)| *k == "identifier_too_long")
+    );
+}
+
+#[tokio::test]
+async fn invalid_utf8_text_frame_closes_only_that_connection() {
+    let (addr, server) = start().await;
+    let mut p = probe(addr).await;
+    // A raw client sends a masked text frame whose payload is not UTF-8.
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(
+        format!(
+            "GET /cable HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let payload = [0xffu8, 0xfe, 0xfd];
+    let mask = [1u8, 2, 3, 4];
+    let mut frame = vec![0x81, 0x80 | payload.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    tcp.write_all(&frame).await.unwrap();
+    check_probe(&mut p, &server, 2).await;
+    drop(tcp);
+}
+
+#[tokio::test]
+async fn thousands_of_subscriptions_hit_the_limit() {
+    let (addr, server) = start().await;
+    let mut p = probe(addr).await;
+    let mut greedy = connect(addr).await;
+    for n in 1..=2000 {
+        greedy.feed(Message::text(subscribe_cmd(n))).await.unwrap();
+    }
+    greedy.flush().await.unwrap();
+    let mut confirmed = 0;
+    while let Ok(Some(Ok(msg))) =
+        tokio::time::timeout(Duration::from_millis(1500), greedy.next()).await
+    {
+        if let Message::Text(t) = msg {
+            if t.contains("confirm_subscription") {
+                confirmed += 1;
+            }
+        }
+    }
+    assert_eq!(confirmed, 100, "the per-connection limit is enforced");
+    check_probe(&mut p, &server, 3).await;
+    let stats = server.cable().pubsub().stats();
+    assert!(stats.subscriptions <= 102, "{stats:?}");
+}
+
+#[tokio::test]
+async fn a_command_flood_from_a_client_that_does_not_read_is_cut_off() {
+    let (addr, server) = start().await;
+    let mut p = probe(addr).await;
+    let mut flood = connect(addr).await;
+    flood.send(Message::text(subscribe_cmd(1))).await.unwrap();
+    assert!(next_text(&mut flood).await.contains("confirm"));
+    // 40,000 echo requests of ~1 KiB each, never reading the answers.
+    let pad = "p".repeat(1000);
+    let cmd = format!(
+        r#"{{"command":"message","identifier":"{}","data":"{{\"action\":\"echo\",\"pad\":\"{pad}\"}}"}}"#,
+        id(1)
+    );
+    let writer = tokio::spawn(async move {
+        for _ in 0..40_000 {
+            if flood.feed(Message::text(cmd.clone())).await.is_err() {
+                break;
+            }
+        }
+        let _ = flood.flush().await;
+        flood
+    });
+    // Meanwhile the probe is served.
+    for x in 10..15 {
+        check_probe(&mut p, &server, x).await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while server.stats().slow_disconnects.load(Ordering::Relaxed) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a flooding client that never reads must be cut at the byte bound"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(20), writer).await;
+    check_probe(&mut p, &server, 20).await;
+    assert!(
+        server.stats().queued_bytes.load(Ordering::Relaxed) < 1024 * 1024,
+        "outbound memory stays bounded"
+    );
+}
+
+#[tokio::test]
+async fn abrupt_reset_mid_frame_cleans_up() {
+    let (addr, server) = start().await;
+    let mut p = probe(addr).await;
+    for _ in 0..20 {
+        let ws = connect(addr).await;
+        let mut tcp = ws.into_inner();
+        let tcp = match &mut tcp {
+            tokio_tungstenite::MaybeTlsStream::Plain(s) => s,
+            _ => unreachable!(),
+        };
+        // The header of a 1000-byte masked text frame, then only 10 bytes of it.
+        let mut partial = vec![0x81, 0x80 | 126, 0x03, 0xe8, 1, 2, 3, 4];
+        partial.extend_from_slice(&[b'x'; 10]);
+        tcp.write_all(&partial).await.unwrap();
+        tcp.set_linger(Some(Duration::ZERO)).unwrap(); // RST on close
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while server.connection_count() != 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "reset connections must be cleaned up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    check_probe(&mut p, &server, 30).await;
+    assert_eq!(
+        server.cable().pubsub().stats().subscriptions,
+        1,
+        "only the probe's stream"
+    );
+}

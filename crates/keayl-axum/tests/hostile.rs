@@ -209,10 +209,10 @@ async fn thousands_of_subscriptions_hit_the_limit() {
     while let Ok(Some(Ok(msg))) =
         tokio::time::timeout(Duration::from_millis(1500), greedy.next()).await
     {
-        if let Message::Text(t) = msg {
-            if t.contains("confirm_subscription") {
-                confirmed += 1;
-            }
+        if let Message::Text(t) = msg
+            && t.contains("confirm_subscription")
+        {
+            confirmed += 1;
         }
     }
     assert_eq!(confirmed, 100, "the per-connection limit is enforced");
@@ -278,7 +278,9 @@ async fn abrupt_reset_mid_frame_cleans_up() {
         let mut partial = vec![0x81, 0x80 | 126, 0x03, 0xe8, 1, 2, 3, 4];
         partial.extend_from_slice(&[b'x'; 10]);
         tcp.write_all(&partial).await.unwrap();
-        tcp.set_linger(Some(Duration::ZERO)).unwrap(); // RST on close
+        // A zero linger makes the close an RST; it never blocks.
+        #[allow(deprecated)]
+        tcp.set_linger(Some(Duration::ZERO)).unwrap();
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while server.connection_count() != 1 {

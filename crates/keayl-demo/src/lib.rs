@@ -161,19 +161,35 @@ pub async fn serve_until(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (router, server) = app(config);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let cable = server.clone();
     tokio::spawn(async move {
         shutdown.await;
         cable.shutdown().await;
-        let _ = stop_tx.send(());
+        let _ = stop_tx.send(true);
     });
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            let _ = stop_rx.await;
-        })
-        .await
+    let mut stopped = stop_rx.clone();
+    let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    });
+    // Open SSE and live streams never end by themselves, and axum's graceful
+    // shutdown waits for every connection: give them a deadline.
+    let mut deadline = stop_rx;
+    tokio::select! {
+        result = serve => result,
+        _ = async {
+            let _ = deadline.wait_for(|s| *s).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            tracing::info!("shutdown deadline reached; closing remaining HTTP streams");
+            Ok(())
+        }
+    }
 }
+
+/// How long open HTTP streams (SSE, live) may run on after a shutdown
+/// signal, once cable connections are closed.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Serve the demo on `listener` until the process ends.
 pub async fn serve(listener: tokio::net::TcpListener, config: DemoConfig) -> std::io::Result<()> {

@@ -167,3 +167,31 @@ async fn metrics_and_health_endpoints() {
         assert!(text.contains(name), "missing {name} in:\n{text}");
     }
 }
+
+#[tokio::test]
+async fn shutdown_finishes_even_with_open_sse_streams() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(keayl_demo::serve_until(
+        listener,
+        DemoConfig::default(),
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+    let mut sse = TcpStream::connect(addr).await.unwrap();
+    sse.write_all(b"GET /clock HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 256];
+    assert!(sse.read(&mut buf).await.unwrap() > 0);
+    let started = std::time::Instant::now();
+    stop_tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(15), server)
+        .await
+        .expect("shutdown must not hang on an open SSE stream")
+        .unwrap()
+        .unwrap();
+    assert!(started.elapsed() < keayl_demo::SHUTDOWN_GRACE + Duration::from_secs(3));
+}

@@ -95,9 +95,6 @@
 //! [`External`]: keayl_cable::pubsub::External
 //! [`Subscribed::ready`]: keayl_cable::pubsub::Subscribed::ready
 
-mod health;
-mod registry;
-
 use std::collections::HashSet;
 use std::future::Future;
 use std::str::FromStr;
@@ -107,6 +104,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
+use keayl_cable::pubsub::broker::{
+    Backoff, OpError, Registry, SessionEnd, Supervisor, health_check_interval, in_flight,
+    take_query_param,
+};
 use keayl_cable::pubsub::{
     BoxFuture, Callback, ClientHealth, External, PubSub, PubSubClient, PubSubError, PubSubStats,
     RemoteCallback, Subscribed, SubscriptionId,
@@ -115,8 +116,7 @@ use sha1::{Digest, Sha1};
 use tokio_postgres::{AsyncMessage, Client, NoTls, Statement};
 use tokio_util::sync::CancellationToken;
 
-pub use health::{Health, HealthStatus, LinkState};
-use registry::{Backoff, Registry};
+pub use keayl_cable::pubsub::broker::{Health, HealthStatus, LinkState};
 
 /// PostgreSQL's `NOTIFY` payload limit: payloads must be shorter than this
 /// many bytes.
@@ -257,68 +257,6 @@ impl PostgresConfig {
         self.channel_prefix = Some(prefix.into());
         self
     }
-}
-
-/// Remove query parameter `name` from `url`; returns the URL without it and
-/// its percent-decoded value.
-fn take_query_param(url: &str, name: &str) -> (String, Option<String>) {
-    let Some((base, query)) = url.split_once('?') else {
-        return (url.to_owned(), None);
-    };
-    let mut value = None;
-    let kept: Vec<&str> = query
-        .split('&')
-        .filter(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            if k == name {
-                value = Some(percent_decode(v));
-                false
-            } else {
-                !pair.is_empty()
-            }
-        })
-        .collect();
-    let url = if kept.is_empty() {
-        base.to_owned()
-    } else {
-        format!("{base}?{}", kept.join("&"))
-    };
-    (url, value)
-}
-
-fn percent_decode(s: &str) -> String {
-    fn hex(b: u8) -> Option<u8> {
-        match b {
-            b'0'..=b'9' => Some(b - b'0'),
-            b'a'..=b'f' => Some(b - b'a' + 10),
-            b'A'..=b'F' => Some(b - b'A' + 10),
-            _ => None,
-        }
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let decoded = match bytes[i] {
-            b'%' if i + 2 < bytes.len() => hex(bytes[i + 1]).zip(hex(bytes[i + 2])),
-            _ => None,
-        };
-        match (decoded, bytes[i]) {
-            (Some((hi, lo)), _) => {
-                out.push(hi << 4 | lo);
-                i += 3;
-            }
-            (None, b'+') => {
-                out.push(b' ');
-                i += 1;
-            }
-            (None, b) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `url` with the password replaced by `***`, for logs (URLs and
@@ -497,22 +435,16 @@ fn pg_error(e: &tokio_postgres::Error) -> PubSubError {
 impl PubSubClient for PostgresClient {
     fn subscribe(&self, stream: &str, callback: RemoteCallback) -> Subscribed {
         if stream.contains('\0') {
-            let id = self.shared.registry.allocate_id();
-            return Subscribed {
-                id,
-                ready: Box::pin(std::future::ready(Err(PubSubError::Failed(
-                    "PostgreSQL channel names cannot contain NUL".into(),
-                )))),
-            };
+            return self.shared.registry.refuse(PubSubError::Failed(
+                "PostgreSQL channel names cannot contain NUL".into(),
+            ));
         }
-        let channel = self.shared.channel(stream);
-        let (id, ready) = self.shared.registry.add(
-            channel,
+        self.shared.registry.subscribe(
+            self.shared.channel(stream),
             stream,
             callback,
             self.shared.config.subscribe_timeout,
-        );
-        Subscribed { id, ready }
+        )
     }
 
     fn unsubscribe(&self, id: SubscriptionId) {
@@ -609,12 +541,7 @@ impl PubSubClient for PostgresClient {
     }
 
     fn health(&self) -> ClientHealth {
-        let h = &self.shared.health;
-        ClientHealth {
-            healthy: h.is_up(),
-            reconnects: h.reconnect_count(),
-            lost_broadcasts: h.lost_broadcast_count(),
-        }
+        self.shared.health.client_health()
     }
 }
 
@@ -702,56 +629,38 @@ impl PubSub for PostgresPubSub {
 // ---------------------------------------------------------------------------
 // The supervisor.
 
-enum SessionEnd {
-    Cancelled,
-    Lost(String),
+async fn supervise(shared: Arc<Shared>, cancel: CancellationToken) {
+    let (shared, cancel) = (&shared, &cancel);
+    Supervisor {
+        registry: &shared.registry,
+        health: &shared.health,
+        broker: &shared.broker,
+        backoff: Backoff::new(shared.config.reconnect_min, shared.config.reconnect_max),
+    }
+    .run(
+        || cancel.cancelled(),
+        || connect(shared),
+        |(client, connection)| run_session(shared, client, connection, cancel),
+        || shared.set_conn(None),
+    )
+    .await;
 }
 
-async fn supervise(shared: Arc<Shared>, cancel: CancellationToken) {
-    let mut backoff = Backoff::new(shared.config.reconnect_min, shared.config.reconnect_max);
-    loop {
-        let attempt = tokio::select! {
-            _ = cancel.cancelled() => break,
-            r = tokio::time::timeout(
-                shared.config.connect_timeout + Duration::from_millis(100),
-                shared.pg_config.connect(NoTls),
-            ) => match r {
-                Ok(Ok(pair)) => Ok(pair),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err(format!("connecting timed out after {:?}", shared.config.connect_timeout)),
-            },
-        };
-        match attempt {
-            Ok((client, connection)) => {
-                backoff.reset();
-                let end = run_session(&shared, client, connection, &cancel).await;
-                shared.set_conn(None);
-                shared.registry.mark_all_down();
-                match end {
-                    SessionEnd::Cancelled => break,
-                    SessionEnd::Lost(e) => shared.health.set_down(&shared.broker, &e),
-                }
-            }
-            Err(e) => {
-                shared.health.set_down(&shared.broker, &e);
-                let n = backoff.attempt() + 1;
-                if n.is_power_of_two() {
-                    tracing::warn!(backend = "postgres", broker = %shared.broker, attempt = n, error = %e, "reconnect attempt failed; retrying");
-                } else {
-                    tracing::debug!(backend = "postgres", broker = %shared.broker, attempt = n, error = %e, "reconnect attempt failed; retrying");
-                }
-            }
-        }
-        let delay = backoff.next_delay();
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            _ = tokio::time::sleep(delay) => {}
-        }
+type Connection =
+    tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>;
+
+async fn connect(shared: &Shared) -> Result<(Client, Connection), String> {
+    let timeout = shared.config.connect_timeout;
+    match tokio::time::timeout(
+        timeout + Duration::from_millis(100),
+        shared.pg_config.connect(NoTls),
+    )
+    .await
+    {
+        Ok(Ok(pair)) => Ok(pair),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("connecting timed out after {timeout:?}")),
     }
-    shared.set_conn(None);
-    shared.registry.close();
-    shared.health.set_closed();
-    tracing::debug!(backend = "postgres", "pub/sub supervisor stopped");
 }
 
 /// The one operation in flight on the connection (besides publishers' and
@@ -764,13 +673,6 @@ enum Op {
         result: Result<(), OpError>,
     },
     Check(Result<(), OpError>),
-}
-
-enum OpError {
-    /// The connection is unusable: reconnect.
-    Fatal(String),
-    /// PostgreSQL refused the statement.
-    Refused(String),
 }
 
 fn op_error(e: tokio_postgres::Error) -> OpError {
@@ -991,10 +893,7 @@ fn delivery(shared: &Shared, conn: Option<&Arc<Conn>>, channel: &str, payload: &
 async fn run_session(
     shared: &Arc<Shared>,
     client: Client,
-    mut connection: tokio_postgres::Connection<
-        tokio_postgres::Socket,
-        tokio_postgres::tls::NoTlsStream,
-    >,
+    mut connection: Connection,
     cancel: &CancellationToken,
 ) -> SessionEnd {
     let client = Arc::new(client);
@@ -1009,11 +908,7 @@ async fn run_session(
     };
     let mut announced = false;
     let mut deliveries: FuturesOrdered<Delivery> = FuturesOrdered::new();
-    let mut tick = tokio::time::interval_at(
-        tokio::time::Instant::now() + shared.config.health_check_interval,
-        shared.config.health_check_interval,
-    );
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = health_check_interval(shared.config.health_check_interval);
     let mut last_expiry = Instant::now();
     loop {
         let busy = op.is_some();
@@ -1036,7 +931,7 @@ async fn run_session(
                 }
                 Err(e) => shared.health.record_failed_delivery(&e),
             },
-            done = async { match op.as_mut() { Some(f) => f.await, None => std::future::pending().await } } => {
+            done = in_flight(&mut op) => {
                 op = None;
                 match done {
                     Op::Setup(Ok(c)) => {
@@ -1056,11 +951,7 @@ async fn run_session(
                         return SessionEnd::Lost(format!("setting up the listener: {e}"));
                     }
                     Op::Changed { sub, unsub, result: Ok(()) } => {
-                        actual.extend(sub.iter().cloned());
-                        for ch in &unsub {
-                            actual.remove(ch);
-                        }
-                        shared.registry.mark_live(&sub);
+                        shared.registry.applied(&mut actual, &sub, &unsub);
                     }
                     Op::Changed { sub, unsub, result: Err(OpError::Refused(e)) } => {
                         tracing::error!(backend = "postgres", channels = sub.len() + unsub.len(), error = %e, "PostgreSQL refused LISTEN/UNLISTEN");

@@ -79,9 +79,6 @@
 //! [`External`]: keayl_cable::pubsub::External
 //! [`Subscribed::ready`]: keayl_cable::pubsub::Subscribed::ready
 
-mod health;
-mod registry;
-
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -89,6 +86,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
+use keayl_cable::pubsub::broker::{
+    Backoff, OpError, Registry, SessionEnd, Supervisor, health_check_interval, in_flight,
+    take_query_param,
+};
 use keayl_cable::pubsub::{
     BoxFuture, Callback, ClientHealth, External, PubSub, PubSubClient, PubSubError, PubSubStats,
     RemoteCallback, Subscribed, SubscriptionId,
@@ -97,8 +98,7 @@ use redis::AsyncConnectionConfig;
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use tokio_util::sync::CancellationToken;
 
-pub use health::{Health, HealthStatus, LinkState};
-use registry::{Backoff, Registry};
+pub use keayl_cable::pubsub::broker::{Health, HealthStatus, LinkState};
 
 /// The broker channel Rails' Redis adapter uses for `stream`:
 /// `"<prefix>:<stream>"` with a prefix, else `stream` unchanged.
@@ -215,68 +215,6 @@ impl RedisConfig {
         self.channel_prefix = Some(prefix.into());
         self
     }
-}
-
-/// Remove query parameter `name` from `url`; returns the URL without it and
-/// its percent-decoded value.
-fn take_query_param(url: &str, name: &str) -> (String, Option<String>) {
-    let Some((base, query)) = url.split_once('?') else {
-        return (url.to_owned(), None);
-    };
-    let mut value = None;
-    let kept: Vec<&str> = query
-        .split('&')
-        .filter(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            if k == name {
-                value = Some(percent_decode(v));
-                false
-            } else {
-                !pair.is_empty()
-            }
-        })
-        .collect();
-    let url = if kept.is_empty() {
-        base.to_owned()
-    } else {
-        format!("{base}?{}", kept.join("&"))
-    };
-    (url, value)
-}
-
-fn percent_decode(s: &str) -> String {
-    fn hex(b: u8) -> Option<u8> {
-        match b {
-            b'0'..=b'9' => Some(b - b'0'),
-            b'a'..=b'f' => Some(b - b'a' + 10),
-            b'A'..=b'F' => Some(b - b'A' + 10),
-            _ => None,
-        }
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let decoded = match bytes[i] {
-            b'%' if i + 2 < bytes.len() => hex(bytes[i + 1]).zip(hex(bytes[i + 2])),
-            _ => None,
-        };
-        match (decoded, bytes[i]) {
-            (Some((hi, lo)), _) => {
-                out.push(hi << 4 | lo);
-                i += 3;
-            }
-            (None, b'+') => {
-                out.push(b' ');
-                i += 1;
-            }
-            (None, b) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `url` with the password (userinfo) replaced by `***`, for logs.
@@ -405,14 +343,12 @@ fn is_fatal(e: &redis::RedisError) -> bool {
 
 impl PubSubClient for RedisClient {
     fn subscribe(&self, stream: &str, callback: RemoteCallback) -> Subscribed {
-        let channel = self.shared.channel(stream);
-        let (id, ready) = self.shared.registry.add(
-            channel,
+        self.shared.registry.subscribe(
+            self.shared.channel(stream),
             stream,
             callback,
             self.shared.config.subscribe_timeout,
-        );
-        Subscribed { id, ready }
+        )
     }
 
     fn unsubscribe(&self, id: SubscriptionId) {
@@ -481,12 +417,7 @@ impl PubSubClient for RedisClient {
     }
 
     fn health(&self) -> ClientHealth {
-        let h = &self.shared.health;
-        ClientHealth {
-            healthy: h.is_up(),
-            reconnects: h.reconnect_count(),
-            lost_broadcasts: h.lost_broadcast_count(),
-        }
+        self.shared.health.client_health()
     }
 }
 
@@ -580,49 +511,21 @@ struct Session {
     publisher: MultiplexedConnection,
 }
 
-enum SessionEnd {
-    Cancelled,
-    Lost(String),
-}
-
 async fn supervise(shared: Arc<Shared>, cancel: CancellationToken) {
-    let mut backoff = Backoff::new(shared.config.reconnect_min, shared.config.reconnect_max);
-    loop {
-        let attempt = tokio::select! {
-            _ = cancel.cancelled() => break,
-            r = connect(&shared) => r,
-        };
-        match attempt {
-            Ok(session) => {
-                backoff.reset();
-                let end = run_session(&shared, session, &cancel).await;
-                shared.set_publisher(None);
-                shared.registry.mark_all_down();
-                match end {
-                    SessionEnd::Cancelled => break,
-                    SessionEnd::Lost(e) => shared.health.set_down(&shared.broker, &e),
-                }
-            }
-            Err(e) => {
-                shared.health.set_down(&shared.broker, &e);
-                let n = backoff.attempt() + 1;
-                if n.is_power_of_two() {
-                    tracing::warn!(backend = "redis", broker = %shared.broker, attempt = n, error = %e, "reconnect attempt failed; retrying");
-                } else {
-                    tracing::debug!(backend = "redis", broker = %shared.broker, attempt = n, error = %e, "reconnect attempt failed; retrying");
-                }
-            }
-        }
-        let delay = backoff.next_delay();
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            _ = tokio::time::sleep(delay) => {}
-        }
+    let (shared, cancel) = (&shared, &cancel);
+    Supervisor {
+        registry: &shared.registry,
+        health: &shared.health,
+        broker: &shared.broker,
+        backoff: Backoff::new(shared.config.reconnect_min, shared.config.reconnect_max),
     }
-    shared.set_publisher(None);
-    shared.registry.close();
-    shared.health.set_closed();
-    tracing::debug!(backend = "redis", "pub/sub supervisor stopped");
+    .run(
+        || cancel.cancelled(),
+        || connect(shared),
+        |session| run_session(shared, session, cancel),
+        || shared.set_publisher(None),
+    )
+    .await;
 }
 
 async fn connect(shared: &Shared) -> Result<Session, String> {
@@ -665,13 +568,6 @@ enum Op {
     },
     Ping(Result<(), OpError>),
     Publisher(Result<MultiplexedConnection, String>),
-}
-
-enum OpError {
-    /// The connection is unusable: reconnect.
-    Fatal(String),
-    /// Redis refused the command.
-    Refused(String),
 }
 
 fn op_error(e: redis::RedisError) -> OpError {
@@ -741,11 +637,7 @@ async fn run_session(
         timeout,
     ));
     let mut announced = false;
-    let mut tick = tokio::time::interval_at(
-        tokio::time::Instant::now() + shared.config.health_check_interval,
-        shared.config.health_check_interval,
-    );
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = health_check_interval(shared.config.health_check_interval);
     loop {
         let busy = op.is_some();
         tokio::select! {
@@ -757,15 +649,11 @@ async fn run_session(
                 }
                 None => return SessionEnd::Lost("connection closed".into()),
             },
-            done = async { match op.as_mut() { Some(f) => f.await, None => std::future::pending().await } } => {
+            done = in_flight(&mut op) => {
                 op = None;
                 match done {
                     Op::Changed { sub, unsub, result: Ok(()) } => {
-                        actual.extend(sub.iter().cloned());
-                        for ch in &unsub {
-                            actual.remove(ch);
-                        }
-                        shared.registry.mark_live(&sub);
+                        shared.registry.applied(&mut actual, &sub, &unsub);
                     }
                     Op::Changed { sub, result: Err(OpError::Refused(e)), .. } => {
                         tracing::error!(backend = "redis", channels = sub.len(), error = %e, "Redis refused SUBSCRIBE/UNSUBSCRIBE");
@@ -832,13 +720,5 @@ mod tests {
         assert_eq!(redact("redis://h:1/0"), "redis://h:1/0");
         let c = RedisConfig::new("redis://u:pw@h");
         assert!(!format!("{c:?}").contains("pw"));
-    }
-
-    #[test]
-    fn percent_decoding() {
-        assert_eq!(percent_decode("a%3Ab"), "a:b");
-        assert_eq!(percent_decode("100%"), "100%");
-        assert_eq!(percent_decode("x%zz"), "x%zz");
-        assert_eq!(percent_decode("%E6%97%A5"), "日");
     }
 }

@@ -2,24 +2,17 @@
 
 #![allow(dead_code)]
 
-use std::io::Write;
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+#[path = "../../../keayl-cable/tests/support/broker.rs"]
+mod support;
+
+pub use support::*;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use keayl_postgres::{PostgresConfig, PostgresPubSub};
-
-/// Print to the real stderr, bypassing the test harness' capture (which
-/// would hide a SKIPPED notice of a passing test).
-macro_rules! loud {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
-}
 
 /// The database the tests use (`KEAYL_POSTGRES_URL`, default the machine's
 /// `test` database).
@@ -57,44 +50,6 @@ pub fn unique_app_name(label: &str) -> String {
     )
 }
 
-fn services_required() -> bool {
-    std::env::var("KEAYL_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
-}
-
-fn skip(what: &str) {
-    loud!(
-        "\n************************************************************\n\
-         SKIPPED: {what}.\n\
-         Set KEAYL_REQUIRE_SERVICES=1 to fail instead.\n\
-         ************************************************************\n"
-    );
-}
-
-/// Whether the service at `addr` accepts TCP connections. When it does not,
-/// prints a loud SKIPPED line and returns `false` — or panics when
-/// `KEAYL_REQUIRE_SERVICES=1` (CI).
-pub fn require_service(what: &str, addr: &str) -> bool {
-    let reachable = addr
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .map(|a: SocketAddr| TcpStream::connect_timeout(&a, Duration::from_millis(500)));
-    match reachable {
-        Some(Ok(_)) => true,
-        other => {
-            let why = match other {
-                Some(Err(e)) => e.to_string(),
-                _ => "address does not resolve".into(),
-            };
-            if services_required() {
-                panic!("{what} at {addr} is not reachable ({why}) and KEAYL_REQUIRE_SERVICES=1");
-            }
-            skip(&format!("{what} at {addr} not reachable ({why})"));
-            false
-        }
-    }
-}
-
 /// Whether the machine's PostgreSQL is reachable (see [`require_service`]).
 pub fn require_pg() -> bool {
     require_service("PostgreSQL", &host_port(&pg_url()))
@@ -129,15 +84,6 @@ pub async fn raw_client(url: &str) -> tokio_postgres::Client {
         .expect("connect");
     tokio::spawn(connection);
     client
-}
-
-/// A free TCP port on 127.0.0.1.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn pg_bindir() -> Option<PathBuf> {
@@ -369,50 +315,5 @@ impl Drop for Frozen {
         let _ = Command::new("kill")
             .args(["-CONT", &self.0.to_string()])
             .status();
-    }
-}
-
-/// Captures every `tracing` event of the test binary (a global subscriber:
-/// scoped ones lose events when tests run in parallel). Tests tell their
-/// own lines apart by the private broker's port.
-#[derive(Clone, Default)]
-pub struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Logs {
-    pub fn capture() -> Self {
-        static LOGS: std::sync::OnceLock<Logs> = std::sync::OnceLock::new();
-        LOGS.get_or_init(|| {
-            let logs = Logs::default();
-            let writer = logs.clone();
-            let subscriber = tracing_subscriber::fmt()
-                .with_max_level(tracing::Level::DEBUG)
-                .with_ansi(false)
-                .with_writer(move || writer.clone())
-                .finish();
-            let _ = tracing::subscriber::set_global_default(subscriber);
-            logs
-        })
-        .clone()
-    }
-
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-
-    /// Whether a line contains every one of `needles`.
-    pub fn has_line(&self, needles: &[&str]) -> bool {
-        self.text()
-            .lines()
-            .any(|l| needles.iter().all(|n| l.contains(n)))
-    }
-}
-
-impl Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }

@@ -1,13 +1,14 @@
 //! The process's broker subscriptions: which channels should be subscribed
 //! (the source of truth the supervisor reconciles the connection with), who
-//! gets each channel's messages, and who waits for a channel to go live.
+//! gets each channel's messages, and who waits for a channel to go live;
+//! and the supervisor's reconnect [`Backoff`].
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::pubsub::{BoxFuture, PubSubError, RemoteCallback, Subscribed, SubscriptionId};
 use bytes::Bytes;
-use keayl_cable::pubsub::{BoxFuture, PubSubError, RemoteCallback, SubscriptionId};
 use tokio::sync::{Notify, oneshot};
 
 type Waiter = oneshot::Sender<Result<(), PubSubError>>;
@@ -29,12 +30,27 @@ struct Inner {
     closed: bool,
 }
 
-/// Shared between the client (subscribe/unsubscribe from any task) and the
-/// supervisor task.
+/// The wanted broker channels, shared between the client (subscribe and
+/// unsubscribe from any task) and the supervisor task, which reconciles the
+/// broker connection with it: [`changed`](Self::changed) wakes it,
+/// [`take_changes`](Self::take_changes) says what to (un)subscribe,
+/// [`mark_live`](Self::mark_live) releases the waiting subscribers, and
+/// [`dispatch`](Self::dispatch) delivers what the broker sends.
 #[derive(Default)]
-pub(crate) struct Registry {
+pub struct Registry {
     inner: Mutex<Inner>,
     wake: Notify,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let inner = self.lock();
+        f.debug_struct("Registry")
+            .field("channels", &inner.channels.len())
+            .field("subscriptions", &inner.by_id.len())
+            .field("closed", &inner.closed)
+            .finish()
+    }
 }
 
 impl Registry {
@@ -45,7 +61,7 @@ impl Registry {
     /// Register a subscriber of `stream` (broker channel `channel`). The
     /// returned future completes once the channel is live on the broker, or
     /// fails after `timeout`.
-    pub(crate) fn add(
+    pub fn add(
         &self,
         channel: String,
         stream: &str,
@@ -85,8 +101,39 @@ impl Registry {
         (id, Box::pin(ready))
     }
 
+    /// A fresh id for a subscription refused before it reached the registry.
+    pub fn allocate_id(&self) -> SubscriptionId {
+        let mut inner = self.lock();
+        let id = SubscriptionId(inner.next_id);
+        inner.next_id += 1;
+        id
+    }
+
+    /// Register a subscriber of `stream` on broker channel `channel`, as
+    /// [`PubSubClient::subscribe`](crate::pubsub::PubSubClient::subscribe)
+    /// returns it (see [`add`](Self::add)).
+    pub fn subscribe(
+        &self,
+        channel: String,
+        stream: &str,
+        callback: RemoteCallback,
+        timeout: Duration,
+    ) -> Subscribed {
+        let (id, ready) = self.add(channel, stream, callback, timeout);
+        Subscribed { id, ready }
+    }
+
+    /// A subscription refused before it reached the registry: a fresh id and
+    /// a readiness that fails with `error`.
+    pub fn refuse(&self, error: PubSubError) -> Subscribed {
+        Subscribed {
+            id: self.allocate_id(),
+            ready: Box::pin(std::future::ready(Err(error))),
+        }
+    }
+
     /// Remove a subscriber. Unknown ids are ignored.
-    pub(crate) fn remove(&self, id: SubscriptionId) {
+    pub fn remove(&self, id: SubscriptionId) {
         let mut inner = self.lock();
         let Some(channel) = inner.by_id.remove(&id) else {
             return;
@@ -106,21 +153,16 @@ impl Registry {
         }
     }
 
-    /// Wake the supervisor (something besides the channels needs attention).
-    pub(crate) fn poke(&self) {
-        self.wake.notify_one();
-    }
-
     /// Wait until something changed (a permit is stored, so a change made
     /// before this is called is not missed).
-    pub(crate) async fn changed(&self) {
+    pub async fn changed(&self) {
         self.wake.notified().await
     }
 
     /// Channels that changed since the last call, split into those wanted and
     /// not in `actual` (to subscribe) and those in `actual` no longer wanted
     /// (to unsubscribe).
-    pub(crate) fn take_changes(&self, actual: &HashSet<String>) -> (Vec<String>, Vec<String>) {
+    pub fn take_changes(&self, actual: &HashSet<String>) -> (Vec<String>, Vec<String>) {
         let mut inner = self.lock();
         let dirty = std::mem::take(&mut inner.dirty);
         let mut sub = Vec::new();
@@ -144,14 +186,19 @@ impl Registry {
         (sub, unsub)
     }
 
+    /// Wake the supervisor (something besides the channels needs attention).
+    pub fn poke(&self) {
+        self.wake.notify_one();
+    }
+
     /// Whether changes are pending.
-    pub(crate) fn has_changes(&self) -> bool {
+    pub fn has_changes(&self) -> bool {
         !self.lock().dirty.is_empty()
     }
 
     /// Every wanted channel (after a reconnect: all of them must be
     /// subscribed again). Clears the pending changes.
-    pub(crate) fn take_all(&self) -> Vec<String> {
+    pub fn take_all(&self) -> Vec<String> {
         let mut inner = self.lock();
         inner.dirty.clear();
         inner.channels.keys().cloned().collect()
@@ -159,7 +206,7 @@ impl Registry {
 
     /// The broker acknowledged `channels`: they are live, their waiters are
     /// released.
-    pub(crate) fn mark_live(&self, channels: &[String]) {
+    pub fn mark_live(&self, channels: &[String]) {
         let mut inner = self.lock();
         for ch in channels {
             if let Some(c) = inner.channels.get_mut(ch) {
@@ -171,9 +218,20 @@ impl Registry {
         }
     }
 
+    /// The broker acknowledged subscribing `sub` and unsubscribing `unsub`:
+    /// `actual` (the channels subscribed on the current connection) follows,
+    /// and `sub` is [live](Self::mark_live).
+    pub fn applied(&self, actual: &mut HashSet<String>, sub: &[String], unsub: &[String]) {
+        actual.extend(sub.iter().cloned());
+        for ch in unsub {
+            actual.remove(ch);
+        }
+        self.mark_live(sub);
+    }
+
     /// The broker refused `channels`: their current waiters fail (the
     /// channels stay wanted and are retried after the next reconnect).
-    pub(crate) fn fail(&self, channels: &[String], error: &PubSubError) {
+    pub fn fail(&self, channels: &[String], error: &PubSubError) {
         let mut inner = self.lock();
         for ch in channels {
             if let Some(c) = inner.channels.get_mut(ch) {
@@ -185,7 +243,7 @@ impl Registry {
     }
 
     /// The connection is gone: no channel is live until re-subscribed.
-    pub(crate) fn mark_all_down(&self) {
+    pub fn mark_all_down(&self) {
         let mut inner = self.lock();
         for c in inner.channels.values_mut() {
             c.live = false;
@@ -194,7 +252,7 @@ impl Registry {
 
     /// The backend is shutting down: every waiter fails, new subscriptions
     /// fail at once.
-    pub(crate) fn close(&self) {
+    pub fn close(&self) {
         let mut inner = self.lock();
         inner.closed = true;
         for c in inner.channels.values_mut() {
@@ -206,7 +264,7 @@ impl Registry {
 
     /// Deliver `message` received on `channel` to its subscribers (callbacks
     /// run with no lock held). Returns how many ran.
-    pub(crate) fn dispatch(&self, channel: &str, message: Bytes) -> usize {
+    pub fn dispatch(&self, channel: &str, message: Bytes) -> usize {
         let targets: Vec<(Arc<str>, RemoteCallback)> = {
             let inner = self.lock();
             match inner.channels.get(channel) {
@@ -225,14 +283,14 @@ impl Registry {
     }
 
     /// Number of wanted channels.
-    pub(crate) fn channel_count(&self) -> usize {
+    pub fn channel_count(&self) -> usize {
         self.lock().channels.len()
     }
 }
 
 /// Exponential backoff with jitter: `min`, doubling, capped at `max`.
 #[derive(Debug)]
-pub(crate) struct Backoff {
+pub struct Backoff {
     min: Duration,
     max: Duration,
     attempt: u32,
@@ -240,7 +298,8 @@ pub(crate) struct Backoff {
 }
 
 impl Backoff {
-    pub(crate) fn new(min: Duration, max: Duration) -> Self {
+    /// Start at `min` (`max` is raised to `min` if lower).
+    pub fn new(min: Duration, max: Duration) -> Self {
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0x9e37_79b9, |d| d.as_nanos() as u64)
@@ -253,17 +312,18 @@ impl Backoff {
         }
     }
 
-    pub(crate) fn reset(&mut self) {
+    /// Back to `min` (after a successful connection).
+    pub fn reset(&mut self) {
         self.attempt = 0;
     }
 
     /// Attempts since the last reset.
-    pub(crate) fn attempt(&self) -> u32 {
+    pub fn attempt(&self) -> u32 {
         self.attempt
     }
 
     /// The delay before the next attempt.
-    pub(crate) fn next_delay(&mut self) -> Duration {
+    pub fn next_delay(&mut self) -> Duration {
         let base = self
             .min
             .saturating_mul(1u32 << self.attempt.min(16))

@@ -1,10 +1,13 @@
-//! The backend's health signal: link state, counters, outage logging.
+//! A networked backend's health signal: link state, counters, outage
+//! logging.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
+
+use crate::pubsub::ClientHealth;
 
 /// The state of the link to the broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -104,7 +107,9 @@ impl std::fmt::Debug for Health {
 }
 
 impl Health {
-    pub(crate) fn new(backend: &'static str) -> Self {
+    /// A fresh handle for the backend named `backend` (`"redis"`,
+    /// `"postgres"`…; it labels the logs), in [`LinkState::Connecting`].
+    pub fn new(backend: &'static str) -> Self {
         Health {
             inner: Arc::new(Inner {
                 backend,
@@ -188,9 +193,27 @@ impl Health {
         self.wait_for(|s| s == LinkState::Up, timeout).await
     }
 
-    // ---- transitions, called by the supervisor ----
+    /// The backend's name, as given to [`new`](Self::new).
+    pub fn backend(&self) -> &'static str {
+        self.inner.backend
+    }
 
-    pub(crate) fn set_up(&self, what: &str) {
+    /// The link as [`External`](crate::pubsub::External) reports it to the
+    /// cable's metrics and health hooks.
+    pub fn client_health(&self) -> ClientHealth {
+        ClientHealth {
+            healthy: self.is_up(),
+            reconnects: self.reconnect_count(),
+            lost_broadcasts: self.lost_broadcast_count(),
+        }
+    }
+
+    // ---- transitions, called by the backend's supervisor ----
+
+    /// The link to `what` (the broker's redacted address) is up and every
+    /// wanted channel subscribed. After an outage this counts a reconnection
+    /// and logs the outage's duration and lost broadcasts (`warn`).
+    pub fn set_up(&self, what: &str) {
         let previous = self.inner.state.send_replace(LinkState::Up);
         let since = lock(&self.inner.down_since).take();
         match previous {
@@ -216,7 +239,10 @@ impl Health {
         }
     }
 
-    pub(crate) fn set_down(&self, what: &str, error: &str) {
+    /// The link to `what` failed with `error`. The first failure of an
+    /// outage counts it and logs it (`error`); repeated failures only update
+    /// [`last_error`](Self::last_error).
+    pub fn set_down(&self, what: &str, error: &str) {
         *lock(&self.inner.last_error) = Some(error.to_owned());
         let previous = self.inner.state.send_replace(LinkState::Down);
         if previous != LinkState::Down {
@@ -240,11 +266,15 @@ impl Health {
         }
     }
 
-    pub(crate) fn set_closed(&self) {
+    /// The backend shut down; it will not reconnect.
+    pub fn set_closed(&self) {
         self.inner.state.send_replace(LinkState::Closed);
     }
 
-    pub(crate) fn record_lost(&self, error: &str) {
+    /// A broadcast was not published (`error` is also returned to its
+    /// caller). Logged at `warn` once per outage (and every 1000th), the rest
+    /// at `debug`.
+    pub fn record_lost(&self, error: &str) {
         let n = self.inner.lost.fetch_add(1, Ordering::Relaxed) + 1;
         let in_outage = self.inner.lost_in_outage.fetch_add(1, Ordering::Relaxed) + 1;
         *lock(&self.inner.last_error) = Some(error.to_owned());
@@ -266,7 +296,9 @@ impl Health {
         }
     }
 
-    pub(crate) fn record_failed_delivery(&self, error: &str) {
+    /// A message received from the broker could not be delivered locally
+    /// (logged at `error`).
+    pub fn record_failed_delivery(&self, error: &str) {
         self.inner.failed_deliveries.fetch_add(1, Ordering::Relaxed);
         tracing::error!(
             backend = self.inner.backend,

@@ -34,7 +34,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
-    let listener = tokio::net::TcpListener::bind(args.addr).await?;
+    let listener = keayl_demo::bind_listener(args.addr)?;
     tracing::info!(addr = %listener.local_addr()?, "keayl-demo listening");
     let backend = pubsub_config::connect(&args.pubsub, Duration::from_secs(2)).await?;
     tracing::info!(pubsub = %args.pubsub, "pub/sub backend");

@@ -77,7 +77,7 @@ pub struct ServerConfig {
     /// Default 10 s.
     pub handshake_timeout: Duration,
     /// Open connections one server accepts; beyond it, upgrades get HTTP
-    /// 503. Default 18,000 (one process may hold 20,000 files here).
+    /// 503. Default 19,500 (one process may hold 20,000 files here).
     pub max_connections: usize,
     /// A client that sends nothing (not even a WebSocket pong) for this long
     /// is considered gone (a half-open connection) and is closed. Half-way
@@ -102,7 +102,7 @@ impl Default for ServerConfig {
             shutdown_deadline: Duration::from_secs(5),
             broadcast_auth: BroadcastAuth::Disabled,
             handshake_timeout: Duration::from_secs(10),
-            max_connections: 18_000,
+            max_connections: 19_500,
             liveness_timeout: Duration::from_secs(30),
             log_lines_per_second: 20,
         }
@@ -175,6 +175,26 @@ struct Inner {
     restart: tokio::sync::watch::Sender<u64>,
     tracker: TaskTracker,
     log_limit: LogLimit,
+    /// Outboxes of open connections, for the server-wide pinger.
+    open: std::sync::Mutex<std::collections::HashMap<u64, Arc<outbox::Outbox>>>,
+    next_id: AtomicU64,
+    pinger_started: std::sync::atomic::AtomicBool,
+}
+
+/// Removes a connection from the pinger's list when it ends.
+pub(crate) struct Registered<'a> {
+    inner: &'a Inner,
+    id: u64,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.inner
+            .open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
+    }
 }
 
 /// Allows a fixed number of log lines per second, counting the rest.
@@ -231,7 +251,51 @@ impl CableServer {
                 shutdown: CancellationToken::new(),
                 restart: tokio::sync::watch::channel(0).0,
                 tracker: TaskTracker::new(),
+                open: std::sync::Mutex::new(std::collections::HashMap::new()),
+                next_id: AtomicU64::new(0),
+                pinger_started: std::sync::atomic::AtomicBool::new(false),
             }),
+        }
+    }
+
+    /// Add an open connection's outbox to the pinger's list (starting the
+    /// pinger on first use); the guard removes it.
+    pub(crate) fn register(&self, outbox: &Arc<outbox::Outbox>) -> Registered<'_> {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, outbox.clone());
+        if !self.inner.pinger_started.swap(true, Ordering::AcqRel) {
+            let weak = Arc::downgrade(&self.inner);
+            let every = self.inner.config.ping_interval;
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut targets = Vec::new();
+                loop {
+                    tick.tick().await;
+                    let Some(inner) = weak.upgrade() else { return };
+                    // One encode per tick; the same bytes go to everyone.
+                    let frame = keayl_cable::protocol::ping(socket::unix_secs());
+                    targets.extend(
+                        inner
+                            .open
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .values()
+                            .cloned(),
+                    );
+                    for outbox in targets.drain(..) {
+                        outbox.push(frame.clone());
+                    }
+                }
+            });
+        }
+        Registered {
+            inner: &self.inner,
+            id,
         }
     }
 
@@ -365,7 +429,7 @@ async fn ws_handler(State(server): State<CableServer>, req: Request<axum::body::
     let config = &server.inner.config;
     let request = socket::request_info(&parts);
     let ws = ws
-        .read_buffer_size(8 * 1024)
+        .read_buffer_size(2 * 1024)
         .write_buffer_size(16 * 1024)
         .max_write_buffer_size(config.outbound_queue_bytes + 64 * 1024)
         .max_message_size(config.max_message_bytes)

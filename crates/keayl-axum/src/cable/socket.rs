@@ -42,7 +42,7 @@ pub(crate) fn request_info(parts: &Parts) -> Request {
     request
 }
 
-fn unix_secs() -> u64 {
+pub(crate) fn unix_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -83,21 +83,30 @@ pub(crate) async fn run(server: CableServer, mut socket: WebSocket, request: Req
     // Frames that arrive while `connect` runs wait in the socket and are
     // handled after `welcome`, in order.
     let opened = tokio::select! {
-        state = tokio::time::timeout(config.handshake_timeout, conn.open()) => state.ok(),
+        // Boxed: large, and alive only while connecting (keeps the
+        // per-connection task small).
+        state = tokio::time::timeout(config.handshake_timeout, Box::pin(conn.open())) => state.ok(),
         _ = inner.shutdown.cancelled() => None,
     };
     if opened == Some(ConnectionState::Open) {
+        let _registered = server.register(&outbox);
         serve(&server, &mut conn, &mut socket, &outbox).await;
     } else {
         outbox.close(CloseReason::Normal);
     }
     tracing::debug!("connection loop over");
-    conn.disconnect().await;
+    Box::pin(conn.disconnect()).await;
     tracing::debug!("connection torn down");
     outbox.close(CloseReason::Normal);
     // Whatever is still queued (a disconnect message), then the close frame.
     let mut batch = Vec::new();
-    let _ = flush(&mut socket, &outbox, &mut batch, config.write_timeout).await;
+    let _ = Box::pin(flush(
+        &mut socket,
+        &outbox,
+        &mut batch,
+        config.write_timeout,
+    ))
+    .await;
     tracing::debug!("connection finished");
 }
 
@@ -175,16 +184,18 @@ async fn serve(
 ) {
     let inner = &server.inner;
     let config = &inner.config;
-    let mut ping = tokio::time::interval_at(
-        tokio::time::Instant::now() + config.ping_interval,
-        config.ping_interval,
-    );
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Pings come from the server-wide pinger (one encode per tick, pushed to
+    // every outbox); each wake-up also checks that the client still talks.
+    let shutdown = inner.shutdown.cancelled();
+    tokio::pin!(shutdown);
     let mut restart = inner.restart.subscribe();
     restart.borrow_and_update();
-    let far = Duration::from_secs(86_400);
-    let mut batch: Vec<Bytes> = Vec::with_capacity(16);
+    let restarted = restart.changed();
+    tokio::pin!(restarted);
+    let mut closing = false;
+    let mut batch: Vec<Bytes> = Vec::new();
     let mut last_seen = tokio::time::Instant::now();
+    let mut last_ws_ping = last_seen;
     loop {
         // One task owns the socket: it writes what is queued, then waits for
         // the next event. Reading is cancel-safe, so a wake-up to write never
@@ -195,22 +206,46 @@ async fn serve(
         {
             return;
         }
-        let timer_due = conn
-            .next_timer_due()
-            .unwrap_or_else(|| tokio::time::Instant::now() + far);
+        let silent = last_seen.elapsed();
+        if silent >= config.liveness_timeout {
+            inner
+                .stats
+                .liveness_timeouts
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                silent_ms = silent.as_millis() as u64,
+                "client stopped answering; closing"
+            );
+            outbox.close(CloseReason::Gone);
+            return;
+        }
+        if silent >= config.liveness_timeout / 2
+            && last_ws_ping.elapsed() >= config.liveness_timeout / 2
+        {
+            // Any client answers a WebSocket ping with a pong.
+            last_ws_ping = tokio::time::Instant::now();
+            let _ = tokio::time::timeout(
+                config.write_timeout,
+                socket.send(Message::Ping(Bytes::new())),
+            )
+            .await;
+        }
+        let timer_due = conn.next_timer_due();
         tokio::select! {
             biased;
             _ = outbox.wake.notified() => {}
-            _ = inner.shutdown.cancelled() => {
+            _ = &mut shutdown, if !closing => {
+                closing = true;
                 conn.close(DisconnectReason::ServerRestart, true);
             }
-            _ = restart.changed() => {
+            _ = &mut restarted, if !closing => {
+                closing = true;
                 conn.close(DisconnectReason::ServerRestart, true);
             }
             msg = socket.next() => match msg {
                 Some(Ok(Message::Text(text))) => {
                     last_seen = tokio::time::Instant::now();
-                    if let Err(e) = conn.handle_frame(text.as_bytes()).await {
+                    if let Err(e) = Box::pin(conn.handle_frame(text.as_bytes())).await {
                         inner.stats.command_error(e.kind());
                         if inner.log_limit.allow(&inner.stats) {
                             tracing::info!(kind = e.kind(), error = %e, "command failed");
@@ -241,24 +276,9 @@ async fn serve(
                     }
                 }
             },
-            _ = ping.tick() => {
-                conn.ping(unix_secs());
-                let silent = last_seen.elapsed();
-                if silent >= config.liveness_timeout {
-                    inner.stats.liveness_timeouts.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(silent_ms = silent.as_millis() as u64, "client stopped answering; closing");
-                    outbox.close(CloseReason::Gone);
-                } else if silent >= config.liveness_timeout / 2 {
-                    // Any client answers a WebSocket ping with a pong.
-                    let _ = tokio::time::timeout(
-                        config.write_timeout,
-                        socket.send(Message::Ping(Bytes::new())),
-                    )
-                    .await;
-                }
-            }
-            _ = tokio::time::sleep_until(timer_due) => {
-                conn.run_periodic_timers(tokio::time::Instant::now()).await;
+            _ = tokio::time::sleep_until(timer_due.unwrap_or_else(tokio::time::Instant::now)),
+                if timer_due.is_some() => {
+                Box::pin(conn.run_periodic_timers(tokio::time::Instant::now())).await;
             }
         }
     }

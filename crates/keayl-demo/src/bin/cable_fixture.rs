@@ -63,7 +63,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind(args.addr).await?;
+    let listener = keayl_demo::bind_listener(args.addr)?;
     eprintln!("cable-fixture listening on {}", listener.local_addr()?);
     axum::serve(listener, router).await?;
     Ok(())

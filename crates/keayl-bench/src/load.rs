@@ -40,6 +40,7 @@ struct Slot {
 #[derive(Debug)]
 pub struct Shared {
     confirmed: AtomicUsize,
+    live: AtomicUsize,
     failed: AtomicUsize,
     dropped: AtomicUsize,
     stopping: AtomicBool,
@@ -55,6 +56,7 @@ impl Shared {
     fn new(max_broadcasts: usize) -> Self {
         Shared {
             confirmed: AtomicUsize::new(0),
+            live: AtomicUsize::new(0),
             failed: AtomicUsize::new(0),
             dropped: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
@@ -98,12 +100,27 @@ impl Shared {
             .map_or(0, |s| s.count.load(Ordering::Acquire))
     }
 
+    fn confirm(&self) -> LiveGuard<'_> {
+        self.confirmed.fetch_add(1, Ordering::Relaxed);
+        self.live.fetch_add(1, Ordering::Relaxed);
+        LiveGuard(self)
+    }
+
     /// The first connection error seen, if any.
     pub fn first_error(&self) -> Option<String> {
         self.first_error
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+}
+
+/// Counts a receiver as live until its task ends (or is aborted).
+struct LiveGuard<'a>(&'a Shared);
+
+impl Drop for LiveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -192,6 +209,11 @@ impl Pool {
 
     /// Connected receivers (confirmed and still open).
     pub fn receivers(&self) -> usize {
+        self.shared.live.load(Ordering::Relaxed)
+    }
+
+    /// Receivers started (connected, connecting or failed).
+    pub fn spawned(&self) -> usize {
         self.receivers.len()
     }
 
@@ -333,7 +355,7 @@ impl Pool {
         if self.senders.is_empty() {
             bail!("no senders");
         }
-        let receivers = self.receivers.len() as u32;
+        let receivers = self.receivers() as u32;
         let start_seq = self.next_seq;
         let end = (start_seq + settings.samples).min(self.shared.slots.len() as u64);
         if end <= start_seq {
@@ -383,11 +405,15 @@ impl Pool {
         {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let server_cpu_pct = match (cpu_server, server_pid) {
-            (Some(s), Some(pid)) => s.percent_since(pid),
-            _ => None,
-        };
-        let client_cpu_pct = cpu_self.and_then(|s| s.percent_since(std::process::id()));
+        let server_now = server_pid.and_then(CpuSample::take);
+        let client_now = CpuSample::take(std::process::id());
+        let server_cpu_pct = cpu_server.zip(server_now).map(|(a, b)| a.percent_to(&b));
+        let client_cpu_pct = cpu_self.zip(client_now).map(|(a, b)| a.percent_to(&b));
+        let deliveries = self.shared.hist.count().max(1) as f64;
+        let per_delivery =
+            |a: CpuSample, b: CpuSample| a.cpu_between(&b).as_secs_f64() * 1e6 / deliveries;
+        let server_us_per_delivery = cpu_server.zip(server_now).map(|(a, b)| per_delivery(a, b));
+        let client_us_per_delivery = cpu_self.zip(client_now).map(|(a, b)| per_delivery(a, b));
         let others_cpu_pct = machine.map(|(busy, _)| {
             (busy - server_cpu_pct.unwrap_or(0.0) - client_cpu_pct.unwrap_or(0.0)).max(0.0)
         });
@@ -415,6 +441,8 @@ impl Pool {
             deliveries_per_sec: latency.count as f64 / elapsed.as_secs_f64(),
             server_cpu_pct,
             client_cpu_pct,
+            server_us_per_delivery,
+            client_us_per_delivery,
             others_cpu_pct,
             steal_pct: machine.map(|(_, steal)| steal),
         })
@@ -446,6 +474,11 @@ pub struct RoundResult {
     pub server_cpu_pct: Option<f64>,
     /// This process's CPU use during the round (% of one core).
     pub client_cpu_pct: Option<f64>,
+    /// Server CPU time per delivery, µs (the least noise-sensitive cost
+    /// figure: time only counts while the server runs).
+    pub server_us_per_delivery: Option<f64>,
+    /// This process's CPU time per delivery, µs.
+    pub client_us_per_delivery: Option<f64>,
     /// CPU used by every other process on the machine during the round
     /// (% of one core): the noise of a shared machine.
     pub others_cpu_pct: Option<f64>,
@@ -460,14 +493,20 @@ async fn ws_receiver(
     gate: Arc<Semaphore>,
 ) {
     let permit = gate.acquire().await;
-    let ws = tokio::time::timeout(CONNECT_TIMEOUT, client::open_subscribed(&target, &frames)).await;
+    // Boxed: the handshake's state (~3 KiB) lives on the heap only while
+    // connecting instead of inflating every connection's task for good.
+    let ws = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        Box::pin(client::open_subscribed(&target, &frames)),
+    )
+    .await;
     drop(permit);
     let mut ws = match ws {
         Ok(Ok(ws)) => ws,
         Ok(Err(e)) => return shared.fail(&e),
         Err(_) => return shared.fail(&anyhow::anyhow!("connect timed out")),
     };
-    shared.confirmed.fetch_add(1, Ordering::Relaxed);
+    let _live = shared.confirm();
     while let Some(msg) = ws.next().await {
         match msg {
             Ok(Message::Text(text)) => {
@@ -491,14 +530,18 @@ async fn sse_receiver(
     gate: Arc<Semaphore>,
 ) {
     let permit = gate.acquire().await;
-    let opened = tokio::time::timeout(CONNECT_TIMEOUT, client::open_sse(&target, &request)).await;
+    let opened = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        Box::pin(client::open_sse(&target, &request)),
+    )
+    .await;
     drop(permit);
     let (mut stream, mut reader) = match opened {
         Ok(Ok(x)) => x,
         Ok(Err(e)) => return shared.fail(&e),
         Err(_) => return shared.fail(&anyhow::anyhow!("SSE connect timed out")),
     };
-    shared.confirmed.fetch_add(1, Ordering::Relaxed);
+    let _live = shared.confirm();
     let mut buf = vec![0u8; 4096];
     let on_event = |event: &[u8]| {
         if let Some((t, seq)) = client::scan_payload(event) {
@@ -623,6 +666,8 @@ pub struct ConnectResult {
     pub rss_after_kib: Option<u64>,
     /// `(after - before) / clients`, KiB.
     pub rss_per_conn_kib: Option<f64>,
+    /// This load generator's own RSS per connection, KiB.
+    pub client_rss_per_conn_kib: Option<f64>,
     /// Server CPU (% of one core) while the clients sat idle (pings only).
     pub idle_cpu_pct: Option<f64>,
     /// CPU used by the whole machine (% of one core) over the same
@@ -646,10 +691,13 @@ pub async fn measure_connect(
     idle: Duration,
 ) -> Result<ConnectResult> {
     let rss_before = server_pid.and_then(procfs::rss_kib);
+    let me = std::process::id();
+    let self_before = procfs::rss_kib(me);
     let mut pool = Pool::new(target.clone(), frames.clone(), concurrency, 1);
     let growth = pool.add_ws_receivers(clients).await?;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let rss_after = server_pid.and_then(procfs::rss_kib);
+    let self_after = procfs::rss_kib(me);
     let mut idle_cpu = None;
     let mut others = None;
     if !idle.is_zero()
@@ -664,6 +712,9 @@ pub async fn measure_connect(
     let dropped = pool.dropped();
     let first_error = pool.shared().first_error();
     pool.close().await;
+    if let Some(pid) = server_pid {
+        wait_quiet(pid, Duration::from_secs(10)).await;
+    }
     let ok = clients - growth.failed;
     Ok(ConnectResult {
         clients,
@@ -673,6 +724,10 @@ pub async fn measure_connect(
         rss_before_kib: rss_before,
         rss_after_kib: rss_after,
         rss_per_conn_kib: match (rss_before, rss_after) {
+            (Some(b), Some(a)) if ok > 0 => Some((a as f64 - b as f64) / ok as f64),
+            _ => None,
+        },
+        client_rss_per_conn_kib: match (self_before, self_after) {
             (Some(b), Some(a)) if ok > 0 => Some((a as f64 - b as f64) / ok as f64),
             _ => None,
         },
@@ -686,18 +741,25 @@ pub async fn measure_connect(
 /// One step of a broadcast series.
 #[derive(Debug, Clone, Serialize)]
 pub struct StepResult {
+    /// The step's N: subscribed connections, senders included (each
+    /// sender is subscribed too; the others record every delivery).
+    pub n: usize,
     /// Seconds it took to add this step's new receivers.
     pub connect_secs: f64,
     /// Receivers that failed to connect at this step.
     pub connect_failed: usize,
+    /// The first connection error of the pool so far.
+    pub first_error: Option<String>,
     /// The round's figures.
     #[serde(flatten)]
     pub round: RoundResult,
 }
 
-/// Broadcast fan-out at each receiver count of `steps` (ascending), adding
-/// receivers between steps; stops after the first step whose p95 exceeds
-/// `limit_p95_ms` (or that lost clients).
+/// Broadcast fan-out at each N of `steps` (ascending), adding receivers
+/// between steps. N counts every subscribed connection: `senders` of them
+/// publish, the other `N - senders` record each delivery. Stops after the
+/// first step whose p95 exceeds `limit_p95_ms` or where a connection
+/// failed.
 #[allow(clippy::too_many_arguments)]
 pub async fn measure_broadcast_series(
     target: &Target,
@@ -716,17 +778,20 @@ pub async fn measure_broadcast_series(
     pool.add_senders(senders, feed).await?;
     let mut out = Vec::new();
     for &n in steps {
-        let add = n.saturating_sub(pool.receivers());
+        let add = n.saturating_sub(senders).saturating_sub(pool.spawned());
         let growth = pool.add_ws_receivers(add).await?;
         tokio::time::sleep(Duration::from_millis(300)).await;
         let round = pool.broadcast_round(settings, server_pid).await?;
         let step = StepResult {
+            n,
             connect_secs: growth.secs,
             connect_failed: growth.failed,
+            first_error: pool.shared().first_error(),
             round,
         };
         on_step(&step);
-        let stop = step.round.latency.p95_ms > limit_p95_ms || growth.failed > 0;
+        let stop =
+            step.round.latency.p95_ms > limit_p95_ms || growth.failed > 0 || step.round.lost > 0;
         out.push(step);
         if stop {
             break;
@@ -736,12 +801,70 @@ pub async fn measure_broadcast_series(
     Ok(out)
 }
 
-/// The largest receiver count of `steps` whose p95 stayed within `limit`.
+/// One broadcast measurement at N from scratch: connect `senders` and
+/// `n - senders` receivers, run one round, close everything and wait until
+/// the server is quiet again.
+#[allow(clippy::too_many_arguments)]
+pub async fn measure_broadcast_once(
+    target: &Target,
+    frames: &Frames,
+    n: usize,
+    senders: usize,
+    feed: Feed,
+    settings: &BroadcastSettings,
+    concurrency: usize,
+    server_pid: Option<u32>,
+) -> Result<StepResult> {
+    let mut pool = Pool::new(
+        target.clone(),
+        frames.clone(),
+        concurrency,
+        settings.samples as usize + 1,
+    );
+    pool.add_senders(senders, feed).await?;
+    let growth = pool.add_ws_receivers(n.saturating_sub(senders)).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let round = pool.broadcast_round(settings, server_pid).await;
+    let first_error = pool.shared().first_error();
+    pool.close().await;
+    if let Some(pid) = server_pid {
+        wait_quiet(pid, Duration::from_secs(10)).await;
+    }
+    Ok(StepResult {
+        n,
+        connect_secs: growth.secs,
+        connect_failed: growth.failed,
+        first_error,
+        round: round?,
+    })
+}
+
+/// Wait (up to `limit`) until `pid` uses under 5 % of a core over 200 ms:
+/// the server has finished closing connections.
+pub async fn wait_quiet(pid: u32, limit: Duration) {
+    let until = Instant::now() + limit;
+    while Instant::now() < until {
+        let Some(s) = CpuSample::take(pid) else {
+            return;
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        match s.percent_since(pid) {
+            Some(p) if p < 5.0 => return,
+            None => return,
+            _ => {}
+        }
+    }
+}
+
+/// The largest N of `steps` whose p95 stayed within `limit` with every
+/// connection accepted and nothing lost.
 pub fn largest_within(steps: &[StepResult], limit_p95_ms: f64) -> Option<usize> {
     steps
         .iter()
-        .filter(|s| s.round.latency.p95_ms <= limit_p95_ms && s.connect_failed == 0)
-        .map(|s| s.round.receivers)
+        .filter(|s| {
+            s.round.latency.p95_ms <= limit_p95_ms && s.connect_failed == 0 && s.round.lost == 0
+        })
+        .map(|s| s.n)
         .max()
 }
 
@@ -772,10 +895,16 @@ pub async fn measure_sse(
     let growth = pool.add_sse_receivers(clients).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let round = pool.broadcast_round(settings, server_pid).await;
+    let first_error = pool.shared().first_error();
     pool.close().await;
+    if let Some(pid) = server_pid {
+        wait_quiet(pid, Duration::from_secs(10)).await;
+    }
     Ok(StepResult {
+        n: clients,
         connect_secs: growth.secs,
         connect_failed: growth.failed,
+        first_error,
         round: round?,
     })
 }
@@ -840,7 +969,7 @@ pub async fn measure_echo(
                     return;
                 }
             };
-            shared.confirmed.fetch_add(1, Ordering::Relaxed);
+            let _live = shared.confirm();
             let _ = go.wait_for(|g| *g).await;
             tokio::time::sleep(offset).await;
             'outer: for seq in 0..messages {
@@ -905,6 +1034,9 @@ pub async fn measure_echo(
     }
     for t in tasks {
         let _ = t.await;
+    }
+    if let Some(pid) = server_pid {
+        wait_quiet(pid, Duration::from_secs(10)).await;
     }
     let latency = shared.hist.summary();
     Ok(EchoResult {

@@ -50,8 +50,8 @@ enum Cmd {
     Broadcast {
         #[command(flatten)]
         target: TargetArgs,
-        /// Receiver counts, ascending; the series stops after the first
-        /// step over --limit-p95-ms.
+        /// N per step, ascending: subscribed connections, senders included;
+        /// the series stops after the first step over --limit-p95-ms.
         #[arg(
             long,
             value_delimiter = ',',
@@ -335,7 +335,7 @@ async fn run(cmd: Cmd) -> Result<()> {
                     let r = &s.round;
                     println!(
                         "{:>7} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>6} {:>9.0} {:>9.0} {:>9.0} {:>9.2}",
-                        r.receivers,
+                        s.n,
                         r.latency.p50_ms,
                         r.latency.p95_ms,
                         r.latency.p99_ms,
@@ -451,9 +451,14 @@ async fn run(cmd: Cmd) -> Result<()> {
             if let Some(f) = sse_feed {
                 cfg.sse_feed = f;
             }
+            let quick = cfg.quick;
             let report = suite::run(cfg).await?;
             print!("{}", report.table());
             print_json(report.json());
+            let failures = report.smoke_failures();
+            if quick && !failures.is_empty() {
+                anyhow::bail!("smoke run failed: {}", failures.join("; "));
+            }
         }
         Cmd::BaselineServer { .. } => unreachable!("handled in main"),
     }

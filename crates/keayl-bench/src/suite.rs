@@ -181,6 +181,15 @@ fn put_round(m: &mut Metrics, prefix: &str, s: &StepResult) {
     if let Some(c) = r.client_cpu_pct {
         m.insert(format!("{prefix}_client_cpu_pct"), c);
     }
+    if let Some(c) = r.server_us_per_delivery {
+        m.insert(format!("{prefix}_server_us_per_delivery"), c);
+    }
+    if let Some(c) = r.client_us_per_delivery {
+        m.insert(format!("{prefix}_client_us_per_delivery"), c);
+    }
+    if s.connect_failed > 0 {
+        m.insert(format!("{prefix}_connect_failed"), s.connect_failed as f64);
+    }
     if let Some(c) = r.others_cpu_pct {
         m.insert(format!("{prefix}_noise_cpu_pct"), c);
     }
@@ -233,52 +242,81 @@ async fn phase_connect(
     server.check_alive()
 }
 
+fn log_step(name: &str, s: &StepResult) {
+    log(format!(
+        "{:<8} broadcast {:>6}: p50 {:.2} p95 {:.2} p99 {:.2} max {:.2} ms, last {:.2} ms, lost {}, server {:.1} µs/delivery, cpu % server {:.0} client {:.0} others {:.0}{}",
+        name,
+        s.n,
+        s.round.latency.p50_ms,
+        s.round.latency.p95_ms,
+        s.round.latency.p99_ms,
+        s.round.latency.max_ms,
+        s.round.last_delivery_p50_ms,
+        s.round.lost,
+        s.round.server_us_per_delivery.unwrap_or(f64::NAN),
+        s.round.server_cpu_pct.unwrap_or(f64::NAN),
+        s.round.client_cpu_pct.unwrap_or(f64::NAN),
+        s.round.others_cpu_pct.unwrap_or(f64::NAN),
+        if s.connect_failed > 0 {
+            format!(
+                ", {} failed to connect (first error: {})",
+                s.connect_failed,
+                s.first_error.as_deref().unwrap_or("?")
+            )
+        } else {
+            String::new()
+        },
+    ))
+}
+
+/// The broadcast series on both servers, interleaved step by step (each
+/// measurement from a fresh pool), so that both see the same machine noise
+/// as far as possible. A server leaves the series after its first step over
+/// the p95 limit, with a failed connection, or with a lost delivery.
 async fn phase_broadcast(
     cfg: &SuiteConfig,
-    server: &mut ServerProcess,
-    m: &mut Metrics,
+    servers: [(&mut ServerProcess, &mut Metrics); 2],
 ) -> Result<()> {
-    let target = Target::new(server.addr);
-    let name = server.name;
-    let steps = load::measure_broadcast_series(
-        &target,
-        &Frames::new(None),
-        &cfg.steps,
-        cfg.senders,
-        Feed::Ws,
-        &settings(cfg),
-        cfg.concurrency,
-        server.pid(),
-        cfg.limit_p95_ms,
-        |s| {
-            log(format!(
-                "{:<8} broadcast {:>6}: p50 {:.2} p95 {:.2} p99 {:.2} max {:.2} ms, last {:.2} ms, lost {}, cpu % server {:.0} client {:.0} others {:.0}",
-                name,
-                s.round.receivers,
-                s.round.latency.p50_ms,
-                s.round.latency.p95_ms,
-                s.round.latency.p99_ms,
-                s.round.latency.max_ms,
-                s.round.last_delivery_p50_ms,
-                s.round.lost,
-                s.round.server_cpu_pct.unwrap_or(f64::NAN),
-                s.round.client_cpu_pct.unwrap_or(f64::NAN),
-                s.round.others_cpu_pct.unwrap_or(f64::NAN),
-            ))
-        },
-    )
-    .await?;
-    let mut lost = 0.0;
-    for s in &steps {
-        put_round(m, &format!("bcast_{}", s.round.receivers), s);
-        lost += s.round.lost as f64;
+    let mut servers = servers;
+    let mut done = [false, false];
+    let mut steps: [Vec<StepResult>; 2] = [Vec::new(), Vec::new()];
+    for &n in &cfg.steps {
+        for (i, (server, _)) in servers.iter_mut().enumerate() {
+            if done[i] {
+                continue;
+            }
+            let s = load::measure_broadcast_once(
+                &Target::new(server.addr),
+                &Frames::new(None),
+                n,
+                cfg.senders,
+                Feed::Ws,
+                &settings(cfg),
+                cfg.concurrency,
+                server.pid(),
+            )
+            .await?;
+            log_step(server.name, &s);
+            done[i] = s.round.latency.p95_ms > cfg.limit_p95_ms
+                || s.connect_failed > 0
+                || s.round.lost > 0;
+            steps[i].push(s);
+            server.check_alive()?;
+        }
     }
-    m.insert("bcast_lost_total".into(), lost);
-    m.insert(
-        "bcast_largest_n_within_limit".into(),
-        load::largest_within(&steps, cfg.limit_p95_ms).unwrap_or(0) as f64,
-    );
-    server.check_alive()
+    for (i, (_, m)) in servers.iter_mut().enumerate() {
+        let mut lost = 0.0;
+        for s in &steps[i] {
+            put_round(m, &format!("bcast_{}", s.n), s);
+            lost += s.round.lost as f64;
+        }
+        m.insert("bcast_lost_total".into(), lost);
+        m.insert(
+            "bcast_largest_n_within_limit".into(),
+            load::largest_within(&steps[i], cfg.limit_p95_ms).unwrap_or(0) as f64,
+        );
+    }
+    Ok(())
 }
 
 async fn phase_echo(cfg: &SuiteConfig, server: &mut ServerProcess, m: &mut Metrics) -> Result<()> {
@@ -389,7 +427,11 @@ async fn run_once(
             };
         }
         both!(phase_connect);
-        both!(phase_broadcast);
+        if keayl_first {
+            phase_broadcast(cfg, [(&mut keayl, &mut mk), (&mut base, &mut mb)]).await?;
+        } else {
+            phase_broadcast(cfg, [(&mut base, &mut mb), (&mut keayl, &mut mk)]).await?;
+        }
         both!(phase_echo);
         both!(phase_sse, notes);
         Ok(())
@@ -423,6 +465,7 @@ fn ratio_keys(m: &Metrics) -> Vec<String> {
                 || k.ends_with("_kib")
                 || k.ends_with("_cpu_pct")
                 || k.ends_with("_per_s")
+                || k.ends_with("_per_delivery")
         })
         .cloned()
         .collect()
@@ -598,6 +641,27 @@ impl SuiteReport {
         out
     }
 
+    /// What makes a smoke run fail: lost deliveries, failed connections,
+    /// echo timeouts, dropped idle connections (either server).
+    pub fn smoke_failures(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, (k, b)) in self.runs.iter().enumerate() {
+            for (name, m) in [("keayl", k), ("baseline", b)] {
+                for (key, v) in m {
+                    let bad = (key.ends_with("_lost")
+                        || key.ends_with("connect_failed")
+                        || key == "echo_timeouts"
+                        || key == "idle_dropped")
+                        && *v > 0.0;
+                    if bad {
+                        out.push(format!("run {}: {name} {key} = {v}", i + 1));
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// The final JSON line.
     pub fn json(&self) -> serde_json::Value {
         json!({
@@ -608,6 +672,7 @@ impl SuiteReport {
             "median": {"keayl": self.keayl, "baseline": self.baseline, "ratio": self.ratio},
             "targets": self.targets,
             "all_targets_met": !self.targets.is_empty() && self.targets.iter().all(|t| t.met == Some(true)),
+            "smoke_failures": self.smoke_failures(),
             "per_run": self.runs.iter().map(|(k, b)| json!({"keayl": k, "baseline": b})).collect::<Vec<_>>(),
             "notes": self.notes,
         })

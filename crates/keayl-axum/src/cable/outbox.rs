@@ -114,10 +114,16 @@ impl Outbox {
     }
 
     /// Close after what is queued: the writer sends the rest, then a close
-    /// frame.
+    /// frame. `Gone` (the socket is unusable) overrides any earlier reason.
     pub(crate) fn close(&self, reason: CloseReason) {
+        self.close_with(reason);
+    }
+
+    /// [`close`](Self::close), returning the reason the outbox had before.
+    pub(crate) fn close_with(&self, reason: CloseReason) -> Option<CloseReason> {
         let mut st = self.lock();
-        if st.close.is_none() {
+        let before = st.close;
+        if st.close.is_none() || reason == CloseReason::Gone {
             st.close = Some(reason);
         }
         if reason == CloseReason::Gone {
@@ -129,6 +135,7 @@ impl Outbox {
         }
         drop(st);
         self.signal_closed();
+        before
     }
 
     fn signal_closed(&self) {

@@ -122,6 +122,9 @@ async fn flush(
     if closing == Some(CloseReason::Gone) {
         return Err(());
     }
+    if closing == Some(CloseReason::TooSlow) && batch.len() == 1 {
+        tracing::info!("client too slow (outbound queue full); disconnecting");
+    }
     if !batch.is_empty() {
         let write = async {
             for frame in batch.drain(..) {

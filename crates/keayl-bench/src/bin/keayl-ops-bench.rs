@@ -4,8 +4,13 @@
 //! ```text
 //! keayl-ops-bench churn --cycles 100000 --concurrency 200
 //! keayl-ops-bench slow  --clients 5000 --stalled-percent 10 --broadcasts 200 --interval-ms 20 --payload-bytes 256
-//! keayl-ops-bench soak  --clients 10000 --minutes 10 --rate 1
+//! keayl-ops-bench soak  --clients 10000 --minutes 10 --rate 1   # --minutes 0.5 for a smoke run
 //! ```
+//!
+//! Build with `cargo build --release -p keayl-bench -p keayl-demo`. Runs
+//! with thousands of clients need `ulimit -n 20000` first (the soft limit
+//! is checked). The load generator shares the machine with the server:
+//! latencies include its own work.
 //!
 //! Each subcommand starts `keayl-demo` (next to this binary, or
 //! `--server-bin`) on a free port and stops it at the end, unless `--url`
@@ -28,7 +33,12 @@
 //!   clients get them) fill their kernel buffers and then their server
 //!   queues, until the server has disconnected them all. The reading
 //!   clients get exactly the same traffic in A and B, so the difference in
-//!   their latency is what the stalled clients cost them. Reports p50/p99 of
+//!   their latency is what the stalled clients cost them. B is split at the
+//!   moment the stalled clients' writes block (their server queues start to
+//!   grow): B1 is the filler being copied into their kernel buffers (a
+//!   cost of the accelerated test), B2 is the server holding, overflowing
+//!   and dropping them. A per-second view of the worst probe latency, the
+//!   kernel's TCP memory and its pressure counters go with it. Reports p50/p99 of
 //!   the reading clients per phase, lost deliveries, disconnected stalled
 //!   clients (metric, and what each one saw on resuming), server RSS and
 //!   outbound queue bytes.
@@ -37,7 +47,7 @@
 //!   the server's RSS every `--sample-secs`.
 //!
 //! Payloads carry `{"k":<series>,"t":<ns since the epoch>,"seq":<n>,"pad":"…"}`,
-//! published with `POST /_broadcast` on stream `all`; receivers find the
+//! published with `POST /_broadcast` (on `all`, or `allstalled`); receivers find the
 //! numbers by substring search. Each series has its own sequence, so gaps
 //! and reordering are checked per series.
 
@@ -111,8 +121,9 @@ struct ChurnArgs {
     /// Cycles in flight at once.
     #[arg(long, default_value_t = 200)]
     concurrency: usize,
-    /// Cycles before the baseline is read.
-    #[arg(long, default_value_t = 2_000)]
+    /// Cycles before the baseline is read (allocator pools and caches
+    /// reach their working size within ~20k cycles; later churn is flat).
+    #[arg(long, default_value_t = 20_000)]
     warmup: u64,
     #[command(flatten)]
     server: ServerOpts,
@@ -683,6 +694,7 @@ async fn churn(args: ChurnArgs) -> Result<()> {
         .await;
     let before = server.snapshot().await?;
     let cpu = CpuWatch::start(&server);
+    let kernel = KernelTcp::read();
     let run = run_cycles(
         target.clone(),
         frames.clone(),
@@ -692,6 +704,7 @@ async fn churn(args: ChurnArgs) -> Result<()> {
     )
     .await;
     let cpu_use = cpu.read(&server);
+    let kernel = kernel.delta(&KernelTcp::read());
     let drained = server
         .wait_connections_at_most(0.0, Duration::from_secs(10))
         .await;
@@ -775,6 +788,10 @@ async fn churn(args: ChurnArgs) -> Result<()> {
     );
     println!("TIME_WAIT now      {tw_server} on the server side, {tw_client} on the client side");
     println!("{}", cpu_line("during the run", cpu_use));
+    println!(
+        "kernel TCP counters during the run (whole machine): {}",
+        delta_line(&kernel)
+    );
     let out = json!({
         "bench": "churn",
         "cycles": args.cycles,
@@ -794,6 +811,7 @@ async fn churn(args: ChurnArgs) -> Result<()> {
         "time_wait": {"server_side": tw_server, "client_side": tw_client},
         "server_cpu_pct": cpu_use.0,
         "machine_busy_pct": cpu_use.1,
+        "kernel_tcp_counters": kernel,
         "targets": {"rss_within_5pct": rss_ok, "tasks_back": tasks_ok, "subscriptions_back": subs_ok, "connections_zero": conns_ok},
     });
     println!("{out}");
@@ -811,6 +829,8 @@ fn drained_text(d: Option<Duration>) -> String {
 
 /// Series (the `k` of a payload): each has its own sequence and histogram.
 const SERIES: usize = 4;
+/// Messages per series whose worst latency is kept, for the per-second view.
+const PER_SEQ: usize = 8192;
 
 const RUN: u8 = 0;
 const STALL: u8 = 1;
@@ -820,8 +840,13 @@ const STOP: u8 = 3;
 /// State shared by the subscribers and the driver.
 #[derive(Debug)]
 struct Fleet {
-    /// Latency per series, reading clients only (µs).
+    /// Latency per series, reading clients only (µs); the last one holds
+    /// the probes of phase B together.
     hist: Vec<Histogram>,
+    /// Per series and sequence number (below [`PER_SEQ`]): the worst
+    /// latency (µs) and the send time (ns since the epoch).
+    seq_worst: Vec<Vec<AtomicU64>>,
+    seq_sent: Vec<Vec<AtomicU64>>,
     /// Deliveries per series, reading clients only.
     delivered: Vec<AtomicU64>,
     ctl: watch::Sender<u8>,
@@ -834,7 +859,13 @@ struct Fleet {
 impl Fleet {
     fn new() -> Arc<Self> {
         Arc::new(Fleet {
-            hist: (0..SERIES).map(|_| Histogram::new()).collect(),
+            hist: (0..=SERIES).map(|_| Histogram::new()).collect(),
+            seq_worst: (0..SERIES)
+                .map(|_| (0..PER_SEQ).map(|_| AtomicU64::new(0)).collect())
+                .collect(),
+            seq_sent: (0..SERIES)
+                .map(|_| (0..PER_SEQ).map(|_| AtomicU64::new(0)).collect())
+                .collect(),
             delivered: (0..SERIES).map(|_| AtomicU64::new(0)).collect(),
             ctl: watch::Sender::new(RUN),
             ready: AtomicUsize::new(0),
@@ -1019,7 +1050,15 @@ async fn subscriber(
                             last[k] = Some(seq);
                         }
                         if !stalled {
-                            fleet.hist[k].record(now.saturating_sub(t) / 1000);
+                            let us = now.saturating_sub(t) / 1000;
+                            fleet.hist[k].record(us);
+                            if k == B_PROBE || k == B2_PROBE {
+                                fleet.hist[B_ALL].record(us);
+                            }
+                            if let Some(w) = fleet.seq_worst[k].get(seq as usize) {
+                                w.fetch_max(us, Ordering::Relaxed);
+                                fleet.seq_sent[k][seq as usize].store(t, Ordering::Relaxed);
+                            }
                             fleet.delivered[k].fetch_add(1, Ordering::Relaxed);
                         }
                     } else if !client::is_ping(s.as_bytes()) && s.contains("\"disconnect\"") {
@@ -1161,21 +1200,49 @@ async fn send_series(
     pad: &str,
     until: Option<&AtomicBool>,
 ) -> Result<u64> {
+    let [n, _] = send_series_switching(
+        target,
+        stream,
+        [series, series],
+        None,
+        min,
+        interval,
+        pad,
+        until,
+    )
+    .await?;
+    Ok(n)
+}
+
+/// [`send_series`], moving from `series[0]` to `series[1]` (a sequence of
+/// its own) once `switch` is set. Returns how many went to each.
+#[allow(clippy::too_many_arguments)]
+async fn send_series_switching(
+    target: &Target,
+    stream: &str,
+    series: [usize; 2],
+    switch: Option<&AtomicBool>,
+    min: u64,
+    interval: Duration,
+    pad: &str,
+    until: Option<&AtomicBool>,
+) -> Result<[u64; 2]> {
     let mut http = HttpBroadcaster::connect(target).await?;
     let mut tick = (!interval.is_zero()).then(|| {
         let mut t = tokio::time::interval(interval);
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         t
     });
-    let mut seq = 0;
-    while seq < min || until.is_some_and(|u| !u.load(Ordering::Relaxed)) {
+    let mut seq = [0u64; 2];
+    while seq[0] + seq[1] < min || until.is_some_and(|u| !u.load(Ordering::Relaxed)) {
         if let Some(t) = &mut tick {
             t.tick().await;
         }
-        http.post(&body(stream, series, seq, pad))
+        let i = usize::from(switch.is_some_and(|s| s.load(Ordering::Relaxed)));
+        http.post(&body(stream, series[i], seq[i], pad))
             .await
             .with_context(|| format!("broadcast on {stream}"))?;
-        seq += 1;
+        seq[i] += 1;
     }
     Ok(seq)
 }
@@ -1185,6 +1252,7 @@ async fn send_series(
 #[derive(Debug, Default, Clone, Copy)]
 struct Sample {
     phase: u8,
+    tcp_mem_pages: Option<u64>,
     rss_kib: Option<u64>,
     queue_bytes: Option<f64>,
 }
@@ -1203,11 +1271,21 @@ fn start_sampler(
                 phase: phase.load(Ordering::Relaxed),
                 rss_kib: probe.rss_kib(),
                 queue_bytes: m.and_then(|m| m.get("keayl_outbound_queue_bytes")),
+                tcp_mem_pages: KernelTcp::read().mem_pages,
             });
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         out
     })
+}
+
+fn max_tcp_mem_mib(samples: &[Sample], phase: u8) -> Option<f64> {
+    samples
+        .iter()
+        .filter(|s| s.phase == phase)
+        .filter_map(|s| s.tcp_mem_pages)
+        .max()
+        .map(|p| p as f64 * 4096.0 / MIB)
 }
 
 fn max_in(samples: &[Sample], phase: u8) -> (Option<u64>, Option<f64>) {
@@ -1219,6 +1297,130 @@ fn max_in(samples: &[Sample], phase: u8) -> (Option<u64>, Option<f64>) {
 
 // ---------------------------------------------------------------------------
 // slow
+
+impl Fleet {
+    /// The worst latency of `series` per second since `start_ns` (ms):
+    /// `(second, worst)`.
+    fn worst_per_second(&self, series: usize, start_ns: u64) -> Vec<(u64, f64)> {
+        let mut by_sec: BTreeMap<u64, u64> = BTreeMap::new();
+        for (w, t) in self.seq_worst[series].iter().zip(&self.seq_sent[series]) {
+            let t = t.load(Ordering::Relaxed);
+            if t == 0 {
+                continue;
+            }
+            let sec = t.saturating_sub(start_ns) / 1_000_000_000;
+            let e = by_sec.entry(sec).or_default();
+            *e = (*e).max(w.load(Ordering::Relaxed));
+        }
+        by_sec
+            .into_iter()
+            .map(|(s, us)| (s, us as f64 / 1000.0))
+            .collect()
+    }
+}
+
+fn per_second_line(v: &[(u64, f64)]) -> String {
+    v.iter()
+        .map(|(s, ms)| format!("{s}s:{ms:.0}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The kernel's TCP memory (all sockets, `/proc/net/sockstat`, pages) and
+/// counters that show memory pressure and its effects
+/// (`/proc/net/netstat`, `/proc/net/snmp`).
+#[derive(Debug, Default, Clone)]
+struct KernelTcp {
+    mem_pages: Option<u64>,
+    counters: BTreeMap<String, u64>,
+}
+
+const KERNEL_COUNTERS: &[&str] = &[
+    "TCPMemoryPressures",
+    "TCPRcvQDrop",
+    "PruneCalled",
+    "RcvPruned",
+    "TCPRcvCollapsed",
+    "TCPOFODrop",
+    "RetransSegs",
+    "TCPTimeouts",
+    "ListenOverflows",
+    "ListenDrops",
+];
+
+impl KernelTcp {
+    fn read() -> Self {
+        let mem_pages = std::fs::read_to_string("/proc/net/sockstat")
+            .ok()
+            .and_then(|s| {
+                let line = s.lines().find(|l| l.starts_with("TCP:"))?;
+                let mut it = line.split_whitespace();
+                while let Some(w) = it.next() {
+                    if w == "mem" {
+                        return it.next()?.parse().ok();
+                    }
+                }
+                None
+            });
+        let mut counters = BTreeMap::new();
+        for file in ["/proc/net/netstat", "/proc/net/snmp"] {
+            let Ok(text) = std::fs::read_to_string(file) else {
+                continue;
+            };
+            let lines: Vec<&str> = text.lines().collect();
+            for pair in lines.chunks(2) {
+                let [head, values] = pair else { continue };
+                for (k, v) in head
+                    .split_whitespace()
+                    .zip(values.split_whitespace())
+                    .skip(1)
+                {
+                    if KERNEL_COUNTERS.contains(&k)
+                        && let Ok(v) = v.parse()
+                    {
+                        counters.insert(k.to_owned(), v);
+                    }
+                }
+            }
+        }
+        KernelTcp {
+            mem_pages,
+            counters,
+        }
+    }
+
+    fn delta(&self, later: &KernelTcp) -> BTreeMap<String, u64> {
+        later
+            .counters
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    v.saturating_sub(self.counters.get(k).copied().unwrap_or(0)),
+                )
+            })
+            .collect()
+    }
+
+    /// `tcp_mem` pressure and max thresholds, MiB.
+    fn limits_mib() -> Option<(f64, f64)> {
+        let s = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_mem").ok()?;
+        let v: Vec<f64> = s
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        Some((*v.get(1)? * 4096.0 / MIB, *v.get(2)? * 4096.0 / MIB))
+    }
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+fn delta_line(d: &BTreeMap<String, u64>) -> String {
+    d.iter()
+        .map(|(k, v)| format!("{k} +{v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// When things happened in phase B (from its start).
 #[derive(Debug, Default, Clone, Copy)]
@@ -1251,8 +1453,15 @@ fn secs(d: Option<Duration>) -> String {
 }
 
 const A_PROBE: usize = 0;
+/// Probes of phase B while the filler fills the stalled clients' kernel
+/// buffers.
 const B_PROBE: usize = 1;
 const B_FILL: usize = 2;
+/// Probes of phase B once the stalled clients' writes block: their server
+/// queues grow, overflow, and the server drops them.
+const B2_PROBE: usize = 3;
+/// The histogram of all probes of phase B (not a wire series).
+const B_ALL: usize = SERIES;
 
 async fn slow(args: SlowArgs) -> Result<()> {
     check_fds(args.clients + 64)?;
@@ -1291,6 +1500,8 @@ async fn slow(args: SlowArgs) -> Result<()> {
         args.broadcasts, args.payload_bytes, args.interval_ms
     );
     let cpu_a = CpuWatch::start(&server);
+    let kernel_a = KernelTcp::read();
+    let start_a_ns = now_ns();
     let t_a = Instant::now();
     sent[A_PROBE] = send_series(
         &target,
@@ -1307,6 +1518,7 @@ async fn slow(args: SlowArgs) -> Result<()> {
         .await;
     let a_secs = t_a.elapsed().as_secs_f64();
     let cpu_a = cpu_a.read(&server);
+    let kernel_a = kernel_a.delta(&KernelTcp::read());
 
     // Phase B: stall; the same probes, plus filler for the stalled clients
     // until the server has dropped them.
@@ -1324,8 +1536,11 @@ async fn slow(args: SlowArgs) -> Result<()> {
         }
     );
     let cpu_b = CpuWatch::start(&server);
+    let kernel_b = KernelTcp::read();
+    let start_b_ns = now_ns();
     let t_b = Instant::now();
     let fill_done = Arc::new(AtomicBool::new(false));
+    let blocked = Arc::new(AtomicBool::new(false));
     let fill = {
         let (target, fill_done) = (target.clone(), fill_done.clone());
         let interval = if args.fill_rate > 0.0 {
@@ -1353,6 +1568,7 @@ async fn slow(args: SlowArgs) -> Result<()> {
         let limit = Duration::from_secs(args.fill_timeout_secs);
         let slow0 = slow_before.unwrap_or(0.0);
         let n = n_stalled as f64;
+        let blocked = blocked.clone();
         tokio::spawn(async move {
             let start = Instant::now();
             let mut last = Instant::now();
@@ -1369,6 +1585,7 @@ async fn slow(args: SlowArgs) -> Result<()> {
                 let now = start.elapsed();
                 if queued.is_some_and(|q| q >= n * 256.0 * 1024.0) {
                     times.queues_filling.get_or_insert(now);
+                    blocked.store(true, Ordering::Relaxed);
                 }
                 if slow.is_some_and(|s| s >= 1.0) {
                     times.first_slow.get_or_insert(now);
@@ -1400,10 +1617,11 @@ async fn slow(args: SlowArgs) -> Result<()> {
             }
         })
     };
-    let probes_b = send_series(
+    let probes_b = send_series_switching(
         &target,
         "all",
-        B_PROBE,
+        [B_PROBE, B2_PROBE],
+        Some(&blocked),
         args.broadcasts,
         interval,
         &probe_pad,
@@ -1413,13 +1631,17 @@ async fn slow(args: SlowArgs) -> Result<()> {
     fill_done.store(true, Ordering::Relaxed);
     let timeline = watcher.await.unwrap_or_default();
     let stalled_gone_after = timeline.all_dropped;
-    sent[B_PROBE] = probes_b?;
+    [sent[B_PROBE], sent[B2_PROBE]] = probes_b?;
     sent[B_FILL] = fill.await??;
     let b_drained = fleet
         .wait_delivered(B_PROBE, sent[B_PROBE], Duration::from_secs(15))
-        .await;
+        .await
+        && fleet
+            .wait_delivered(B2_PROBE, sent[B2_PROBE], Duration::from_secs(15))
+            .await;
     let b_secs = t_b.elapsed().as_secs_f64();
     let cpu_b = cpu_b.read(&server);
+    let kernel_b = kernel_b.delta(&KernelTcp::read());
     let after_b = server.snapshot().await?;
 
     // After: settle, then resume the stalled clients to see what they got.
@@ -1458,7 +1680,7 @@ async fn slow(args: SlowArgs) -> Result<()> {
             .map(|r| sent[k].saturating_sub(r.received[k]))
             .sum()
     };
-    let lost_total = lost_in(A_PROBE) + lost_in(B_PROBE);
+    let lost_total = lost_in(A_PROBE) + lost_in(B_PROBE) + lost_in(B2_PROBE);
     let gaps: u64 = readers_reports.iter().map(|r| r.gaps).sum();
     let reordered: u64 = readers_reports.iter().map(|r| r.reordered).sum();
     let readers_dropped = readers_reports.iter().filter(|r| r.ended_early).count();
@@ -1479,8 +1701,15 @@ async fn slow(args: SlowArgs) -> Result<()> {
         (Some(b), Some(a)) => Some(a - b),
         _ => None,
     };
-    let (a, b) = (fleet.hist[A_PROBE].summary(), fleet.hist[B_PROBE].summary());
+    let (a, b, b1, b2) = (
+        fleet.hist[A_PROBE].summary(),
+        fleet.hist[B_ALL].summary(),
+        fleet.hist[B_PROBE].summary(),
+        fleet.hist[B2_PROBE].summary(),
+    );
     let rise = b.p99_ms - a.p99_ms;
+    let rise2 = b2.p99_ms - a.p99_ms;
+    let b1_secs = timeline.queues_filling.map_or(b_secs, |d| d.as_secs_f64());
     let (rss_a, q_a) = max_in(&samples, 0);
     let (rss_b, q_b) = max_in(&samples, 1);
     let fill_mib_per_stalled =
@@ -1506,30 +1735,38 @@ async fn slow(args: SlowArgs) -> Result<()> {
         "lost",
         "secs"
     );
-    let row = |label: &str, k: usize, sm: &Summary, secs: f64| {
+    let row = |label: &str, ks: &[usize], sm: &Summary, secs: f64| {
         println!(
             "{:<34} {:>6} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>6} {:>6.1}",
             label,
-            sent[k],
+            ks.iter().map(|&k| sent[k]).sum::<u64>(),
             sm.p50_ms,
             sm.p95_ms,
             sm.p99_ms,
             sm.max_ms,
             sm.mean_ms,
-            lost_in(k),
+            ks.iter().map(|&k| lost_in(k)).sum::<u64>(),
             secs
         )
     };
-    row("A control (nobody stalled)", A_PROBE, &a, a_secs);
+    row("A control (nobody stalled)", &[A_PROBE], &a, a_secs);
     row(
-        &format!("B {} % stalled, being dropped", args.stalled_percent),
-        B_PROBE,
+        &format!("B {} % stalled (all of B)", args.stalled_percent),
+        &[B_PROBE, B2_PROBE],
         &b,
         b_secs,
     );
+    row(" B1 filling their kernel buffers", &[B_PROBE], &b1, b1_secs);
+    row(
+        " B2 blocked → overflow → dropped",
+        &[B2_PROBE],
+        &b2,
+        b_secs - b1_secs,
+    );
     println!(
-        "p99 rise B vs A: {rise:+.2} ms (target ≤ 5 ms: {})",
-        yes_no(rise <= 5.0)
+        "p99 rise B vs A: {rise:+.2} ms (target ≤ 5 ms: {});  B2 (stalled clients blocked and being dropped, no more filler writes) vs A: {rise2:+.2} ms ({})",
+        yes_no(rise <= 5.0),
+        yes_no(rise2 <= 5.0)
     );
     println!(
         "lost deliveries among reading clients: {lost_total} (target 0: {}); sequence gaps {gaps}, reordered {reordered}; readers disconnected {readers_dropped}; filler seen by readers {readers_got_fill} (must be 0); all delivered within 15 s: A {a_drained}, B {b_drained}",
@@ -1575,6 +1812,37 @@ async fn slow(args: SlowArgs) -> Result<()> {
     );
     println!("{}", cpu_line("A", cpu_a));
     println!("{}", cpu_line("B", cpu_b));
+    let worst_a = fleet.worst_per_second(A_PROBE, start_a_ns);
+    let mut worst_b = fleet.worst_per_second(B_PROBE, start_b_ns);
+    worst_b.extend(fleet.worst_per_second(B2_PROBE, start_b_ns));
+    worst_b.sort_by_key(|w| w.0);
+    worst_b.dedup_by(|later, earlier| {
+        if later.0 == earlier.0 {
+            earlier.1 = earlier.1.max(later.1);
+            true
+        } else {
+            false
+        }
+    });
+    println!(
+        "worst probe latency per second of A (ms): {}",
+        per_second_line(&worst_a)
+    );
+    println!(
+        "worst probe latency per second of B (ms): {}",
+        per_second_line(&worst_b)
+    );
+    let (mem_a, mem_b) = (max_tcp_mem_mib(&samples, 0), max_tcp_mem_mib(&samples, 1));
+    let limits = KernelTcp::limits_mib();
+    println!(
+        "kernel TCP memory (all sockets on the machine): max {} in A, {} in B; tcp_mem pressure threshold {}, max {}",
+        mem_a.map_or("n/a".into(), |m| format!("{m:.0} MiB")),
+        mem_b.map_or("n/a".into(), |m| format!("{m:.0} MiB")),
+        limits.map_or("n/a".into(), |l| format!("{:.0} MiB", l.0)),
+        limits.map_or("n/a".into(), |l| format!("{:.0} MiB", l.1)),
+    );
+    println!("kernel TCP counters during A: {}", delta_line(&kernel_a));
+    println!("kernel TCP counters during B: {}", delta_line(&kernel_b));
     let errors = fleet
         .errors
         .lock()
@@ -1593,9 +1861,10 @@ async fn slow(args: SlowArgs) -> Result<()> {
             "payload_bytes": args.payload_bytes, "fill_payload_bytes": args.fill_payload_bytes,
             "fill_rate": args.fill_rate,
         },
-        "sent": {"a_probes": sent[A_PROBE], "b_probes": sent[B_PROBE], "b_fill": sent[B_FILL]},
-        "latency_ms": {"a": a, "b": b},
+        "sent": {"a_probes": sent[A_PROBE], "b1_probes": sent[B_PROBE], "b2_probes": sent[B2_PROBE], "b_fill": sent[B_FILL]},
+        "latency_ms": {"a": a, "b": b, "b1": b1, "b2": b2},
         "p99_rise_ms": rise,
+        "p99_rise_b2_ms": rise2,
         "lost_deliveries": lost_total,
         "gaps": gaps,
         "reordered": reordered,
@@ -1612,7 +1881,11 @@ async fn slow(args: SlowArgs) -> Result<()> {
         "seconds": {"a": a_secs, "b": b_secs},
         "server_cpu_pct": {"a": cpu_a.0, "b": cpu_b.0},
         "machine_busy_pct": {"a": cpu_a.1, "b": cpu_b.1},
-        "targets": {"p99_rise_le_5ms": rise <= 5.0,
+        "worst_ms_per_second": {"a": worst_a, "b": worst_b},
+        "kernel_tcp_mem_mib": {"max_a": mem_a, "max_b": mem_b,
+                               "pressure_threshold": limits.map(|l| l.0), "max": limits.map(|l| l.1)},
+        "kernel_tcp_counters": {"a": kernel_a, "b": kernel_b},
+        "targets": {"p99_rise_le_5ms": rise <= 5.0, "p99_rise_b2_le_5ms": rise2 <= 5.0,
                     "no_lost": lost_total == 0 && readers_dropped == 0,
                     "stalled_dropped": stalled_gone_after.is_some()},
     });

@@ -429,7 +429,7 @@ async fn ws_handler(State(server): State<CableServer>, req: Request<axum::body::
     let config = &server.inner.config;
     let request = socket::request_info(&parts);
     let ws = ws
-        .read_buffer_size(2 * 1024)
+        .read_buffer_size(1024)
         .write_buffer_size(16 * 1024)
         .max_write_buffer_size(config.outbound_queue_bytes + 64 * 1024)
         .max_message_size(config.max_message_bytes)

@@ -52,7 +52,6 @@ mod identifiers;
 mod request;
 mod sink;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -243,9 +242,11 @@ struct Subscription {
 /// One client connection. See the [module docs](self).
 pub struct Connection {
     shared: ConnShared,
-    subscriptions: HashMap<String, Subscription>,
-    // Subscription identifiers in the order they were added, for teardown.
-    order: Vec<String>,
+    // In subscription order (for teardown and timers). A vector, not a map:
+    // a connection holds a handful of subscriptions (at most the limit), a
+    // scan is as fast as a hash, and idle connections stay small. Boxed: a
+    // subscription is a few hundred bytes.
+    subscriptions: Vec<(String, Box<Subscription>)>,
     internal: Option<SubscriptionId>,
     state: ConnectionState,
 }
@@ -255,7 +256,10 @@ impl std::fmt::Debug for Connection {
         f.debug_struct("Connection")
             .field("state", &self.state)
             .field("identifiers", &self.shared.identifiers)
-            .field("subscriptions", &self.order)
+            .field(
+                "subscriptions",
+                &self.subscription_identifiers().collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -285,8 +289,7 @@ impl Connection {
                 identifiers,
                 request: Request::default(),
             },
-            subscriptions: HashMap::new(),
-            order: Vec::new(),
+            subscriptions: Vec::new(),
             internal: None,
             state: ConnectionState::New,
         }
@@ -349,7 +352,13 @@ impl Connection {
 
     /// The identifiers of the current subscriptions, in subscription order.
     pub fn subscription_identifiers(&self) -> impl Iterator<Item = &str> {
-        self.order.iter().map(String::as_str)
+        self.subscriptions.iter().map(|(id, _)| id.as_str())
+    }
+
+    fn position(&self, identifier: &str) -> Option<usize> {
+        self.subscriptions
+            .iter()
+            .position(|(id, _)| id == identifier)
     }
 
     /// Run `connect`, catching a rejection. Accepted: the connection's
@@ -438,7 +447,7 @@ impl Connection {
                 if identifier.len() > max {
                     return Err(CommandError::IdentifierTooLong(identifier.len(), max));
                 }
-                if self.subscriptions.contains_key(&identifier) {
+                if self.position(&identifier).is_some() {
                     return Err(CommandError::AlreadySubscribed(identifier));
                 }
                 let factory = self
@@ -471,7 +480,7 @@ impl Connection {
         if self.state != ConnectionState::Open {
             return Err(CommandError::NotOpen);
         }
-        if self.subscriptions.contains_key(identifier) {
+        if self.position(identifier).is_some() {
             return Err(CommandError::AlreadySubscribed(identifier.to_owned()));
         }
         let params = match serde_json::from_str::<Value>(identifier) {
@@ -553,9 +562,8 @@ impl Connection {
                 });
             }
         }
-        self.order.push(identifier.clone());
         self.subscriptions
-            .insert(identifier, Subscription { channel, state });
+            .push((identifier, Box::new(Subscription { channel, state })));
         Ok(SubscribeOutcome::Confirmed)
     }
 
@@ -568,11 +576,12 @@ impl Connection {
         action: Option<&str>,
         data: &Data,
     ) -> Result<(), CommandError> {
-        let Some(sub) = self.subscriptions.get_mut(identifier) else {
+        let Some(index) = self.position(identifier) else {
             return Err(CommandError::UnknownSubscription(identifier.to_owned()));
         };
+        let sub = &mut self.subscriptions[index].1;
         let action = action.filter(|a| !a.is_empty()).unwrap_or("receive");
-        let Subscription { channel, state } = sub;
+        let Subscription { channel, state } = &mut **sub;
         if !channel.actions().contains(&action) {
             return Err(CommandError::UnknownAction {
                 channel: state.channel_class.to_string(),
@@ -622,10 +631,10 @@ impl Connection {
     /// Unsubscribe `identifier`: its streams and timers stop, `unsubscribed`
     /// runs. No frame is sent.
     pub async fn remove_subscription(&mut self, identifier: &str) -> Result<(), CommandError> {
-        let Some(mut sub) = self.subscriptions.remove(identifier) else {
+        let Some(index) = self.position(identifier) else {
             return Err(CommandError::UnknownSubscription(identifier.to_owned()));
         };
-        self.order.retain(|i| i != identifier);
+        let (_, mut sub) = self.subscriptions.remove(index);
         Self::unsubscribe(&self.shared, &mut sub).await;
         Ok(())
     }
@@ -652,8 +661,8 @@ impl Connection {
     /// The earliest due time of any periodic timer.
     pub fn next_timer_due(&self) -> Option<Instant> {
         self.subscriptions
-            .values()
-            .flat_map(|s| s.state.timers.iter().map(|t| t.due))
+            .iter()
+            .flat_map(|(_, s)| s.state.timers.iter().map(|t| t.due))
             .min()
     }
 
@@ -662,10 +671,7 @@ impl Connection {
     /// how many fired.
     pub async fn run_periodic_timers(&mut self, now: Instant) -> usize {
         let mut fired = 0;
-        for identifier in self.order.clone() {
-            let Some(sub) = self.subscriptions.get_mut(&identifier) else {
-                continue;
-            };
+        for (_, sub) in self.subscriptions.iter_mut() {
             let due: Vec<&'static str> = sub
                 .state
                 .timers
@@ -677,7 +683,7 @@ impl Connection {
                 })
                 .collect();
             for name in due {
-                let Subscription { channel, state } = &mut *sub;
+                let Subscription { channel, state } = &mut **sub;
                 if let Err(e) =
                     Self::run_action(&self.shared, channel.as_mut(), state, name, &Data::new())
                         .await
@@ -700,10 +706,8 @@ impl Connection {
         }
         let was_open = self.state == ConnectionState::Open;
         self.state = ConnectionState::Closed;
-        for identifier in std::mem::take(&mut self.order) {
-            if let Some(mut sub) = self.subscriptions.remove(&identifier) {
-                Self::unsubscribe(&self.shared, &mut sub).await;
-            }
+        for (_, mut sub) in std::mem::take(&mut self.subscriptions) {
+            Self::unsubscribe(&self.shared, &mut sub).await;
         }
         if let Some(id) = self.internal.take() {
             self.shared.cable.pubsub().unsubscribe(id);

@@ -94,9 +94,7 @@ pub(crate) async fn run(server: CableServer, mut socket: WebSocket, request: Req
     } else {
         outbox.close(CloseReason::Normal);
     }
-    tracing::debug!("connection loop over");
     Box::pin(conn.disconnect()).await;
-    tracing::debug!("connection torn down");
     outbox.close(CloseReason::Normal);
     // Whatever is still queued (a disconnect message), then the close frame.
     let mut batch = Vec::new();
@@ -107,7 +105,6 @@ pub(crate) async fn run(server: CableServer, mut socket: WebSocket, request: Req
         config.write_timeout,
     ))
     .await;
-    tracing::debug!("connection finished");
 }
 
 /// Write everything queued with one flush; then, if the outbox is closing,
@@ -122,7 +119,7 @@ async fn flush(
     if closing == Some(CloseReason::Gone) {
         return Err(());
     }
-    if closing == Some(CloseReason::TooSlow) && batch.len() == 1 {
+    if closing == Some(CloseReason::TooSlow) {
         tracing::info!("client too slow (outbound queue full); disconnecting");
     }
     if !batch.is_empty() {

@@ -82,6 +82,18 @@ fn describe() {
         "keayl_liveness_timeouts_total",
         "Connections closed because the client stopped answering"
     );
+    describe_counter!(
+        "keayl_command_overflows_total",
+        "Clients disconnected because their command queue overflowed"
+    );
+    describe_counter!(
+        "keayl_invalid_utf8_total",
+        "Text frames that were not UTF-8 (closed with 1007)"
+    );
+    describe_counter!(
+        "keayl_handshake_timeouts_total",
+        "Upgrades or connects that took longer than the handshake timeout"
+    );
     describe_gauge!(
         "keayl_outbound_queue_bytes",
         Unit::Bytes,
@@ -115,6 +127,7 @@ pub fn render(servers: &[CableServer]) -> String {
             mut liveness,
             mut queued,
         ) = (0usize, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0usize);
+        let (mut overflows, mut invalid_utf8, mut handshake) = (0u64, 0u64, 0u64);
         let mut errors: std::collections::BTreeMap<&'static str, u64> = Default::default();
         for (i, s) in servers.iter().enumerate() {
             let st = s.stats();
@@ -126,6 +139,9 @@ pub fn render(servers: &[CableServer]) -> String {
             oversize += st.oversize.load(Ordering::Relaxed);
             liveness += st.liveness_timeouts.load(Ordering::Relaxed);
             queued += st.queued_bytes.load(Ordering::Relaxed);
+            overflows += st.command_overflows.load(Ordering::Relaxed);
+            invalid_utf8 += st.invalid_utf8.load(Ordering::Relaxed);
+            handshake += st.handshake_timeouts.load(Ordering::Relaxed);
             for (k, v) in st.command_errors_by_kind() {
                 *errors.entry(k).or_default() += v;
             }
@@ -144,6 +160,9 @@ pub fn render(servers: &[CableServer]) -> String {
         counter!("keayl_refused_total").absolute(refused);
         counter!("keayl_oversize_total").absolute(oversize);
         counter!("keayl_liveness_timeouts_total").absolute(liveness);
+        counter!("keayl_command_overflows_total").absolute(overflows);
+        counter!("keayl_invalid_utf8_total").absolute(invalid_utf8);
+        counter!("keayl_handshake_timeouts_total").absolute(handshake);
         for (kind, n) in errors {
             counter!("keayl_command_errors_total", "kind" => kind).absolute(n);
         }

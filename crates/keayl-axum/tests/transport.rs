@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use keayl_axum::cable::{CableServer, OriginPolicy, ServerConfig};
+use keayl_axum::cable::{CableServer, OriginPolicy, ServerConfig, SocketConfig};
 use keayl_cable::{Cable, Channel, ChannelContext, ChannelError, Data, InMemory};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -48,7 +48,8 @@ async fn start(config: ServerConfig) -> (SocketAddr, CableServer) {
             origins: OriginPolicy::AllowAll,
             ..config
         },
-    );
+    )
+    .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let router = server.router();
@@ -107,8 +108,11 @@ async fn subscribe(ws: &mut Ws) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_client_is_cut_at_the_byte_bound_and_others_keep_up() {
     let (addr, server) = start(ServerConfig {
-        outbound_queue_bytes: 256 * 1024,
-        write_timeout: Duration::from_millis(500),
+        socket: SocketConfig {
+            outbound_queue_bytes: 256 * 1024,
+            write_timeout: Duration::from_millis(500),
+            ..SocketConfig::default()
+        },
         ..ServerConfig::default()
     })
     .await;
@@ -304,8 +308,11 @@ async fn plain_get_and_refused_origin_get_404() {
 #[tokio::test]
 async fn half_open_client_that_never_answers_is_closed_while_a_live_one_stays() {
     let (addr, server) = start(ServerConfig {
-        ping_interval: Duration::from_millis(100),
-        liveness_timeout: Duration::from_millis(800),
+        socket: SocketConfig {
+            ping_interval: Duration::from_millis(100),
+            liveness_timeout: Duration::from_millis(800),
+            ..SocketConfig::default()
+        },
         ..ServerConfig::default()
     })
     .await;
@@ -348,7 +355,10 @@ async fn half_open_client_that_never_answers_is_closed_while_a_live_one_stays() 
 #[tokio::test]
 async fn connections_beyond_the_limit_get_503() {
     let (addr, _server) = start(ServerConfig {
-        max_connections: 2,
+        socket: SocketConfig {
+            max_connections: 2,
+            ..SocketConfig::default()
+        },
         ..ServerConfig::default()
     })
     .await;

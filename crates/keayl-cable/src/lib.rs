@@ -3,8 +3,9 @@
 //! A **connection** holds a client; **channels** group its subscriptions;
 //! a **pub/sub** backend fans broadcasts out to everyone on a stream. This
 //! crate is the sans-IO core: no sockets. A connection talks to its client
-//! only through a [`Sink`](connection::Sink); the WebSocket transport
-//! (`keayl-axum`) drives it.
+//! only through a [`Sink`](connection::Sink); the connection driver
+//! ([`socket`]) runs it over any stream of frames, and the WebSocket
+//! transport (`keayl-axum`) adapts a socket to that driver.
 //!
 //! | Concept | Where |
 //! |---|---|
@@ -12,6 +13,7 @@
 //! | Connections, identification, authentication | [`connection`] |
 //! | Channels, streams, transmit, reject, timers | [`channel`] |
 //! | The server: channel registry, limits, remote connections | [`server`] ([`Cable`]) |
+//! | The connection driver over any transport: command queue, outbox, pings, liveness | [`socket`] ([`Hub`](socket::Hub)) |
 //! | Pub/sub backends | [`pubsub`] ([`InMemory`](pubsub::InMemory), [`External`](pubsub::External)) |
 //! | Coders | [`coder`] |
 //! | Stream names from models | [`naming`] |
@@ -27,6 +29,7 @@ pub mod protocol;
 pub mod pubsub;
 pub mod server;
 pub mod signing;
+pub mod socket;
 pub mod turbo;
 pub mod turbo_channel;
 

@@ -6,7 +6,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
-use keayl_axum::cable::{AllowedOrigin, BroadcastAuth, CableServer, OriginPolicy, ServerConfig};
+use keayl_axum::cable::{
+    AllowedOrigin, BroadcastAuth, CableServer, OriginPolicy, ServerConfig, SocketConfig,
+};
 use keayl_cable::connection::{ConnectError, Connection, ConnectionHandler};
 use keayl_cable::naming::GlobalId;
 use keayl_cable::signing::StreamVerifier;
@@ -64,9 +66,14 @@ fn param_text(ctx: &ChannelContext<'_>, key: &str) -> String {
     }
 }
 
-/// `ChatChannel`: streams `room:<room>`; rejects room `forbidden`.
+/// `ChatChannel`: streams `room:<room>`; rejects room `forbidden`; `slow`
+/// (`{"ms": N}`, N capped at [`SLOW_ACTION_MAX_MS`]) awaits N ms, then
+/// transmits `{"slow": "done", "ms": N}`.
 #[derive(Debug, Default)]
 pub struct ChatChannel;
+
+/// The longest wait `ChatChannel#slow` accepts (longer requests are capped).
+pub const SLOW_ACTION_MAX_MS: u64 = 30_000;
 
 impl ChatChannel {
     /// A helper that must never be callable from the wire.
@@ -77,7 +84,7 @@ impl ChatChannel {
 
 impl Channel for ChatChannel {
     const NAME: &'static str = "ChatChannel";
-    const ACTIONS: &'static [&'static str] = &["speak", "echo", "tick", "receive"];
+    const ACTIONS: &'static [&'static str] = &["speak", "echo", "tick", "receive", "slow"];
 
     async fn subscribed(&mut self, ctx: &mut ChannelContext<'_>) -> Result<(), ChannelError> {
         let room = param_text(ctx, "room");
@@ -119,6 +126,17 @@ impl Channel for ChatChannel {
             }
             "echo" => ctx.transmit(data),
             "tick" => ctx.transmit("tock"),
+            "slow" => {
+                // Awaits without blocking a thread: the connection keeps
+                // pinging, reading and writing meanwhile.
+                let ms = data
+                    .get("ms")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0)
+                    .min(SLOW_ACTION_MAX_MS);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                ctx.transmit(json!({"slow": "done", "ms": ms}));
+            }
             "receive" => ctx.transmit(json!({"received": data})),
             "__never__" => Self::leak(ctx),
             _ => {}
@@ -408,11 +426,15 @@ pub fn fixture_router(pubsub: Arc<dyn PubSub>, config: &FixtureConfig) -> Router
         cable.clone(),
         ServerConfig {
             origins: OriginPolicy::AllowAll,
-            ping_interval: config.ping_interval,
             broadcast_auth: BroadcastAuth::OpenForDevelopment,
+            socket: SocketConfig {
+                ping_interval: config.ping_interval,
+                ..SocketConfig::default()
+            },
             ..ServerConfig::default()
         },
-    );
+    )
+    .expect("fixture settings are valid");
     let checked = CableServer::new(
         cable,
         ServerConfig {
@@ -421,10 +443,14 @@ pub fn fixture_router(pubsub: Arc<dyn PubSub>, config: &FixtureConfig) -> Router
                 allowed: vec![AllowedOrigin::Exact("http://allowed.example".into())],
                 allow_same_origin_as_host: true,
             },
-            ping_interval: config.ping_interval,
+            socket: SocketConfig {
+                ping_interval: config.ping_interval,
+                ..SocketConfig::default()
+            },
             ..ServerConfig::default()
         },
-    );
+    )
+    .expect("fixture settings are valid");
     let _ = SERVERS.set(vec![open.clone(), checked.clone()]);
     open.router()
         .merge(checked.route_at("/cable-origin"))

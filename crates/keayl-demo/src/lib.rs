@@ -89,7 +89,8 @@ pub fn app(config: DemoConfig) -> (Router, CableServer) {
             },
             ..ServerConfig::default()
         },
-    );
+    )
+    .expect("demo settings are valid");
     let clock_config = config.clone();
     let web_dir = config.web_dir.clone();
     let sse_pubsub = config.pubsub.clone();

@@ -1,9 +1,14 @@
 //! The live and SSE endpoints of the demo, one per example of the spec.
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::http::HeaderMap;
-use keayl_live::{Live, LiveBody, Sse};
+use bytes::Bytes;
+use keayl_cable::PubSub;
+use keayl_cable::pubsub::{Delivery, SubscriptionId};
+use keayl_live::sse::Frame;
+use keayl_live::{BoxError, Live, LiveBody, LiveError, Sse};
 
 use crate::DemoConfig;
 
@@ -42,22 +47,21 @@ pub fn clock(headers: &HeaderMap, config: &DemoConfig) -> http::Response<LiveBod
         .heartbeat(config.clock_heartbeat)
         .request_headers(headers)
         .spawn(move |sse| async move {
-            let mut n: u64 = sse
-                .last_event_id()
-                .and_then(|id| id.parse().ok())
-                .unwrap_or(0);
+            let mut n = resume_clock_after(sse.last_event_id());
             sse.comment("clock stream open").await?;
             let mut ticker = tokio::time::interval(interval);
             ticker.tick().await;
             loop {
-                tokio::select! {
-                    _ = ticker.tick() => {}
-                    _ = sse.stream().disconnected() => {
-                        tracing::debug!(ticks = n, "clock client went away");
-                        return Ok(());
-                    }
+                if let Err(e) = sse.or_disconnected(ticker.tick()).await {
+                    tracing::debug!(ticks = n, reason = %e, "clock stream ended");
+                    return Ok(());
                 }
-                n += 1;
+                // Bounded, so `n` can never wrap (and `n` stays exact for a
+                // JavaScript client); unreachable at one tick per second.
+                let Some(next) = n.checked_add(1).filter(|&m| m <= MAX_CLOCK_ID) else {
+                    return Ok(());
+                };
+                n = next;
                 let now = SystemTime::now()
                     .duration_since(UNIX_EPOCH)
                     .map(|d| d.as_secs())
@@ -70,18 +74,32 @@ pub fn clock(headers: &HeaderMap, config: &DemoConfig) -> http::Response<LiveBod
         .into_http()
 }
 
+/// The largest `/clock` id: 2^53 - 1, the largest integer a JavaScript
+/// client reads exactly from the `n` of a tick.
+const MAX_CLOCK_ID: u64 = (1 << 53) - 1;
+
+/// Where `/clock` resumes counting after the client's `Last-Event-ID`: the
+/// id itself when it is one this stream could have issued (plain decimal
+/// digits, at most [`MAX_CLOCK_ID`]); anything else (a sign, a fraction, a
+/// number too large for `u64` or for the clock) starts a fresh count at 0.
+fn resume_clock_after(last_event_id: Option<&str>) -> u64 {
+    last_event_id
+        .filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
+        // `parse` reports overflow as an error; it never wraps.
+        .and_then(|id| id.parse::<u64>().ok())
+        .filter(|&n| n <= MAX_CLOCK_ID)
+        .unwrap_or(0)
+}
+
 /// `GET /sse/{stream}`: every broadcast on a cable stream, as SSE frames
 /// (`data: <json>`). Broadcasts come from `BenchmarkChannel`, models, or
 /// `POST /_broadcast`. The frame is encoded once per broadcast and shared by
 /// every SSE client; a client more than 256 frames behind is disconnected.
-pub fn stream_events(
-    pubsub: std::sync::Arc<dyn keayl_cable::PubSub>,
-    stream: String,
-) -> http::Response<LiveBody> {
-    use bytes::Bytes;
-    use keayl_cable::pubsub::Delivery;
-    use keayl_live::sse::Frame;
-
+///
+/// The writer waits for broadcasts through `or_disconnected`, so a client
+/// that leaves while the stream is quiet ends it at once; the subscription
+/// is dropped by a guard, however the writer ends.
+pub fn stream_events(pubsub: Arc<dyn PubSub>, stream: String) -> http::Response<LiveBody> {
     Sse::new()
         .heartbeat(std::time::Duration::from_secs(15))
         .spawn(move |sse| async move {
@@ -89,7 +107,7 @@ pub fn stream_events(
             let live = sse.stream().clone();
             let sub = pubsub.subscribe(
                 &stream,
-                std::sync::Arc::new(move |d: &Delivery| {
+                Arc::new(move |d: &Delivery| {
                     let frame = d.memo("sse", |msg| {
                         let text = String::from_utf8_lossy(msg);
                         Bytes::from(Frame::new(&text).to_bytes().unwrap_or_default())
@@ -100,25 +118,67 @@ pub fn stream_events(
                     }
                 }),
             );
+            let _unsubscribe = Unsubscribe {
+                pubsub: pubsub.clone(),
+                id: sub.id,
+            };
             let result = async {
-                sub.ready.await?;
+                sse.or_disconnected(sub.ready).await??;
                 sse.comment("subscribed").await?;
-                while let Some(frame) = rx.recv().await {
+                while let Some(frame) = sse.or_disconnected(rx.recv()).await? {
                     sse.stream().write(frame).await?;
                 }
-                Ok::<(), keayl_live::BoxError>(())
+                Ok::<(), BoxError>(())
             }
             .await;
-            pubsub.unsubscribe(sub.id);
             match result {
-                Err(e)
-                    if e.downcast_ref::<keayl_live::LiveError>()
-                        == Some(&keayl_live::LiveError::ClientDisconnected) =>
-                {
+                Err(e) if e.downcast_ref::<LiveError>() == Some(&LiveError::ClientDisconnected) => {
                     Ok(())
                 }
                 other => other,
             }
         })
         .into_http()
+}
+
+/// Removes a pub/sub subscription when dropped: on every way out of a
+/// writer, including a panic or the writer being dropped after
+/// `LiveConfig::disconnect_grace`.
+struct Unsubscribe {
+    pubsub: Arc<dyn PubSub>,
+    id: SubscriptionId,
+}
+
+impl Drop for Unsubscribe {
+    fn drop(&mut self) {
+        self.pubsub.unsubscribe(self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_resumes_only_after_ids_it_could_have_issued() {
+        assert_eq!(resume_clock_after(None), 0);
+        assert_eq!(resume_clock_after(Some("7")), 7);
+        assert_eq!(resume_clock_after(Some("0007")), 7);
+        assert_eq!(resume_clock_after(Some("9007199254740991")), MAX_CLOCK_ID);
+        for refused in [
+            "",
+            "-1",
+            "+7",
+            " 7",
+            "7.5",
+            "abc",
+            "9007199254740992",     // MAX_CLOCK_ID + 1
+            "18446744073709551615", // u64::MAX: `n += 1` used to wrap or panic here
+            "18446744073709551616", // u64::MAX + 1
+        ] {
+            assert_eq!(resume_clock_after(Some(refused)), 0, "{refused:?}");
+        }
+        let huge = "9".repeat(1024);
+        assert_eq!(resume_clock_after(Some(&huge)), 0);
+    }
 }

@@ -13,9 +13,10 @@ pub enum LiveError {
     /// nothing more can be written.
     #[error("the live stream is closed")]
     StreamClosed,
-    /// The client went away (closed or reset the connection, or stopped
-    /// reading for longer than the write timeout). The writer should release
-    /// its resources and stop producing.
+    /// The client went away: it closed or reset the connection, a write
+    /// waited longer than the write timeout, or written data waited longer
+    /// than the stall timeout for the client to read it. The writer should
+    /// release its resources and stop producing.
     #[error("the client disconnected from the live stream")]
     ClientDisconnected,
     /// An SSE field would break the frame (for example a line break in an
@@ -73,6 +74,12 @@ pub enum WriterError {
     /// The writer's task was cancelled (for example the runtime shut down).
     #[error("live writer was cancelled")]
     Cancelled,
+    /// The client went away and the writer had neither returned nor noticed
+    /// [`disconnect_grace`](crate::LiveConfig::disconnect_grace) later, so its
+    /// future was dropped: its `Drop` impls ran, the code after the `.await`
+    /// it was parked on did not.
+    #[error("live writer ignored its client's disconnect and was dropped")]
+    Abandoned,
 }
 
 impl WriterError {

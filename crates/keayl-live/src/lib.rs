@@ -45,12 +45,41 @@
 //!
 //! The buffer between writer and socket is bounded in bytes
 //! ([`LiveConfig::buffer_bytes`], default 256 KiB). A writer that fills it
-//! waits until the client reads; if the client reads nothing for
-//! [`LiveConfig::write_timeout`] (default 10 s) the stream counts as
-//! disconnected. When the adapter drops the body (the client closed or reset
-//! the connection), the stream is [disconnected](LiveStream::disconnect) and
-//! the next write fails with [`LiveError::ClientDisconnected`], whether the
-//! writer was idle or blocked on a full buffer.
+//! waits until the client reads. The client counts as gone, and the stream
+//! is [disconnected](LiveStream::disconnect), when:
+//!
+//! - the adapter drops the body (the client closed or reset the connection);
+//! - a write waits for space longer than [`LiveConfig::write_timeout`]
+//!   (default 10 s);
+//! - written data waits in the buffer longer than
+//!   [`LiveConfig::stall_timeout`] (default 30 s) without the adapter taking
+//!   any, even while the writer is idle (SSE heartbeats count as data).
+//!
+//! Then a pending or later write fails with [`LiveError::ClientDisconnected`],
+//! and so does [`LiveStream::or_disconnected`], the combinator to wrap every
+//! other wait of a writer in (a channel receive, a timer), so that an idle
+//! writer ends, and runs its cleanup, as soon as its client leaves:
+//!
+//! ```
+//! use keayl_live::Sse;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let (tx, mut rx) = tokio::sync::broadcast::channel::<String>(16);
+//! let response = Sse::new().spawn(|sse| async move {
+//!     while let Ok(text) = sse.or_disconnected(rx.recv()).await? {
+//!         sse.write(text).await?;
+//!     }
+//!     Ok(())
+//! });
+//! # drop(tx); let _ = response.into_parts().1.await;
+//! # }
+//! ```
+//!
+//! As a safety net, an async writer that is still running
+//! [`LiveConfig::disconnect_grace`] (default 30 s) after its client left is
+//! dropped, so a forgotten wait leaks nothing for long; its `Drop` impls run,
+//! the code after its pending `.await` does not.
 
 mod error;
 pub mod live;

@@ -1,20 +1,28 @@
-//! One WebSocket connection: a reader loop that drives the
-//! [`Connection`](keayl_cable::Connection) and a writer task that drains the
-//! outbox.
+//! The WebSocket adapter: tokio-tungstenite frames to and from the core's
+//! connection driver ([`keayl_cable::socket`]).
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{Sink, StreamExt};
 use http::request::Parts;
-use keayl_cable::connection::{ConnectionState, Identifiers, Request, Sink};
-use keayl_cable::protocol::DisconnectReason;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use keayl_cable::connection::Request;
+use keayl_cable::socket::{Incoming, Outgoing, ReadError, Slot};
+use tokio::io::AsyncReadExt;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use super::CableServer;
-use super::outbox::{CloseReason, Outbox};
+
+pub(crate) type Ws = WebSocketStream<TokioIo<Upgraded>>;
 
 /// Capture what `connect` may look at: path, query, cookies, headers.
 pub(crate) fn request_info(parts: &Parts) -> Request {
@@ -42,244 +50,86 @@ pub(crate) fn request_info(parts: &Parts) -> Request {
     request
 }
 
-pub(crate) fn unix_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-struct Gauge<'a>(&'a super::Stats);
-impl Drop for Gauge<'_> {
-    fn drop(&mut self) {
-        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+/// A tungstenite read, classified by the error's type.
+fn incoming(read: Result<Message, WsError>) -> Result<Incoming, ReadError> {
+    match read {
+        Ok(Message::Text(text)) => Ok(Incoming::Text(Bytes::from(text))),
+        Ok(Message::Binary(data)) => Ok(Incoming::Binary(data)),
+        Ok(Message::Ping(_)) => Ok(Incoming::Ping),
+        Ok(Message::Pong(_) | Message::Frame(_)) => Ok(Incoming::Pong),
+        Ok(Message::Close(_)) => Ok(Incoming::Close),
+        Err(WsError::Capacity(CapacityError::MessageTooLong { .. })) => Err(ReadError::TooBig),
+        Err(WsError::Utf8(_)) => Err(ReadError::InvalidUtf8),
+        Err(e) => Err(ReadError::Other(e.to_string())),
     }
 }
 
-pub(crate) async fn run(server: CableServer, mut socket: WebSocket, request: Request) {
-    let inner = &server.inner;
-    let config = &inner.config;
-    inner.stats.connections.fetch_add(1, Ordering::Relaxed);
-    inner
-        .stats
-        .connections_total
-        .fetch_add(1, Ordering::Relaxed);
-    let _gauge = Gauge(&inner.stats);
+/// The driver's frames onto the WebSocket. A text frame that is not UTF-8
+/// (a broadcast payload from a foreign publisher, say) is dropped and
+/// logged, not fatal.
+pub(crate) struct WsSink(SplitSink<Ws, Message>);
 
-    let outbox = Arc::new(Outbox::new(
-        config.outbound_queue_bytes,
-        config.slow_client,
-        inner.stats.clone(),
-    ));
-    let push = outbox.clone();
-    let close = outbox.clone();
-    let sink =
-        Sink::new(move |frame| push.push(frame)).on_close(move || close.close(CloseReason::Normal));
-    let mut conn = inner
-        .cable
-        .connection(sink, Identifiers::new())
-        .with_request(request);
+impl Sink<Outgoing> for WsSink {
+    type Error = WsError;
 
-    // Frames that arrive while `connect` runs wait in the socket and are
-    // handled after `welcome`, in order.
-    let opened = tokio::select! {
-        // Boxed: large, and alive only while connecting (keeps the
-        // per-connection task small).
-        state = tokio::time::timeout(config.handshake_timeout, Box::pin(conn.open())) => state.ok(),
-        _ = inner.shutdown.cancelled() => None,
-    };
-    if opened == Some(ConnectionState::Open) {
-        let _registered = server.register(&outbox);
-        serve(&server, &mut conn, &mut socket, &outbox).await;
-    } else {
-        outbox.close(CloseReason::Normal);
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        Pin::new(&mut self.0).poll_ready(cx)
     }
-    Box::pin(conn.disconnect()).await;
-    outbox.close(CloseReason::Normal);
-    // Whatever is still queued (a disconnect message), then the close frame.
-    let mut batch = Vec::new();
-    let _ = Box::pin(flush(
-        &mut socket,
-        &outbox,
-        &mut batch,
-        config.write_timeout,
-    ))
-    .await;
-}
 
-/// Write everything queued with one flush; then, if the outbox is closing,
-/// the close frame. `Err` when the connection is over.
-async fn flush(
-    socket: &mut WebSocket,
-    outbox: &Outbox,
-    batch: &mut Vec<Bytes>,
-    write_timeout: Duration,
-) -> Result<(), ()> {
-    let closing = outbox.drain(batch);
-    if closing == Some(CloseReason::Gone) {
-        return Err(());
-    }
-    if closing == Some(CloseReason::TooSlow) {
-        tracing::info!("client too slow (outbound queue full); disconnecting");
-    }
-    if !batch.is_empty() {
-        let write = async {
-            for frame in batch.drain(..) {
-                match Utf8Bytes::try_from(frame) {
-                    Ok(text) => socket.feed(Message::Text(text)).await?,
-                    Err(_) => tracing::error!("dropped a frame that is not UTF-8"),
-                }
-            }
-            socket.flush().await
-        };
-        match tokio::time::timeout(write_timeout, write).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "websocket write failed");
-                outbox.close(CloseReason::Gone);
-                return Err(());
-            }
-            Err(_) => {
-                tracing::warn!("websocket write timed out; disconnecting slow client");
-                outbox
-                    .stats
-                    .slow_disconnects
-                    .fetch_add(1, Ordering::Relaxed);
-                outbox.close(CloseReason::Gone);
-                return Err(());
-            }
-        }
-        batch.clear();
-    }
-    let Some(reason) = closing else {
-        return Ok(());
-    };
-    let code = match reason {
-        CloseReason::Normal | CloseReason::TooSlow => 1000,
-        CloseReason::TooBig => 1009,
-        CloseReason::ClientClosed | CloseReason::Gone => {
-            // tungstenite queued the reply to the client's close; flush it.
-            let _ = tokio::time::timeout(write_timeout, socket.flush()).await;
-            return Err(());
-        }
-    };
-    let frame = CloseFrame {
-        code,
-        reason: Utf8Bytes::from_static(""),
-    };
-    let _ = tokio::time::timeout(write_timeout, async {
-        socket.send(Message::Close(Some(frame))).await?;
-        socket.flush().await
-    })
-    .await;
-    outbox.close(CloseReason::Gone);
-    Err(())
-}
-
-async fn serve(
-    server: &CableServer,
-    conn: &mut keayl_cable::Connection,
-    socket: &mut WebSocket,
-    outbox: &Outbox,
-) {
-    let inner = &server.inner;
-    let config = &inner.config;
-    // Pings come from the server-wide pinger (one encode per tick, pushed to
-    // every outbox); each wake-up also checks that the client still talks.
-    let shutdown = inner.shutdown.cancelled();
-    tokio::pin!(shutdown);
-    let mut restart = inner.restart.subscribe();
-    restart.borrow_and_update();
-    let restarted = restart.changed();
-    tokio::pin!(restarted);
-    let mut closing = false;
-    let mut batch: Vec<Bytes> = Vec::new();
-    let mut last_seen = tokio::time::Instant::now();
-    let mut last_ws_ping = last_seen;
-    loop {
-        // One task owns the socket: it writes what is queued, then waits for
-        // the next event. Reading is cancel-safe, so a wake-up to write never
-        // loses a half-read frame.
-        if flush(socket, outbox, &mut batch, config.write_timeout)
-            .await
-            .is_err()
-        {
-            return;
-        }
-        let silent = last_seen.elapsed();
-        if silent >= config.liveness_timeout {
-            inner
-                .stats
-                .liveness_timeouts
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::info!(
-                silent_ms = silent.as_millis() as u64,
-                "client stopped answering; closing"
-            );
-            outbox.close(CloseReason::Gone);
-            return;
-        }
-        if silent >= config.liveness_timeout / 2
-            && last_ws_ping.elapsed() >= config.liveness_timeout / 2
-        {
-            // Any client answers a WebSocket ping with a pong.
-            last_ws_ping = tokio::time::Instant::now();
-            let _ = tokio::time::timeout(
-                config.write_timeout,
-                socket.send(Message::Ping(Bytes::new())),
-            )
-            .await;
-        }
-        let timer_due = conn.next_timer_due();
-        tokio::select! {
-            biased;
-            _ = outbox.wake.notified() => {}
-            _ = &mut shutdown, if !closing => {
-                closing = true;
-                conn.close(DisconnectReason::ServerRestart, true);
-            }
-            _ = &mut restarted, if !closing => {
-                closing = true;
-                conn.close(DisconnectReason::ServerRestart, true);
-            }
-            msg = socket.next() => match msg {
-                Some(Ok(Message::Text(text))) => {
-                    last_seen = tokio::time::Instant::now();
-                    if let Err(e) = Box::pin(conn.handle_frame(text.as_bytes())).await {
-                        inner.stats.command_error(e.kind());
-                        if inner.log_limit.allow(&inner.stats) {
-                            tracing::info!(kind = e.kind(), error = %e, "command failed");
-                        }
-                    }
-                }
-                Some(Ok(Message::Binary(_))) => {
-                    last_seen = tokio::time::Instant::now();
-                    inner.stats.binary_frames.fetch_add(1, Ordering::Relaxed);
-                    if inner.log_limit.allow(&inner.stats) {
-                        tracing::info!("dropped a binary frame (Action Cable frames are text)");
-                    }
-                }
-                Some(Ok(Message::Close(_))) => outbox.close(CloseReason::ClientClosed),
-                None => outbox.close(CloseReason::Gone),
-                // Pings and pongs prove the client is there; tungstenite
-                // answers pings itself.
-                Some(Ok(_)) => last_seen = tokio::time::Instant::now(),
-                Some(Err(e)) => {
-                    let text = e.to_string();
-                    if text.contains("too long") || text.contains("Space limit") {
-                        inner.stats.oversize.fetch_add(1, Ordering::Relaxed);
-                        tracing::info!(error = %text, "message over the size limit; closing with 1009");
-                        outbox.close(CloseReason::TooBig);
-                    } else {
-                        tracing::debug!(error = %text, "websocket read failed");
-                        outbox.close(CloseReason::Gone);
-                    }
+    fn start_send(mut self: Pin<&mut Self>, frame: Outgoing) -> Result<(), WsError> {
+        let message = match frame {
+            Outgoing::Text(bytes) => match Utf8Bytes::try_from(bytes) {
+                Ok(text) => Message::Text(text),
+                Err(_) => {
+                    tracing::error!("dropped a frame that is not UTF-8");
+                    return Ok(());
                 }
             },
-            _ = tokio::time::sleep_until(timer_due.unwrap_or_else(tokio::time::Instant::now)),
-                if timer_due.is_some() => {
-                Box::pin(conn.run_periodic_timers(tokio::time::Instant::now())).await;
+            Outgoing::Ping => Message::Ping(Bytes::new()),
+            Outgoing::Close(code) => Message::Close(Some(CloseFrame {
+                code: CloseCode::from(code),
+                reason: Utf8Bytes::from_static(""),
+            })),
+        };
+        Pin::new(&mut self.0).start_send(message)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        Pin::new(&mut self.0).poll_close(cx)
+    }
+}
+
+/// Run one upgraded connection through the driver.
+pub(crate) async fn run(server: CableServer, slot: Slot, ws: Ws, request: Request) {
+    let (sink, stream) = ws.split();
+    let mut outgoing = WsSink(sink);
+    let mut incoming: futures_util::stream::Map<SplitStream<Ws>, _> = stream.map(incoming);
+    let hub = server.hub();
+    let finished = hub.serve(slot, &mut incoming, &mut outgoing, request).await;
+    if finished.unread_input {
+        // The client may still be sending the message that was too big: read
+        // and discard for a short while so the kernel does not answer its
+        // bytes with a reset before it has read our close frame.
+        let Ok(mut ws) = outgoing.0.reunite(incoming.into_inner()) else {
+            return;
+        };
+        drain(ws.get_mut(), hub.config().close_grace).await;
+    }
+}
+
+async fn drain(io: &mut TokioIo<Upgraded>, grace: Duration) {
+    let mut buf = vec![0u8; 16 * 1024];
+    let _ = tokio::time::timeout(grace, async {
+        loop {
+            match io.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
             }
         }
-    }
+    })
+    .await;
 }

@@ -87,13 +87,30 @@ impl Live {
         self
     }
 
+    /// Set [`LiveConfig::stall_timeout`].
+    pub fn stall_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.config.stall_timeout = timeout;
+        self
+    }
+
+    /// Set [`LiveConfig::disconnect_grace`].
+    pub fn disconnect_grace(mut self, grace: Option<Duration>) -> Self {
+        self.config.disconnect_grace = grace;
+        self
+    }
+
     /// Run `writer` on its own Tokio task and return the response at once.
     ///
     /// The stream closes when the writer returns, fails or panics; chunks it
-    /// wrote are still delivered.
+    /// wrote are still delivered. Beside the writer, on the same task, a
+    /// watch enforces [`LiveConfig::stall_timeout`] and
+    /// [`LiveConfig::disconnect_grace`]: a writer that has not returned a
+    /// grace period after its client left is dropped (see [`LiveStream`]).
     ///
     /// # Panics
     /// Outside a Tokio runtime (every axum or hyper handler runs inside one).
+    /// The runtime needs its time driver (on with `#[tokio::main]`) unless
+    /// every timeout in [`LiveConfig`] is `None`.
     pub fn spawn<F, Fut>(self, writer: F) -> LiveResponse
     where
         F: FnOnce(LiveStream) -> Fut + Send + 'static,
@@ -105,8 +122,25 @@ impl Live {
         };
         let guard = CloseOnDrop(shared.clone());
         let task = tokio::spawn(async move {
-            let _guard = guard;
-            writer(stream).await
+            let guard = guard;
+            let outcome = tokio::select! {
+                // The writer first: the watch only ever matters once the
+                // writer is parked.
+                biased;
+                result = writer(stream) => Outcome::Returned(result),
+                () = guard.0.abandon_after_grace() => {
+                    tracing::warn!(
+                        grace = ?guard.0.config().disconnect_grace,
+                        "live writer still running after its client left; dropping it \
+                         (wait with LiveStream::or_disconnected to end it cleanly)"
+                    );
+                    Outcome::Abandoned
+                }
+            };
+            let shared = guard.0.clone();
+            drop(guard);
+            shared.watch_rest();
+            outcome
         });
         self.respond(shared, task)
     }
@@ -128,14 +162,23 @@ impl Live {
             tokio::runtime::Handle::current(),
         );
         let guard = CloseOnDrop(shared.clone());
+        // A blocking writer cannot be interrupted, but a stalled client can
+        // still be cut (which fails its next write): the watch runs on its
+        // own task, for as long as there is something to deliver.
+        if self.config.stall_timeout.is_some() {
+            let watched = shared.clone();
+            tokio::spawn(async move {
+                watched.watch().await;
+            });
+        }
         let task = tokio::task::spawn_blocking(move || {
             let _guard = guard;
-            writer(stream)
+            Outcome::Returned(writer(stream))
         });
         self.respond(shared, task)
     }
 
-    fn respond(self, shared: Arc<Shared>, task: JoinHandle<Result<(), BoxError>>) -> LiveResponse {
+    fn respond(self, shared: Arc<Shared>, task: JoinHandle<Outcome>) -> LiveResponse {
         let mut response = http::Response::new(LiveBody::new(shared.clone()));
         *response.status_mut() = self.status;
         *response.headers_mut() = self.headers;
@@ -155,6 +198,14 @@ impl Drop for CloseOnDrop {
     fn drop(&mut self) {
         self.0.close();
     }
+}
+
+/// How a writer's task ended, when it did not panic or get cancelled.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    Returned(Result<(), BoxError>),
+    /// Dropped after [`LiveConfig::disconnect_grace`].
+    Abandoned,
 }
 
 /// A live response: the HTTP response to hand to the adapter, and the
@@ -209,11 +260,12 @@ impl From<LiveResponse> for http::Response<LiveBody> {
 /// `live-promise`).
 ///
 /// `Ok(())` when the writer returned `Ok(())`; otherwise a [`WriterError`]:
-/// the writer's error, its panic, or its cancellation. Dropping the handle
-/// does not stop the writer.
+/// the writer's error, its panic, its cancellation, or its being dropped
+/// after [`LiveConfig::disconnect_grace`]. Dropping the handle does not stop
+/// the writer.
 #[derive(Debug)]
 pub struct LiveHandle {
-    task: JoinHandle<Result<(), BoxError>>,
+    task: JoinHandle<Outcome>,
 }
 
 impl LiveHandle {
@@ -230,8 +282,9 @@ impl Future for LiveHandle {
         Pin::new(&mut self.task)
             .poll(cx)
             .map(|joined| match joined {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(WriterError::Failed(e)),
+                Ok(Outcome::Returned(Ok(()))) => Ok(()),
+                Ok(Outcome::Returned(Err(e))) => Err(WriterError::Failed(e)),
+                Ok(Outcome::Abandoned) => Err(WriterError::Abandoned),
                 Err(e) if e.is_panic() => {
                     let payload = e.into_panic();
                     let msg = payload

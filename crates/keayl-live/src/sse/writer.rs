@@ -67,6 +67,10 @@ impl Sse {
 
     /// Write a `: keep-alive` comment whenever the stream has been idle for
     /// `every`. Off by default.
+    ///
+    /// Heartbeats are data like any other: a client that reads none of them
+    /// is cut by [`LiveConfig::stall_timeout`] once they back up into the
+    /// stream's buffer, even if the writer itself never writes again.
     pub fn heartbeat(mut self, every: Duration) -> Self {
         self.heartbeat = Some(every);
         self
@@ -74,21 +78,39 @@ impl Sse {
 
     /// Take the client's `Last-Event-ID` from the request headers, for
     /// [`SseWriter::last_event_id`].
+    ///
+    /// The value is peer input and is taken only if it is well-formed: UTF-8
+    /// (browsers send back the `id:` they received, which may be any text),
+    /// not empty, and at most [`MAX_LAST_EVENT_ID_BYTES`](Self::MAX_LAST_EVENT_ID_BYTES)
+    /// long. Anything else is ignored, as if the header were absent: the
+    /// writer starts a fresh stream instead of resuming. Only the first
+    /// `Last-Event-ID` header counts. Parsing the id (as a number, say) is
+    /// the writer's business, and must refuse values it never issued.
     pub fn request_headers(mut self, headers: &HeaderMap) -> Self {
         self.last_event_id = headers
             .get("last-event-id")
-            .and_then(|v| v.to_str().ok())
+            .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
+            .filter(|id| acceptable_last_event_id(id))
             .map(str::to_owned);
         self
     }
 
-    /// Set the `Last-Event-ID` the writer sees.
+    /// Set the `Last-Event-ID` the writer sees. The bounds of
+    /// [`request_headers`](Self::request_headers) apply: an empty id, or one
+    /// longer than [`MAX_LAST_EVENT_ID_BYTES`](Self::MAX_LAST_EVENT_ID_BYTES),
+    /// is ignored.
     pub fn last_event_id(mut self, id: Option<String>) -> Self {
-        self.last_event_id = id;
+        self.last_event_id = id.filter(|id| acceptable_last_event_id(id));
         self
     }
 
-    /// Replace the stream tuning (buffer bound, write timeout).
+    /// The longest `Last-Event-ID` accepted, in bytes: 1 KiB. Ids are
+    /// counters, timestamps or keys; a longer one is not an id this server
+    /// issued, and it would otherwise be kept for the stream's lifetime.
+    pub const MAX_LAST_EVENT_ID_BYTES: usize = 1024;
+
+    /// Replace the stream tuning (buffer bound, write and stall timeouts,
+    /// disconnect grace).
     pub fn config(mut self, config: LiveConfig) -> Self {
         self.live = self.live.config(config);
         self
@@ -152,6 +174,16 @@ impl Sse {
     }
 }
 
+/// Whether a `Last-Event-ID` is worth handing to the writer. A NUL is
+/// refused too: browsers ignore an `id:` containing one, so no browser sends
+/// it back.
+fn acceptable_last_event_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= Sse::MAX_LAST_EVENT_ID_BYTES && !id.contains('\0')
+}
+
+/// The heartbeat's comments go through the stream's buffer like any frame,
+/// so they count as pending data for [`LiveConfig::stall_timeout`]: an idle
+/// stream whose client reads nothing is cut once they pile up.
 fn spawn_heartbeat(stream: LiveStream, every: Duration) {
     tokio::spawn(async move {
         let mut out = Vec::new();
@@ -207,9 +239,16 @@ impl SseWriter {
         self.stream.write(out).await
     }
 
-    /// The `Last-Event-ID` the client sent, so the writer can resume.
+    /// The `Last-Event-ID` the client sent, so the writer can resume; `None`
+    /// when absent or refused (see [`Sse::request_headers`]).
     pub fn last_event_id(&self) -> Option<&str> {
         self.last_event_id.as_deref()
+    }
+
+    /// Await `fut` unless the client goes away (or the stream closes) first;
+    /// see [`LiveStream::or_disconnected`].
+    pub async fn or_disconnected<F: Future>(&self, fut: F) -> Result<F::Output, LiveError> {
+        self.stream.or_disconnected(fut).await
     }
 
     /// The live stream underneath (for [`LiveStream::disconnected`],

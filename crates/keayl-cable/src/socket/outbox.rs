@@ -1,11 +1,13 @@
 //! The per-connection outbound queue, bounded in bytes.
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tokio::sync::Notify;
+
+use super::SocketStats;
 
 /// What to do when a client's outbound queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -26,12 +28,30 @@ pub(crate) enum CloseReason {
     Normal,
     /// The client fell behind; code 1000 after the `too_slow` message.
     TooSlow,
+    /// The client sent more commands than the queue holds: code 1008 after a
+    /// `disconnect` message.
+    Flooded,
     /// A message over the size limit: code 1009.
     TooBig,
-    /// The client sent a close frame; only the library's reply goes out.
+    /// A text frame that is not UTF-8: code 1007.
+    InvalidUtf8,
+    /// The client sent a close frame; only the transport's reply goes out.
     ClientClosed,
     /// The socket failed; nothing more can be sent.
     Gone,
+}
+
+impl CloseReason {
+    /// The close frame to send, if one is sent.
+    pub(crate) fn code(self) -> Option<u16> {
+        match self {
+            CloseReason::Normal | CloseReason::TooSlow => Some(1000),
+            CloseReason::InvalidUtf8 => Some(1007),
+            CloseReason::Flooded => Some(1008),
+            CloseReason::TooBig => Some(1009),
+            CloseReason::ClientClosed | CloseReason::Gone => None,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -49,22 +69,26 @@ pub(crate) struct Outbox {
     state: Mutex<State>,
     limit: usize,
     policy: SlowClientPolicy,
-    /// Wakes the connection's task: frames to write, or closing.
+    /// Wakes the connection's writer: frames to write, or closing.
     pub(crate) wake: Notify,
-    pub(crate) stats: Arc<super::Stats>,
+    pub(crate) stats: Arc<SocketStats>,
+    /// `welcome` was sent: the pinger may ping.
+    welcomed: AtomicBool,
 }
 
 impl Outbox {
-    pub(crate) fn new(limit: usize, policy: SlowClientPolicy, stats: Arc<super::Stats>) -> Self {
+    pub(crate) fn new(limit: usize, policy: SlowClientPolicy, stats: Arc<SocketStats>) -> Self {
         Outbox {
             state: Mutex::new(State::default()),
             limit,
             policy,
             wake: Notify::new(),
             stats,
+            welcomed: AtomicBool::new(false),
         }
     }
 
+    // A std mutex: held for a push or a drain, never across an await.
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -82,6 +106,8 @@ impl Outbox {
                     return;
                 }
                 SlowClientPolicy::Disconnect => {
+                    // Counted here, once: the close below makes every later
+                    // push a no-op.
                     self.stats.slow_disconnects.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(
                         queued = st.bytes,
@@ -93,13 +119,13 @@ impl Outbox {
                         .fetch_sub(st.bytes, Ordering::Relaxed);
                     st.queue.clear();
                     st.bytes = 0;
-                    st.queue.push_back(keayl_cable::protocol::disconnect(
-                        keayl_cable::protocol::DisconnectReason::TooSlow,
+                    st.queue.push_back(crate::protocol::disconnect(
+                        crate::protocol::DisconnectReason::TooSlow,
                         true,
                     ));
                     st.close = Some(CloseReason::TooSlow);
                     drop(st);
-                    self.signal_closed();
+                    self.wake.notify_one();
                     return;
                 }
             }
@@ -113,16 +139,28 @@ impl Outbox {
         self.wake.notify_one();
     }
 
-    /// Close after what is queued: the writer sends the rest, then a close
-    /// frame. `Gone` (the socket is unusable) overrides any earlier reason.
-    pub(crate) fn close(&self, reason: CloseReason) {
-        self.close_with(reason);
+    /// Queue `frame` (a `disconnect` message), then close with `reason`,
+    /// unless the outbox is already closing.
+    pub(crate) fn push_and_close(&self, frame: Bytes, reason: CloseReason) {
+        let mut st = self.lock();
+        if st.close.is_some() {
+            return;
+        }
+        st.bytes += frame.len();
+        self.stats
+            .queued_bytes
+            .fetch_add(frame.len(), Ordering::Relaxed);
+        st.queue.push_back(frame);
+        st.close = Some(reason);
+        drop(st);
+        self.wake.notify_one();
     }
 
-    /// [`close`](Self::close), returning the reason the outbox had before.
-    pub(crate) fn close_with(&self, reason: CloseReason) -> Option<CloseReason> {
+    /// Close after what is queued: the writer sends the rest, then a close
+    /// frame. `Gone` (the socket is unusable) overrides any earlier reason
+    /// and drops what is queued.
+    pub(crate) fn close(&self, reason: CloseReason) {
         let mut st = self.lock();
-        let before = st.close;
         if st.close.is_none() || reason == CloseReason::Gone {
             st.close = Some(reason);
         }
@@ -134,12 +172,16 @@ impl Outbox {
             st.bytes = 0;
         }
         drop(st);
-        self.signal_closed();
-        before
+        self.wake.notify_one();
     }
 
-    fn signal_closed(&self) {
-        self.wake.notify_one();
+    /// The connection was welcomed: pings may follow.
+    pub(crate) fn set_welcomed(&self) {
+        self.welcomed.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn is_welcomed(&self) -> bool {
+        self.welcomed.load(Ordering::Acquire)
     }
 
     /// Take everything queued; also says whether the outbox is closing.

@@ -44,20 +44,78 @@
 //! A payload of 8,000 bytes or more — or one `NOTIFY` cannot carry as text:
 //! not UTF-8, containing NUL, starting with the marker below, or non-ASCII
 //! on a database whose encoding is not UTF-8 — is inserted into the unlogged
-//! table [`SPILL_TABLE`] (`id bigserial, payload bytea, created_at`), and
-//! the `NOTIFY` carries `__keayl_large_payload:<id>` instead
+//! table [`SPILL_TABLE`] (`id bigserial, payload bytea, created_at,
+//! readers integer[]`), and the `NOTIFY` carries `__keayl_large_payload:<id>` instead
 //! ([`SPILL_MARKER`]); insert and notify are one statement, so the row is
 //! committed before any listener hears of it. Listeners fetch the row by id
 //! on their own connection and deliver it **in order** with the stream's
-//! other messages. Rows older than [`PostgresConfig::spill_ttl`] (default
-//! 5 minutes) are deleted by every process's periodic maintenance. The
-//! table is created on connect (`CREATE UNLOGGED TABLE IF NOT EXISTS`, under
-//! an advisory lock). When it cannot be created (no privilege), small
-//! payloads still work and a large broadcast fails with an error; a spilled
-//! message that cannot be fetched (expired) is logged and counted in
-//! [`Health::failed_delivery_count`]. Nothing fails silently. (Rails' own
-//! adapter raises on large payloads; a Rails process listening to the same
-//! channel receives the marker text instead of a large Keayl payload.)
+//! other messages. The table is created on connect (`CREATE UNLOGGED TABLE
+//! IF NOT EXISTS`, under an advisory lock). When it cannot be created (no
+//! privilege), small payloads still work and a large broadcast fails with an
+//! error; a spilled message that cannot be fetched (expired) is logged and
+//! counted in [`Health::failed_delivery_count`]. Nothing fails silently.
+//! (Rails' own adapter raises on large payloads; a Rails process listening
+//! to the same channel receives the marker text instead of a large Keayl
+//! payload.)
+//!
+//! ## The table is bounded in bytes, across processes
+//!
+//! Every process sharing the database spills into the same table, so the
+//! bound is enforced by PostgreSQL, not by each process:
+//!
+//! * A payload longer than [`PostgresConfig::max_payload_bytes`] (default
+//!   1 MiB) is refused before it reaches the database, with
+//!   [`BroadcastError::PayloadTooLarge`].
+//! * A spill runs the function `keayl_cable_spill_v1`, which takes a
+//!   transaction-level advisory lock (one spill at a time per database),
+//!   sums the lengths of the rows present, and inserts only if the new
+//!   payload keeps the sum within [`PostgresConfig::max_spill_bytes`]
+//!   (default 64 MiB of payload bytes). Under the lock every earlier spill
+//!   of every process is visible (a PL/pgSQL statement takes a fresh
+//!   snapshot in `READ COMMITTED`, which the backend sets on its session),
+//!   so concurrent spills cannot overshoot the bound together.
+//! * A row records which Keayl processes (backend pids) were listening to
+//!   its channel when it was spilled (`readers`, from the
+//!   `subscriber_count` registry below; a subscription is confirmed only
+//!   once registered). Each of them removes itself when it fetches the row,
+//!   and the last one deletes it: under normal operation the table holds
+//!   only payloads still in flight, and a flood passes through without
+//!   filling it. A listener that was not awaited (still subscribing) reads
+//!   the row without using up anyone's turn.
+//! * When a spill would exceed the bound, rows no live listener still needs
+//!   are deleted first: read by all their readers, awaited only by backends
+//!   that are gone, or older than [`PostgresConfig::spill_ttl`] (default
+//!   30 s; listeners fetch right after the `NOTIFY`, so only a stuck
+//!   listener leaves a row that long). If the payload still does not fit,
+//!   the broadcast is refused with [`BroadcastError::SpillFull`]: a row a
+//!   live listener has not read yet is never evicted early to make room,
+//!   and a refused broadcast is never dropped silently. Refusals are
+//!   counted ([`SpillStats`], and [`Health::lost_broadcast_count`]).
+//! * Every process's periodic maintenance also deletes expired rows, in
+//!   batches of at most 100 rows per statement and 1,000 per round.
+//! * Deleted rows stay on disk as dead tuples until a vacuum, and
+//!   autovacuum visits a database once a minute by default, while a flood
+//!   churns the bound many times over in that time. So the function also
+//!   counts the bytes spilled (across processes, in
+//!   `keayl_cable_spill_state`), and after each quarter of the bound one
+//!   process runs `VACUUM (SKIP_LOCKED)` of the table on a short-lived
+//!   connection of its own (named `<application_name>-vacuum`).
+//!
+//! The bound counts payload bytes (`octet_length`, before PostgreSQL's TOAST
+//! compression), and is strict. The table's disk size
+//! (`pg_total_relation_size`) is the live payloads plus the dead ones the
+//! latest vacuum could not yet reclaim: close to the bound at moderate
+//! rates (measured: 112 MB spilled in 15 s left 12–18 MB on disk), but
+//! limited by how fast vacuum keeps up under a flood (measured on 2 cores
+//! at 150–300 MB/s of spills: 0.15–0.75 GB, not growing over a minute, with
+//! the default 64 MiB bound), and unbounded only if vacuum cannot run (a role that does not own the table,
+//! or a long-running transaction elsewhere in the database holding back
+//! what vacuum may remove). Processes sharing a database should use the
+//! same limits: each enforces its own `max_spill_bytes` on its own spills.
+//! Versions of this crate without the bound still insert into the table
+//! unchecked (their rows count towards the sum and are reclaimable at once
+//! when the table is full). The spill needs PL/pgSQL (installed by
+//! default).
 //!
 //! # subscriber_count
 //!
@@ -98,6 +156,7 @@
 use std::collections::HashSet;
 use std::future::Future;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -128,6 +187,12 @@ pub const SPILL_MARKER: &str = "__keayl_large_payload:";
 
 /// The unlogged table holding payloads too large for `NOTIFY`.
 pub const SPILL_TABLE: &str = "keayl_cable_large_payloads";
+
+/// Default of [`PostgresConfig::max_spill_bytes`]: 64 MiB of payload.
+pub const DEFAULT_MAX_SPILL_BYTES: usize = 64 * 1024 * 1024;
+
+/// Default of [`PostgresConfig::max_payload_bytes`]: 1 MiB.
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
 
 /// The unlogged table recording which backend listens to which channel
 /// (for `subscriber_count`).
@@ -179,6 +244,79 @@ pub enum ConfigError {
     NoRuntime,
 }
 
+/// Why a broadcast was not published, for callers that branch on the
+/// spill table's limits ([`PostgresPubSub::broadcast_checked`]). Through
+/// the [`PubSub`] trait the same refusals arrive as
+/// [`PubSubError::Failed`] carrying this error's text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BroadcastError {
+    /// The payload is longer than [`PostgresConfig::max_payload_bytes`] (or
+    /// than [`PostgresConfig::max_spill_bytes`], so it could never fit);
+    /// refused without reaching the database. Retrying cannot help.
+    #[error("payload of {len} bytes refused: the limit is {max} bytes (max_payload_bytes)")]
+    PayloadTooLarge {
+        /// The payload's length in bytes.
+        len: usize,
+        /// The limit in bytes.
+        max: usize,
+    },
+    /// The spill table holds [`PostgresConfig::max_spill_bytes`] of payloads
+    /// that listeners have not read yet (all processes sharing the database
+    /// count); nothing was published. Space frees as listeners read their
+    /// rows, or after [`PostgresConfig::spill_ttl`]: retrying later may work.
+    #[error(
+        "payload of {len} bytes refused: the spill table {SPILL_TABLE} is full ({max_spill_bytes} bytes of unread payloads, max_spill_bytes)"
+    )]
+    SpillFull {
+        /// The payload's length in bytes.
+        len: usize,
+        /// The bound in bytes.
+        max_spill_bytes: usize,
+    },
+    /// Any other failure (database unreachable, statement refused, …).
+    #[error(transparent)]
+    PubSub(#[from] PubSubError),
+}
+
+impl From<BroadcastError> for PubSubError {
+    fn from(e: BroadcastError) -> Self {
+        match e {
+            BroadcastError::PubSub(e) => e,
+            refused => PubSubError::Failed(refused.to_string()),
+        }
+    }
+}
+
+/// Counters of the spill table's use by this process (see the crate docs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SpillStats {
+    /// Payloads published through the spill table.
+    pub spilled: u64,
+    /// Broadcasts refused with [`BroadcastError::PayloadTooLarge`].
+    pub refused_too_large: u64,
+    /// Broadcasts refused with [`BroadcastError::SpillFull`].
+    pub refused_spill_full: u64,
+}
+
+#[derive(Default)]
+struct SpillCounters {
+    spilled: AtomicU64,
+    refused_too_large: AtomicU64,
+    refused_spill_full: AtomicU64,
+}
+
+impl SpillCounters {
+    fn snapshot(&self) -> SpillStats {
+        SpillStats {
+            spilled: self.spilled.load(Ordering::Relaxed),
+            refused_too_large: self.refused_too_large.load(Ordering::Relaxed),
+            refused_spill_full: self.refused_spill_full.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// Configuration of the PostgreSQL backend.
 #[derive(Clone)]
 pub struct PostgresConfig {
@@ -202,8 +340,22 @@ pub struct PostgresConfig {
     pub connect_timeout: Duration,
     /// Interval of the health check (`SELECT 1`) and maintenance. Default 5 s.
     pub health_check_interval: Duration,
-    /// How long spilled payloads are kept. Default 5 minutes.
+    /// How long a spilled payload is kept for a listener that has not
+    /// fetched it yet (listeners fetch right after the `NOTIFY`, so only a
+    /// stuck or dead listener needs more than milliseconds). Older rows are
+    /// deleted by the periodic maintenance and whenever room is needed.
+    /// Default 30 s.
     pub spill_ttl: Duration,
+    /// Upper bound, in **bytes** of payload, of the spill table
+    /// ([`SPILL_TABLE`]), shared by every process using the database and
+    /// enforced by PostgreSQL. A large broadcast that does not fit (after
+    /// reclaiming rows no listener still needs) fails with
+    /// [`BroadcastError::SpillFull`]. Default 64 MiB (`64 * 1024 * 1024`).
+    pub max_spill_bytes: usize,
+    /// Longest payload, in **bytes**, that may be broadcast (spilled or
+    /// not); a longer one fails with [`BroadcastError::PayloadTooLarge`]
+    /// without reaching the database. Default 1 MiB (`1024 * 1024`).
+    pub max_payload_bytes: usize,
 }
 
 impl std::fmt::Debug for PostgresConfig {
@@ -218,6 +370,8 @@ impl std::fmt::Debug for PostgresConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("health_check_interval", &self.health_check_interval)
             .field("spill_ttl", &self.spill_ttl)
+            .field("max_spill_bytes", &self.max_spill_bytes)
+            .field("max_payload_bytes", &self.max_payload_bytes)
             .finish()
     }
 }
@@ -234,7 +388,9 @@ impl PostgresConfig {
             command_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(2),
             health_check_interval: Duration::from_secs(5),
-            spill_ttl: Duration::from_secs(300),
+            spill_ttl: Duration::from_secs(30),
+            max_spill_bytes: DEFAULT_MAX_SPILL_BYTES,
+            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
         }
     }
 
@@ -310,6 +466,10 @@ struct Shared {
     broker: String,
     registry: Registry,
     health: Health,
+    spill: SpillCounters,
+    /// Whether this process runs a `VACUUM` of the spill table right now.
+    vacuuming: AtomicBool,
+    cancel: CancellationToken,
     conn: Mutex<Option<Arc<Conn>>>,
 }
 
@@ -364,15 +524,18 @@ impl PostgresClient {
         if pg_config.get_application_name().is_none() {
             pg_config.application_name(format!("keayl-cable-{}", std::process::id()));
         }
+        let cancel = CancellationToken::new();
         let shared = Arc::new(Shared {
             broker: redact(&config.url),
             config,
             pg_config,
             registry: Registry::default(),
             health: Health::new("postgres"),
+            spill: SpillCounters::default(),
+            vacuuming: AtomicBool::new(false),
+            cancel: cancel.clone(),
             conn: Mutex::new(None),
         });
-        let cancel = CancellationToken::new();
         runtime.spawn(supervise(shared.clone(), cancel.clone()));
         Ok(PostgresClient { shared, cancel })
     }
@@ -392,16 +555,50 @@ impl PostgresClient {
         self.shared.registry.channel_count()
     }
 
+    /// This process's spill table counters.
+    pub fn spill_stats(&self) -> SpillStats {
+        self.shared.spill.snapshot()
+    }
+
+    /// [`PubSubClient::publish`] with the spill table's refusals typed:
+    /// [`BroadcastError::PayloadTooLarge`], [`BroadcastError::SpillFull`].
+    pub fn publish_checked(
+        &self,
+        stream: &str,
+        message: Bytes,
+    ) -> BoxFuture<'static, Result<(), BroadcastError>> {
+        let shared = self.shared.clone();
+        let channel = shared.channel(stream);
+        Box::pin(async move {
+            let result = publish(&shared, &channel, &message).await;
+            match &result {
+                Ok(Sent::Notified) => {}
+                Ok(Sent::Spilled) => {
+                    shared.spill.spilled.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    let counter = match e {
+                        BroadcastError::PayloadTooLarge { .. } => {
+                            Some(&shared.spill.refused_too_large)
+                        }
+                        BroadcastError::SpillFull { .. } => Some(&shared.spill.refused_spill_full),
+                        _ => None,
+                    };
+                    if let Some(c) = counter {
+                        c.fetch_add(1, Ordering::Relaxed);
+                    }
+                    shared.health.record_lost(&e.to_string());
+                }
+            }
+            result.map(|_| ())
+        })
+    }
+
     /// Stop: the supervisor ends, the connection closes, pending and later
     /// subscriptions fail with [`PubSubError::Closed`], broadcasts fail.
     pub fn shutdown(&self) {
         self.cancel.cancel();
     }
-}
-
-fn lost(shared: &Shared, error: PubSubError) -> PubSubError {
-    shared.health.record_lost(&error.to_string());
-    error
 }
 
 /// How a payload travels.
@@ -432,6 +629,161 @@ fn pg_error(e: &tokio_postgres::Error) -> PubSubError {
     }
 }
 
+/// Vacuum the spill table on a short-lived connection of its own (the
+/// listening connection must not stall behind it), at most one per process
+/// at a time; `SKIP_LOCKED` skips it when another process is vacuuming.
+/// Deleted payloads stay on disk as dead tuples until a vacuum, and
+/// autovacuum visits a database only once a minute (by default): a flood
+/// would grow the table by far more than the bound in that time.
+fn spawn_vacuum(shared: &Arc<Shared>) {
+    if shared.vacuuming.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let mut pg_config = shared.pg_config.clone();
+        let name = format!(
+            "{}-vacuum",
+            pg_config.get_application_name().unwrap_or("keayl-cable")
+        );
+        pg_config.application_name(name);
+        let timeout = shared.config.connect_timeout + shared.config.command_timeout * 30;
+        let vacuum = async {
+            let (client, connection) = pg_config.connect(NoTls).await?;
+            let driver = tokio::spawn(connection);
+            let result = client
+                .batch_execute("VACUUM (SKIP_LOCKED) keayl_cable_large_payloads")
+                .await;
+            drop(client);
+            let _ = driver.await;
+            result
+        };
+        let started = Instant::now();
+        tokio::select! {
+            _ = shared.cancel.cancelled() => {}
+            result = tokio::time::timeout(timeout, vacuum) => match result {
+                Ok(Ok(())) => tracing::debug!(
+                    backend = "postgres",
+                    took = ?started.elapsed(),
+                    "vacuumed {SPILL_TABLE}"
+                ),
+                Ok(Err(e)) => tracing::warn!(
+                    backend = "postgres",
+                    error = %e,
+                    "could not vacuum {SPILL_TABLE}; its disk size is left to autovacuum"
+                ),
+                Err(_) => tracing::warn!(
+                    backend = "postgres",
+                    "vacuuming {SPILL_TABLE} timed out after {timeout:?}"
+                ),
+            },
+        }
+        shared.vacuuming.store(false, Ordering::Release);
+    });
+}
+
+/// How a published payload travelled.
+enum Sent {
+    Notified,
+    Spilled,
+}
+
+/// Publish `message` on `channel` (no counting: the caller records the
+/// outcome).
+async fn publish(
+    shared: &Arc<Shared>,
+    channel: &str,
+    message: &[u8],
+) -> Result<Sent, BroadcastError> {
+    let config = &shared.config;
+    // A payload that could never fit the spill table is as hopeless as one
+    // over the per-payload limit: refuse it the same way, up front.
+    let max = config
+        .max_payload_bytes
+        .min(config.max_spill_bytes.max(NOTIFY_LIMIT - 1));
+    if message.len() > max {
+        return Err(BroadcastError::PayloadTooLarge {
+            len: message.len(),
+            max,
+        });
+    }
+    if channel.contains('\0') {
+        return Err(
+            PubSubError::Failed("PostgreSQL channel names cannot contain NUL".into()).into(),
+        );
+    }
+    let Some(conn) = shared.conn() else {
+        return Err(PubSubError::Unavailable(format!(
+            "postgres {} is unreachable (reconnecting); broadcast not sent",
+            shared.broker
+        ))
+        .into());
+    };
+    let timeout = config.command_timeout;
+    match route(message, conn.utf8) {
+        Route::Notify(text) => {
+            match tokio::time::timeout(
+                timeout,
+                conn.client.execute(&conn.notify, &[&channel, &text]),
+            )
+            .await
+            {
+                Ok(Ok(_)) => Ok(Sent::Notified),
+                Ok(Err(e)) => Err(pg_error(&e).into()),
+                Err(_) => Err(PubSubError::Unavailable(format!(
+                    "NOTIFY timed out after {timeout:?}"
+                ))
+                .into()),
+            }
+        }
+        Route::Spill => {
+            let Some(tables) = &conn.tables else {
+                return Err(PubSubError::Failed(format!(
+                    "a payload of {} bytes needs the spill table {SPILL_TABLE}, which is unavailable: {}",
+                    message.len(),
+                    conn.setup_error.as_deref().unwrap_or("unknown error")
+                ))
+                .into());
+            };
+            let timeout = timeout * 5;
+            let limit = i64::try_from(config.max_spill_bytes).unwrap_or(i64::MAX);
+            let ttl = config.spill_ttl.as_secs_f64();
+            // The server gives up waiting for the spill lock well before we
+            // give up on the statement, so a timed-out spill is not published
+            // later behind the caller's back.
+            let lock_ms = i32::try_from(timeout.as_millis() / 2)
+                .unwrap_or(i32::MAX)
+                .max(1);
+            let spilled = tokio::time::timeout(
+                timeout,
+                conn.client
+                    .query_one(&tables.spill, &[&channel, &message, &limit, &ttl, &lock_ms]),
+            )
+            .await;
+            match spilled {
+                Ok(Ok(row)) => match row.get::<_, Option<i64>>(0) {
+                    Some(_id) => {
+                        if row.get::<_, Option<bool>>(1) == Some(true) {
+                            spawn_vacuum(shared);
+                        }
+                        Ok(Sent::Spilled)
+                    }
+                    None => Err(BroadcastError::SpillFull {
+                        len: message.len(),
+                        max_spill_bytes: config.max_spill_bytes,
+                    }),
+                },
+                Ok(Err(e)) => Err(pg_error(&e).into()),
+                Err(_) => Err(PubSubError::Unavailable(format!(
+                    "spilling a payload of {} bytes timed out after {timeout:?}",
+                    message.len()
+                ))
+                .into()),
+            }
+        }
+    }
+}
+
 impl PubSubClient for PostgresClient {
     fn subscribe(&self, stream: &str, callback: RemoteCallback) -> Subscribed {
         if stream.contains('\0') {
@@ -452,62 +804,8 @@ impl PubSubClient for PostgresClient {
     }
 
     fn publish(&self, stream: &str, message: Bytes) -> BoxFuture<'static, Result<(), PubSubError>> {
-        let shared = self.shared.clone();
-        let channel = shared.channel(stream);
-        let conn = shared.conn();
-        Box::pin(async move {
-            if channel.contains('\0') {
-                return Err(lost(
-                    &shared,
-                    PubSubError::Failed("PostgreSQL channel names cannot contain NUL".into()),
-                ));
-            }
-            let Some(conn) = conn else {
-                return Err(lost(
-                    &shared,
-                    PubSubError::Unavailable(format!(
-                        "postgres {} is unreachable (reconnecting); broadcast not sent",
-                        shared.broker
-                    )),
-                ));
-            };
-            let timeout = shared.config.command_timeout;
-            let result = match route(&message, conn.utf8) {
-                Route::Notify(text) => {
-                    tokio::time::timeout(
-                        timeout,
-                        conn.client.execute(&conn.notify, &[&channel, &text]),
-                    )
-                    .await
-                }
-                Route::Spill => {
-                    let Some(tables) = &conn.tables else {
-                        return Err(lost(
-                            &shared,
-                            PubSubError::Failed(format!(
-                                "a payload of {} bytes needs the spill table {SPILL_TABLE}, which is unavailable: {}",
-                                message.len(),
-                                conn.setup_error.as_deref().unwrap_or("unknown error")
-                            )),
-                        ));
-                    };
-                    let payload: &[u8] = &message;
-                    tokio::time::timeout(
-                        timeout * 5,
-                        conn.client.execute(&tables.spill, &[&channel, &payload]),
-                    )
-                    .await
-                }
-            };
-            match result {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(e)) => Err(lost(&shared, pg_error(&e))),
-                Err(_) => Err(lost(
-                    &shared,
-                    PubSubError::Unavailable(format!("NOTIFY timed out after {timeout:?}")),
-                )),
-            }
-        })
+        let published = self.publish_checked(stream, message);
+        Box::pin(async move { published.await.map_err(PubSubError::from) })
     }
 
     fn subscriber_count(&self, stream: &str) -> BoxFuture<'static, Result<usize, PubSubError>> {
@@ -580,6 +878,23 @@ impl PostgresPubSub {
     /// The health handle (clone it freely).
     pub fn health(&self) -> Health {
         self.client.health()
+    }
+
+    /// [`PubSub::broadcast`] with the spill table's refusals typed
+    /// ([`BroadcastError::PayloadTooLarge`], [`BroadcastError::SpillFull`]),
+    /// for callers that branch on them (say, to tell a user a message is too
+    /// large, or to retry later).
+    pub fn broadcast_checked(
+        &self,
+        stream: &str,
+        message: Bytes,
+    ) -> BoxFuture<'static, Result<(), BroadcastError>> {
+        self.client.publish_checked(stream, message)
+    }
+
+    /// This process's spill table counters.
+    pub fn spill_stats(&self) -> SpillStats {
+        self.client.spill_stats()
     }
 
     /// The networked client.
@@ -696,13 +1011,38 @@ async fn timed<T>(
     }
 }
 
-const SCHEMA: &str = "
+/// Creates (or upgrades) the tables and functions, under an advisory lock
+/// so that processes starting together do not race on the DDL. Functions
+/// are versioned by name and created only when missing: a body never
+/// changes (a new behaviour gets a new name), and `CREATE OR REPLACE` would
+/// fail for a role that does not own the function.
+///
+/// `keayl_cable_spill_v1` (see the crate docs) serializes spills on a
+/// second advisory lock, held until its statement commits; as a `VOLATILE`
+/// function its statements each take a fresh snapshot, so under the lock
+/// (and in `READ COMMITTED`, set by [`SESSION`]) the sum it computes
+/// includes every spill committed before. It returns the new row's id, or
+/// NULL when the payload does not fit, and whether the caller should vacuum
+/// the table (once per quarter of a bound of spilled bytes, counted in
+/// `keayl_cable_spill_state` across processes).
+///
+/// `keayl_cable_spill_take_v1` is a listener's fetch: it removes the
+/// reader's backend from the row's `readers` (the backends registered for
+/// the channel at spill time) and deletes the row once all have read it;
+/// NULL when the row is gone. A reader that was not awaited only reads, so
+/// it cannot use up another listener's turn.
+const SCHEMA: &str = r#"
 BEGIN;
 SELECT pg_advisory_xact_lock(7310585338293450066);
 CREATE UNLOGGED TABLE IF NOT EXISTS keayl_cable_large_payloads (
     id bigserial PRIMARY KEY,
     payload bytea NOT NULL,
-    created_at timestamptz NOT NULL DEFAULT now()
+    created_at timestamptz NOT NULL DEFAULT now(),
+    readers integer[] NOT NULL DEFAULT '{}'
+);
+CREATE UNLOGGED TABLE IF NOT EXISTS keayl_cable_spill_state (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    spilled_since_vacuum bigint NOT NULL DEFAULT 0
 );
 CREATE UNLOGGED TABLE IF NOT EXISTS keayl_cable_listeners (
     pid integer NOT NULL,
@@ -710,23 +1050,144 @@ CREATE UNLOGGED TABLE IF NOT EXISTS keayl_cable_listeners (
     channel text NOT NULL,
     PRIMARY KEY (pid, channel)
 );
+DO $do$
+BEGIN
+    IF NOT EXISTS (
+        SELECT 1 FROM pg_attribute
+        WHERE attrelid = 'keayl_cable_large_payloads'::regclass
+          AND attname = 'readers' AND NOT attisdropped
+    ) THEN
+        ALTER TABLE keayl_cable_large_payloads ADD COLUMN readers integer[] NOT NULL DEFAULT '{}';
+    END IF;
+    IF to_regprocedure('keayl_cable_spill_v1(text,bytea,bigint,double precision,integer)') IS NULL THEN
+        CREATE FUNCTION keayl_cable_spill_v1(
+            p_channel text, p_payload bytea, p_max_bytes bigint, p_ttl_secs double precision, p_lock_ms integer,
+            OUT spill_id bigint, OUT vacuum_due boolean
+        ) LANGUAGE plpgsql VOLATILE AS $fn$
+        DECLARE
+            v_len bigint := octet_length(p_payload);
+            v_used bigint;
+            v_readers integer[];
+            v_churn bigint;
+        BEGIN
+            vacuum_due := false;
+            PERFORM set_config('lock_timeout', p_lock_ms || 'ms', true);
+            PERFORM pg_advisory_xact_lock(7310585338293450067);
+            SELECT coalesce(sum(octet_length(t.payload)), 0) INTO v_used
+                FROM keayl_cable_large_payloads t;
+            IF v_used + v_len > p_max_bytes THEN
+                -- Room is made only from rows no live listener still needs:
+                -- read by all, expired, or awaited only by dead backends.
+                -- Rows being read right now are skipped, not waited for.
+                DELETE FROM keayl_cable_large_payloads d WHERE d.id IN (
+                    SELECT t.id FROM keayl_cable_large_payloads t
+                    WHERE cardinality(t.readers) = 0
+                       OR t.created_at < now() - make_interval(secs => p_ttl_secs)
+                       OR NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = ANY (t.readers))
+                    FOR UPDATE SKIP LOCKED);
+                SELECT coalesce(sum(octet_length(t.payload)), 0) INTO v_used
+                    FROM keayl_cable_large_payloads t;
+                IF v_used + v_len > p_max_bytes THEN
+                    RETURN;
+                END IF;
+            END IF;
+            v_readers := ARRAY(
+                SELECT DISTINCT l.pid FROM keayl_cable_listeners l
+                JOIN pg_stat_activity a ON a.pid = l.pid
+                  AND (a.backend_start IS NULL OR a.backend_start IS NOT DISTINCT FROM l.backend_start)
+                WHERE l.channel = p_channel);
+            INSERT INTO keayl_cable_large_payloads (payload, readers)
+                VALUES (p_payload, v_readers) RETURNING id INTO spill_id;
+            PERFORM pg_notify(p_channel, '__keayl_large_payload:' || spill_id);
+            -- Every spilled byte becomes a dead tuple once read; after a quarter of
+            -- the bound, one caller is told to vacuum.
+            INSERT INTO keayl_cable_spill_state AS s (singleton, spilled_since_vacuum) VALUES (true, v_len)
+                ON CONFLICT (singleton) DO UPDATE SET spilled_since_vacuum = s.spilled_since_vacuum + v_len
+                RETURNING s.spilled_since_vacuum INTO v_churn;
+            IF v_churn >= p_max_bytes / 4 THEN
+                UPDATE keayl_cable_spill_state SET spilled_since_vacuum = 0;
+                vacuum_due := true;
+            END IF;
+        END
+        $fn$;
+    END IF;
+    IF to_regprocedure('keayl_cable_spill_take_v1(bigint)') IS NULL THEN
+        CREATE FUNCTION keayl_cable_spill_take_v1(p_id bigint)
+        RETURNS bytea LANGUAGE plpgsql VOLATILE AS $fn$
+        DECLARE
+            v_payload bytea;
+            v_left integer;
+        BEGIN
+            UPDATE keayl_cable_large_payloads t SET readers = array_remove(t.readers, pg_backend_pid())
+                WHERE t.id = p_id AND pg_backend_pid() = ANY (t.readers)
+                RETURNING t.payload, cardinality(t.readers) INTO v_payload, v_left;
+            IF NOT FOUND THEN
+                -- A reader not awaited (it was not registered yet): read only.
+                SELECT t.payload INTO v_payload FROM keayl_cable_large_payloads t WHERE t.id = p_id;
+            ELSIF v_left = 0 THEN
+                DELETE FROM keayl_cable_large_payloads t WHERE t.id = p_id;
+            END IF;
+            RETURN v_payload;
+        END
+        $fn$;
+    END IF;
+END
+$do$;
 DELETE FROM keayl_cable_listeners l WHERE l.pid = pg_backend_pid() OR NOT EXISTS (
     SELECT 1 FROM pg_stat_activity a
     WHERE a.pid = l.pid AND (a.backend_start IS NULL OR a.backend_start IS NOT DISTINCT FROM l.backend_start)
 );
 COMMIT;
-";
+"#;
+
+/// Session settings the spill function relies on (see [`SCHEMA`]): a
+/// database or role defaulting to `REPEATABLE READ` would let concurrent
+/// spills miss each other.
+const SESSION: &str = "SET default_transaction_isolation TO 'read committed'";
+
+/// Rows the periodic maintenance deletes per statement, and statements per
+/// round: expiry stays within the statement timeout, and keeps the
+/// connection's one maintenance slot for a bounded time, however much has
+/// expired (a table filled by a version without the bound, say).
+const EXPIRE_BATCH: i64 = 100;
+const EXPIRE_ROUNDS: usize = 10;
+
+/// How often a process deletes expired spilled rows: twice per TTL, at most
+/// every 30 s. (Rows are also reclaimed when a spill needs the room.)
+fn expiry_interval(ttl: Duration) -> Duration {
+    (ttl / 2).min(Duration::from_secs(30))
+}
+
+async fn expire_spilled(
+    client: &Client,
+    expire: &Statement,
+    ttl_secs: f64,
+    timeout: Duration,
+) -> Result<(), OpError> {
+    for _ in 0..EXPIRE_ROUNDS {
+        let deleted = timed(
+            timeout,
+            "expiring spilled payloads",
+            client.execute(expire, &[&ttl_secs, &EXPIRE_BATCH]),
+        )
+        .await?;
+        if deleted < EXPIRE_BATCH as u64 {
+            break;
+        }
+    }
+    Ok(())
+}
 
 async fn prepare_tables(client: &Client, timeout: Duration) -> Result<TableStatements, OpError> {
+    timed(timeout, "session settings", client.batch_execute(SESSION)).await?;
     timed(timeout, "creating tables", client.batch_execute(SCHEMA)).await?;
     let prep = |sql: &'static str| timed(timeout, "prepare", client.prepare(sql));
     Ok(TableStatements {
         spill: prep(
-            "WITH ins AS (INSERT INTO keayl_cable_large_payloads (payload) VALUES ($2) RETURNING id) \
-             SELECT pg_notify($1, '__keayl_large_payload:' || ins.id) FROM ins",
+            "SELECT spill_id, vacuum_due FROM keayl_cable_spill_v1($1, $2, $3, $4, $5)",
         )
         .await?,
-        fetch: prep("SELECT payload FROM keayl_cable_large_payloads WHERE id = $1").await?,
+        fetch: prep("SELECT keayl_cable_spill_take_v1($1)").await?,
         count: prep(
             "SELECT count(DISTINCT l.pid) FROM keayl_cable_listeners l \
              JOIN pg_stat_activity a ON a.pid = l.pid \
@@ -744,8 +1205,13 @@ async fn prepare_tables(client: &Client, timeout: Duration) -> Result<TableState
             "DELETE FROM keayl_cable_listeners WHERE pid = pg_backend_pid() AND channel = ANY($1::text[])",
         )
         .await?,
+        // SKIP LOCKED: expiry never waits for (nor deadlocks with) a spill
+        // making room or a listener reading.
         expire: prep(
-            "DELETE FROM keayl_cable_large_payloads WHERE created_at < now() - make_interval(secs => $1::float8)",
+            "DELETE FROM keayl_cable_large_payloads WHERE id IN ( \
+               SELECT id FROM keayl_cable_large_payloads \
+               WHERE created_at < now() - make_interval(secs => $1::float8) \
+               LIMIT $2 FOR UPDATE SKIP LOCKED)",
         )
         .await?,
     })
@@ -877,11 +1343,13 @@ fn delivery(shared: &Shared, conn: Option<&Arc<Conn>>, channel: &str, payload: &
         let Some(t) = &conn.tables else {
             unreachable!()
         };
-        match tokio::time::timeout(timeout, conn.client.query_opt(&t.fetch, &[&id])).await {
-            Ok(Ok(Some(row))) => Ok((channel, Bytes::from(row.get::<_, Vec<u8>>(0)))),
-            Ok(Ok(None)) => Err(format!(
-                "spilled payload {id} on {channel:?} not found (expired?)"
-            )),
+        match tokio::time::timeout(timeout, conn.client.query_one(&t.fetch, &[&id])).await {
+            Ok(Ok(row)) => match row.get::<_, Option<Vec<u8>>>(0) {
+                Some(payload) => Ok((channel, Bytes::from(payload))),
+                None => Err(format!(
+                    "spilled payload {id} on {channel:?} not found (expired?)"
+                )),
+            },
             Ok(Err(e)) => Err(format!("fetching spilled payload {id} on {channel:?}: {e}")),
             Err(_) => Err(format!(
                 "fetching spilled payload {id} on {channel:?} timed out"
@@ -972,7 +1440,7 @@ async fn run_session(
             }
             _ = tick.tick(), if !busy => {
                 let client = client.clone();
-                let expire = (last_expiry.elapsed() >= Duration::from_secs(30))
+                let expire = (last_expiry.elapsed() >= expiry_interval(shared.config.spill_ttl))
                     .then(|| conn.clone())
                     .flatten();
                 if expire.is_some() {
@@ -985,7 +1453,7 @@ async fn run_session(
                         if let Some(c) = expire
                             && let Some(t) = &c.tables
                         {
-                            timed(timeout, "expiring spilled payloads", client.execute(&t.expire, &[&ttl])).await?;
+                            expire_spilled(&client, &t.expire, ttl, timeout * 5).await?;
                         }
                         Ok(())
                     }
@@ -1055,6 +1523,49 @@ mod tests {
         ));
         assert!(matches!(route("é".as_bytes(), false), Route::Spill));
         assert!(matches!(route("é".as_bytes(), true), Route::Notify(_)));
+    }
+
+    #[test]
+    fn limits_and_their_errors() {
+        let c = PostgresConfig::new("postgres://h/db");
+        assert_eq!(c.max_spill_bytes, 64 * 1024 * 1024);
+        assert_eq!(c.max_payload_bytes, 1024 * 1024);
+        assert_eq!(c.spill_ttl, Duration::from_secs(30));
+        let too_large = BroadcastError::PayloadTooLarge { len: 11, max: 10 };
+        let full = BroadcastError::SpillFull {
+            len: 9000,
+            max_spill_bytes: 8000,
+        };
+        for (e, words) in [
+            (too_large, ["11 bytes", "10 bytes", "max_payload_bytes"]),
+            (full, ["9000 bytes", SPILL_TABLE, "max_spill_bytes"]),
+        ] {
+            match PubSubError::from(e) {
+                PubSubError::Failed(text) => {
+                    assert!(words.iter().all(|w| text.contains(w)), "{text}")
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // Other failures keep their kind.
+        let down = PubSubError::Unavailable("down".into());
+        assert_eq!(PubSubError::from(BroadcastError::from(down.clone())), down);
+    }
+
+    #[test]
+    fn expiry_runs_twice_per_ttl_at_most_every_30_s() {
+        assert_eq!(
+            expiry_interval(Duration::from_secs(300)),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            expiry_interval(Duration::from_secs(30)),
+            Duration::from_secs(15)
+        );
+        assert_eq!(
+            expiry_interval(Duration::from_secs(1)),
+            Duration::from_millis(500)
+        );
     }
 
     #[test]

@@ -33,6 +33,8 @@ async fn main() -> anyhow::Result<()> {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .init();
+    // A client that makes a channel panic in a loop cannot flood the log.
+    keayl_cable::socket::limit_panic_reports(5);
     let args = Args::parse();
     let listener = keayl_demo::bind_listener(args.addr)?;
     tracing::info!(addr = %listener.local_addr()?, "keayl-demo listening");

@@ -67,6 +67,7 @@ impl SubState {
         channel_class: Arc<str>,
         channel_name: &'static str,
         params: Params,
+        pending_limit: usize,
     ) -> Self {
         SubState {
             identifier: identifier.to_owned(),
@@ -74,7 +75,7 @@ impl SubState {
             channel_class,
             channel_name,
             params,
-            gate: Arc::new(Gate::default()),
+            gate: Arc::new(Gate::new(pending_limit)),
             streams: HashMap::new(),
             pending: Vec::new(),
             timers: Vec::new(),
@@ -93,18 +94,29 @@ impl SubState {
 #[derive(Debug, Default)]
 pub(crate) struct Gate {
     state: Mutex<GateState>,
+    /// Bytes held back before the confirmation; beyond them the client is
+    /// disconnected as too slow (what its outbound queue would do).
+    limit: usize,
 }
 
 #[derive(Debug, Default)]
 enum GateState {
     #[default]
     Pending,
-    Buffering(Vec<Bytes>),
+    /// Frames and their total length.
+    Buffering(Vec<Bytes>, usize),
     Open,
     Closed,
 }
 
 impl Gate {
+    pub(crate) fn new(limit: usize) -> Self {
+        Gate {
+            state: Mutex::new(GateState::Pending),
+            limit,
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -113,8 +125,29 @@ impl Gate {
         let mut st = self.lock();
         match &mut *st {
             GateState::Open => sink.send(frame),
-            GateState::Pending => *st = GateState::Buffering(vec![frame]),
-            GateState::Buffering(held) => held.push(frame),
+            GateState::Pending | GateState::Buffering(..) => {
+                if matches!(*st, GateState::Pending) {
+                    *st = GateState::Buffering(Vec::new(), 0);
+                }
+                let GateState::Buffering(held, bytes) = &mut *st else {
+                    return;
+                };
+                if *bytes + frame.len() > self.limit {
+                    *st = GateState::Closed;
+                    tracing::warn!(
+                        limit = self.limit,
+                        "messages held for a subscription awaiting confirmation went over the limit; disconnecting"
+                    );
+                    sink.send(crate::protocol::disconnect(
+                        crate::protocol::DisconnectReason::TooSlow,
+                        true,
+                    ));
+                    sink.close();
+                    return;
+                }
+                *bytes += frame.len();
+                held.push(frame);
+            }
             GateState::Closed => {}
         }
     }
@@ -125,7 +158,7 @@ impl Gate {
         let mut st = self.lock();
         match std::mem::replace(&mut *st, GateState::Open) {
             GateState::Pending => sink.send(confirmation),
-            GateState::Buffering(held) => {
+            GateState::Buffering(held, _) => {
                 sink.send(confirmation);
                 for frame in held {
                     sink.send(frame);
@@ -304,10 +337,15 @@ impl<'a> ChannelContext<'a> {
             );
             return;
         }
-        self.state.timers.push(Timer {
+        let timer = Timer {
             name,
             every,
             due: Instant::now() + every,
-        });
+        };
+        // One timer per name: registering it again replaces it.
+        match self.state.timers.iter_mut().find(|t| t.name == name) {
+            Some(existing) => *existing = timer,
+            None => self.state.timers.push(timer),
+        }
     }
 }

@@ -405,7 +405,16 @@ impl Connection {
             );
             self.internal = Some(sub.id);
             if let Err(e) = sub.ready.await {
-                tracing::warn!(error = %e, "internal channel subscription failed; remote disconnects may be missed");
+                // Without it, remote disconnects would be missed: the client
+                // is told to come back later instead of being welcomed.
+                tracing::error!(error = %e, "internal stream subscription failed; refusing the connection");
+                self.state = ConnectionState::Rejected;
+                self.shared.sink.send(protocol::disconnect(
+                    DisconnectReason::Other("server_error"),
+                    true,
+                ));
+                self.shared.sink.close();
+                return self.state;
             }
         }
         self.state = ConnectionState::Open;
@@ -507,7 +516,14 @@ impl Connection {
         if self.subscriptions.len() >= limit {
             return Err(CommandError::TooManySubscriptions(limit));
         }
-        let mut state = SubState::new(&identifier, channel_class, channel.name(), params);
+        let pending_limit = self.shared.cable.config().max_pending_bytes;
+        let mut state = SubState::new(
+            &identifier,
+            channel_class,
+            channel.name(),
+            params,
+            pending_limit,
+        );
         let mut ctx = ChannelContext {
             state: &mut state,
             conn: &self.shared,

@@ -37,6 +37,11 @@ pub struct CableConfig {
     /// megabytes of identifiers. Real identifiers, Turbo's signed names
     /// included, are a few hundred bytes. Default: 4 KiB.
     pub max_identifier_bytes: usize,
+    /// Bytes of stream messages one subscription holds back while it waits
+    /// for its confirmation (its streams going live in pub/sub); beyond it
+    /// the client is disconnected as too slow, as a full outbound queue
+    /// would. Default: 1 MiB.
+    pub max_pending_bytes: usize,
 }
 
 impl Default for CableConfig {
@@ -44,6 +49,7 @@ impl Default for CableConfig {
         CableConfig {
             max_subscriptions: 256,
             max_identifier_bytes: 4 * 1024,
+            max_pending_bytes: 1024 * 1024,
         }
     }
 }

@@ -51,6 +51,7 @@ mod commands;
 mod driver;
 mod frame;
 mod outbox;
+mod panics;
 mod stats;
 #[cfg(test)]
 mod tests;
@@ -62,6 +63,7 @@ use std::time::Duration;
 
 pub use frame::{Finished, Incoming, Outgoing, ReadError};
 pub use outbox::SlowClientPolicy;
+pub use panics::{limit_panic_reports, suppressed_panic_reports};
 pub use stats::{LogLimit, SocketStats};
 
 use crate::Cable;

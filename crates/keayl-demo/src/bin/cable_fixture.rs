@@ -40,6 +40,8 @@ async fn main() -> anyhow::Result<()> {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
         )
         .init();
+    // A client that makes a channel panic in a loop cannot flood the log.
+    keayl_cable::socket::limit_panic_reports(5);
     let args = Args::parse();
     let config = FixtureConfig {
         tick_every: Duration::from_secs_f64(args.tick_every.max(0.01)),

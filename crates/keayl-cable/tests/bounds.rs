@@ -1,0 +1,141 @@
+//! Bounds of a connection's state: messages held back before a
+//! confirmation, repeated timer registrations, a failed internal stream.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures_util::FutureExt;
+use keayl_cable::channel::{Channel, ChannelContext, ChannelError};
+use keayl_cable::connection::{
+    ConnectError, Connection, ConnectionHandler, ConnectionState, Identifiers,
+};
+use keayl_cable::pubsub::{External, PubSubError};
+use keayl_cable::{Cable, CableConfig, Data};
+use serde_json::json;
+
+/// Streams `busy`, registers the `tick` timer twice with different periods.
+#[derive(Default)]
+struct Busy;
+
+impl Channel for Busy {
+    const NAME: &'static str = "Busy";
+    const ACTIONS: &'static [&'static str] = &["tick"];
+    async fn subscribed(&mut self, ctx: &mut ChannelContext<'_>) -> Result<(), ChannelError> {
+        ctx.stream_from("busy");
+        ctx.periodically("tick", Duration::from_secs(1));
+        ctx.periodically("tick", Duration::from_secs(10));
+        Ok(())
+    }
+    async fn perform(
+        &mut self,
+        ctx: &mut ChannelContext<'_>,
+        _action: &str,
+        _data: &Data,
+    ) -> Result<(), ChannelError> {
+        ctx.transmit("tock");
+        Ok(())
+    }
+}
+
+const BUSY: &str = r#"{"channel":"Busy"}"#;
+
+#[tokio::test]
+async fn messages_held_before_the_confirmation_are_bounded() {
+    let broker = FakeBroker::manual();
+    let cable = Cable::builder(External::from_arc(broker.clone()))
+        .channel::<Busy>()
+        .config(CableConfig {
+            max_pending_bytes: 1024,
+            ..CableConfig::default()
+        })
+        .build();
+    let sink = RecordingSink::new();
+    let mut conn = cable.connection(sink.sink(), Identifiers::new());
+    assert_eq!(conn.open().await, ConnectionState::Open);
+    sink.take();
+    let frame = subscribe(BUSY);
+    let mut fut = std::pin::pin!(conn.handle_frame(frame.as_bytes()));
+    assert!(fut.as_mut().now_or_never().is_none(), "waits for the ack");
+    broker.ack_all();
+    // The broker delivers before the subscribe command resumes: 40 × 100
+    // bytes is over the 1 KiB the subscription may hold back.
+    let payload = json!("x".repeat(100));
+    for _ in 0..40 {
+        cable.broadcast("busy", &payload).await.unwrap();
+    }
+    let _ = fut.await;
+    let events = sink.events();
+    assert_eq!(
+        events.first(),
+        Some(&Event::Frame(
+            r#"{"type":"disconnect","reason":"too_slow","reconnect":true}"#.into()
+        )),
+        "{events:?}"
+    );
+    assert!(events.contains(&Event::Close));
+    // Nothing of the held messages was sent.
+    assert!(!sink.frames().iter().any(|f| f.contains("xxxx")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn periodically_with_a_registered_name_replaces_the_timer() {
+    let cable = Cable::builder(keayl_cable::InMemory::new())
+        .channel::<Busy>()
+        .build();
+    let sink = RecordingSink::new();
+    let mut conn = cable.connection(sink.sink(), Identifiers::new());
+    conn.open().await;
+    conn.handle_frame(subscribe(BUSY).as_bytes()).await.unwrap();
+    sink.take();
+    let start = tokio::time::Instant::now();
+    // One timer, every 10 s (the second registration), not two.
+    assert_eq!(conn.next_timer_due(), Some(start + Duration::from_secs(10)));
+    assert_eq!(
+        conn.run_periodic_timers(start + Duration::from_secs(10))
+            .await,
+        1
+    );
+    assert_eq!(sink.take().len(), 1);
+}
+
+struct Named;
+
+impl ConnectionHandler for Named {
+    const IDENTIFIED_BY: &'static [&'static str] = &["current_user"];
+    async fn connect(&self, conn: &mut Connection) -> Result<(), ConnectError> {
+        conn.set_identifier("current_user", "alice".to_string());
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_failed_internal_stream_means_no_welcome() {
+    let broker = FakeBroker::manual();
+    let cable = Cable::builder(External::from_arc(broker.clone()))
+        .connection_handler(Named)
+        .build();
+    let sink = RecordingSink::new();
+    let mut conn = cable.connection(sink.sink(), Identifiers::new());
+    {
+        let mut fut = std::pin::pin!(conn.open());
+        assert!(fut.as_mut().now_or_never().is_none());
+        broker.fail(
+            "action_cable/alice",
+            PubSubError::Failed("broker said no".into()),
+        );
+        assert_eq!(fut.await, ConnectionState::Rejected);
+    }
+    assert_eq!(
+        sink.events(),
+        vec![
+            Event::Frame(
+                r#"{"type":"disconnect","reason":"server_error","reconnect":true}"#.into()
+            ),
+            Event::Close
+        ]
+    );
+    conn.disconnect().await;
+    assert_eq!(broker.total_subscriptions(), 0);
+}

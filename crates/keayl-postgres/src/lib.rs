@@ -331,7 +331,9 @@ pub struct PostgresConfig {
     /// Longest reconnect delay. Default 2 s.
     pub reconnect_max: Duration,
     /// How long a subscription waits for its `LISTEN` (across a
-    /// reconnection) before its readiness fails. Default 3 s.
+    /// reconnection or a hang) before its readiness fails and the
+    /// subscription is rejected; the connection keeps serving its other
+    /// commands meanwhile. Default 60 s.
     pub subscribe_timeout: Duration,
     /// Timeout of one statement (`NOTIFY`, a `LISTEN` batch, a spill fetch,
     /// the health check). Default 2 s (10 s for spilled payloads).
@@ -384,7 +386,7 @@ impl PostgresConfig {
             channel_prefix: None,
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(2),
-            subscribe_timeout: Duration::from_secs(3),
+            subscribe_timeout: Duration::from_secs(60),
             command_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(2),
             health_check_interval: Duration::from_secs(5),

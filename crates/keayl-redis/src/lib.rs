@@ -46,8 +46,9 @@
 //! only when broadcasts from any process reach the client. When Redis is down
 //! the readiness waits for the reconnection, at most
 //! [`RedisConfig::subscribe_timeout`], then fails with
-//! [`PubSubError::Unavailable`] (the cable rejects that subscription instead
-//! of holding the client's connection). Local subscribers of one stream
+//! [`PubSubError::Unavailable`] (the cable rejects that subscription). The
+//! connection is not held meanwhile: the socket driver handles the client's
+//! later commands and confirms the subscription when Redis acknowledges. Local subscribers of one stream
 //! share its broker subscription ([`External`]): a later local subscriber of
 //! a stream that is already live is confirmed at once.
 //!
@@ -146,8 +147,10 @@ pub struct RedisConfig {
     /// Longest reconnect delay (the backoff doubles up to it). Default 2 s.
     pub reconnect_max: Duration,
     /// How long a subscription waits for Redis' acknowledgement (across a
-    /// reconnection) before its readiness fails. Default 3 s, below the 6 s
-    /// after which Action Cable clients consider a silent server stale.
+    /// reconnection or a hang) before its readiness fails and the
+    /// subscription is rejected. The connection keeps serving its other
+    /// commands meanwhile (the socket driver defers the confirmation).
+    /// Default 60 s.
     pub subscribe_timeout: Duration,
     /// Timeout of one command (`PUBLISH`, `PUBSUB NUMSUB`, a `SUBSCRIBE`
     /// batch, the health-check `PING`). Default 2 s.
@@ -183,7 +186,7 @@ impl RedisConfig {
             channel_prefix: None,
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(2),
-            subscribe_timeout: Duration::from_secs(3),
+            subscribe_timeout: Duration::from_secs(60),
             command_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(2),
             health_check_interval: Duration::from_secs(5),

@@ -211,6 +211,29 @@ pub enum SubscribeOutcome {
     Confirmed,
     /// `reject_subscription` was sent.
     Rejected,
+    /// Its streams are not live yet and confirmations are deferred
+    /// ([`Connection::set_deferred_confirmations`]): the confirmation (or
+    /// rejection) follows from [`Connection::confirm_settled`].
+    Pending,
+}
+
+/// Poll a subscription's pending stream subscriptions once: drop those that
+/// went live; a failure marks the subscription rejected.
+fn settle_ready(state: &mut SubState, cx: &mut std::task::Context<'_>) {
+    let mut i = 0;
+    while i < state.pending.len() {
+        match state.pending[i].ready.as_mut().poll(cx) {
+            std::task::Poll::Ready(Ok(())) => {
+                state.pending.swap_remove(i);
+            }
+            std::task::Poll::Ready(Err(e)) => {
+                tracing::error!(identifier = %state.identifier, stream = %state.pending[i].stream, error = %e, "stream subscription failed; rejecting");
+                state.pending.swap_remove(i);
+                state.rejected = true;
+            }
+            std::task::Poll::Pending => i += 1,
+        }
+    }
 }
 
 /// The lifecycle state of a connection.
@@ -249,6 +272,7 @@ pub struct Connection {
     subscriptions: Vec<(String, Box<Subscription>)>,
     internal: Option<SubscriptionId>,
     state: ConnectionState,
+    deferred_confirmations: bool,
 }
 
 impl std::fmt::Debug for Connection {
@@ -292,6 +316,7 @@ impl Connection {
             subscriptions: Vec::new(),
             internal: None,
             state: ConnectionState::New,
+            deferred_confirmations: false,
         }
     }
 
@@ -541,36 +566,55 @@ impl Connection {
             state.rejected = true;
         }
         if !state.rejected {
-            let pending = std::mem::take(&mut state.pending);
-            for p in pending {
-                if let Err(e) = p.ready.await {
-                    tracing::error!(identifier = %identifier, error = %e, "stream subscription failed; rejecting");
-                    state.rejected = true;
-                    break;
-                }
-            }
+            // Streams already live (in memory, or a broker stream another
+            // subscriber made live) need no wait.
+            settle_ready(
+                &mut state,
+                &mut std::task::Context::from_waker(std::task::Waker::noop()),
+            );
         }
         if state.rejected {
-            state.gate.close();
-            let mut ctx = ChannelContext {
-                state: &mut state,
-                conn: &self.shared,
-            };
-            let _ = AssertUnwindSafe(channel.unsubscribed(&mut ctx))
-                .catch_unwind()
-                .await;
-            ctx.stop_all_streams();
-            state.timers.clear();
-            self.shared.sink.send(state.encoded.reject_subscription());
+            Self::reject(&self.shared, channel.as_mut(), &mut state).await;
             return Ok(SubscribeOutcome::Rejected);
         }
+        if state.pending.is_empty() {
+            Self::confirm(&self.shared, channel.as_ref(), &mut state);
+            self.subscriptions
+                .push((identifier, Box::new(Subscription { channel, state })));
+            return Ok(SubscribeOutcome::Confirmed);
+        }
+        // Waiting for the broker: the subscription exists (its actions can
+        // run), its confirmation follows once every stream is live.
+        self.subscriptions.push((
+            identifier.clone(),
+            Box::new(Subscription { channel, state }),
+        ));
+        if self.deferred_confirmations {
+            return Ok(SubscribeOutcome::Pending);
+        }
+        loop {
+            self.pending_settled().await;
+            self.confirm_settled().await;
+            match self.position(&identifier) {
+                None => return Ok(SubscribeOutcome::Rejected),
+                Some(i) if self.subscriptions[i].1.state.confirmed => {
+                    return Ok(SubscribeOutcome::Confirmed);
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// Send `confirm_subscription` (then the messages held back meanwhile)
+    /// and start the channel's declared timers.
+    fn confirm(shared: &ConnShared, channel: &dyn DynChannel, state: &mut SubState) {
         state.confirmed = true;
         state
             .gate
-            .open(&self.shared.sink, state.encoded.confirm_subscription());
+            .open(&shared.sink, state.encoded.confirm_subscription());
         let now = Instant::now();
         for &(name, every) in channel.periodically() {
-            if !every.is_zero() {
+            if !every.is_zero() && !state.timers.iter().any(|t| t.name == name) {
                 state.timers.push(Timer {
                     name,
                     every,
@@ -578,9 +622,87 @@ impl Connection {
                 });
             }
         }
-        self.subscriptions
-            .push((identifier, Box::new(Subscription { channel, state })));
-        Ok(SubscribeOutcome::Confirmed)
+    }
+
+    /// Rails' order for a rejection: stream messages stop, `unsubscribed`
+    /// runs, streams and timers stop, then `reject_subscription`.
+    async fn reject(shared: &ConnShared, channel: &mut dyn DynChannel, state: &mut SubState) {
+        state.gate.close();
+        let mut ctx = ChannelContext {
+            state,
+            conn: shared,
+        };
+        let _ = AssertUnwindSafe(channel.unsubscribed(&mut ctx))
+            .catch_unwind()
+            .await;
+        ctx.stop_all_streams();
+        state.pending.clear();
+        state.timers.clear();
+        shared.sink.send(state.encoded.reject_subscription());
+    }
+
+    /// Whether a subscription waits for its streams to go live (see
+    /// [`set_deferred_confirmations`](Self::set_deferred_confirmations)).
+    pub fn has_pending(&self) -> bool {
+        self.subscriptions.iter().any(|(_, s)| !s.state.confirmed)
+    }
+
+    /// How a subscribe whose streams are not live yet behaves. By default
+    /// (`false`) [`handle_frame`](Self::handle_frame) waits for the broker
+    /// and returns after the confirmation, so each command finishes before
+    /// the next. A driver that must keep handling commands while a broker is
+    /// slow (the socket driver does) sets `true`: the subscribe returns
+    /// [`SubscribeOutcome::Pending`], later commands run, and the driver
+    /// awaits [`pending_settled`](Self::pending_settled) and then calls
+    /// [`confirm_settled`](Self::confirm_settled), which sends the
+    /// confirmation (or the rejection, if the broker refused).
+    pub fn set_deferred_confirmations(&mut self, deferred: bool) {
+        self.deferred_confirmations = deferred;
+    }
+
+    /// Wait until some subscription's streams went live or failed. Cancel
+    /// safe (nothing is lost if the wait is dropped); returns at once when a
+    /// subscription is already settled, and never when none is pending.
+    pub async fn pending_settled(&mut self) {
+        std::future::poll_fn(|cx| {
+            let mut settled = false;
+            for (_, sub) in self.subscriptions.iter_mut() {
+                let state = &mut sub.state;
+                if state.confirmed {
+                    continue;
+                }
+                settle_ready(state, cx);
+                settled |= state.rejected || state.pending.is_empty();
+            }
+            if settled {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// Confirm every pending subscription whose streams are all live, and
+    /// reject those whose broker subscription failed.
+    pub async fn confirm_settled(&mut self) {
+        let mut i = 0;
+        while i < self.subscriptions.len() {
+            let state = &self.subscriptions[i].1.state;
+            if state.confirmed || (!state.rejected && !state.pending.is_empty()) {
+                i += 1;
+                continue;
+            }
+            if state.rejected {
+                let (_, mut sub) = self.subscriptions.remove(i);
+                let Subscription { channel, state } = &mut *sub;
+                Self::reject(&self.shared, channel.as_mut(), state).await;
+                continue;
+            }
+            let Subscription { channel, state } = &mut *self.subscriptions[i].1;
+            Self::confirm(&self.shared, channel.as_ref(), state);
+            i += 1;
+        }
     }
 
     /// Dispatch a client message to an action of the subscription
@@ -621,8 +743,14 @@ impl Connection {
         let result = AssertUnwindSafe(channel.perform(&mut ctx, action, data))
             .catch_unwind()
             .await;
-        // Streams started by the action go live before the next command.
-        let pending = std::mem::take(&mut state.pending);
+        // Streams started by the action go live before the next command (a
+        // subscription still awaiting its confirmation waits for them with
+        // the rest).
+        let pending = if state.confirmed {
+            std::mem::take(&mut state.pending)
+        } else {
+            Vec::new()
+        };
         for p in pending {
             if let Err(e) = p.ready.await {
                 tracing::error!(error = %e, stream = %p.stream, "stream subscription from an action failed; stopping it");

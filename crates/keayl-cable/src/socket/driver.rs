@@ -105,10 +105,13 @@ impl Hub {
         let close = outbox.clone();
         let sink = crate::Sink::new(move |frame| push.push(frame))
             .on_close(move || close.close(CloseReason::Normal));
-        let conn = self
+        let mut conn = self
             .cable()
             .connection(sink, Identifiers::new())
             .with_request(request);
+        // A subscribe waiting for a slow broker must not hold up the
+        // connection's later commands.
+        conn.set_deferred_confirmations(true);
         let queue = CommandQueue::new(config.command_queue_len, config.command_queue_bytes);
         let life = Life {
             writer_done: Latch::default(),
@@ -315,6 +318,9 @@ impl Hub {
                     }
                     _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
                         Box::pin(conn.run_periodic_timers(Instant::now())).await;
+                    }
+                    _ = conn.pending_settled(), if conn.has_pending() => {
+                        Box::pin(conn.confirm_settled()).await;
                     }
                 }
             }

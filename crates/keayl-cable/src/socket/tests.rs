@@ -447,3 +447,90 @@ fn command_queue_bounds_count_and_bytes() {
     assert!(q.push("1".into()).is_err()); // 3 items
     assert_eq!(q.len(), 2);
 }
+
+/// In memory, but stream subscriptions go live only once released (a broker
+/// that hangs, then comes back).
+struct HungBroker {
+    inner: InMemory,
+    released: tokio::sync::watch::Sender<bool>,
+}
+
+impl PubSub for HungBroker {
+    fn subscribe(
+        &self,
+        stream: &str,
+        callback: crate::pubsub::Callback,
+    ) -> crate::pubsub::Subscribed {
+        let sub = self.inner.subscribe(stream, callback);
+        let mut released = self.released.subscribe();
+        let ready = sub.ready;
+        crate::pubsub::Subscribed {
+            id: sub.id,
+            ready: Box::pin(async move {
+                let _ = released.wait_for(|r| *r).await;
+                ready.await
+            }),
+        }
+    }
+    fn unsubscribe(&self, id: crate::pubsub::SubscriptionId) {
+        self.inner.unsubscribe(id)
+    }
+    fn broadcast(
+        &self,
+        stream: &str,
+        message: bytes::Bytes,
+    ) -> crate::pubsub::BoxFuture<'static, Result<(), crate::pubsub::PubSubError>> {
+        self.inner.broadcast(stream, message)
+    }
+    fn subscriber_count(
+        &self,
+        stream: &str,
+    ) -> crate::pubsub::BoxFuture<'static, Result<usize, crate::pubsub::PubSubError>> {
+        self.inner.subscriber_count(stream)
+    }
+    fn stats(&self) -> crate::pubsub::PubSubStats {
+        self.inner.stats()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn while_the_broker_hangs_a_subscribe_waits_without_blocking_later_commands() {
+    let broker = Arc::new(HungBroker {
+        inner: InMemory::new(),
+        released: tokio::sync::watch::channel(false).0,
+    });
+    let pubsub: Arc<dyn PubSub> = broker.clone();
+    let hub = hub_with(&pubsub, SocketConfig::default());
+    let mut c = connect(&hub, 64);
+    assert_eq!(c.next_message().await["type"], "welcome");
+    let first = c.subscribe("one");
+    // The first subscription is pending; a second one, and an action on the
+    // first, are handled meanwhile.
+    let second = json!({"channel": "Slow", "stream": "two"}).to_string();
+    c.send(json!({"command": "subscribe", "identifier": second}));
+    c.perform(&first, json!({"action": "echo", "n": 1}));
+    assert_eq!(c.next_message().await["message"], json!({"echo": 1}));
+    // 20 s of hung broker: no confirmation, no rejection, pings go on.
+    let silent = tokio::time::timeout(Duration::from_secs(20), c.next_message()).await;
+    assert!(
+        silent.is_err(),
+        "nothing but pings while the broker hangs: {silent:?}"
+    );
+    broker.released.send_replace(true);
+    let mut confirmed = Vec::new();
+    for _ in 0..2 {
+        let v = c.next_message().await;
+        assert_eq!(v["type"], "confirm_subscription");
+        confirmed.push(v["identifier"].as_str().unwrap().to_owned());
+    }
+    confirmed.sort();
+    let mut want = vec![first.clone(), second];
+    want.sort();
+    assert_eq!(confirmed, want);
+    // Broadcasts flow once confirmed.
+    pubsub
+        .broadcast("one", br#"{"b":2}"#.to_vec().into())
+        .await
+        .unwrap();
+    assert_eq!(c.next_message().await["message"], json!({"b": 2}));
+}

@@ -139,3 +139,87 @@ async fn a_failed_internal_stream_means_no_welcome() {
     conn.disconnect().await;
     assert_eq!(broker.total_subscriptions(), 0);
 }
+
+/// Accepts every subscription; streams nothing.
+#[derive(Default)]
+struct Quiet;
+
+impl Channel for Quiet {
+    const NAME: &'static str = "Quiet";
+}
+
+fn quiet_identifier(n: usize, pad: usize) -> String {
+    json!({"channel": "Quiet", "n": n, "pad": "p".repeat(pad)}).to_string()
+}
+
+#[tokio::test]
+async fn subscriptions_of_a_connection_and_of_the_process_stay_within_their_memory_budgets() {
+    let cable = Cable::builder(keayl_cable::InMemory::new())
+        .channel::<Quiet>()
+        .config(CableConfig {
+            max_subscription_bytes: 256 * 1024,
+            max_total_subscription_bytes: 600 * 1024,
+            ..CableConfig::default()
+        })
+        .build();
+    let mut conns = Vec::new();
+    let mut confirmed_per_conn = Vec::new();
+    for c in 0..4 {
+        let sink = RecordingSink::new();
+        let mut conn = cable.connection(sink.sink(), Identifiers::new());
+        conn.open().await;
+        let mut refused = Vec::new();
+        for n in 0..256 {
+            let id = quiet_identifier(c * 1000 + n, 3900);
+            if let Err(e) = conn.handle_frame(subscribe(&id).as_bytes()).await {
+                refused.push(e.kind());
+            }
+        }
+        let confirmed = sink
+            .frames()
+            .iter()
+            .filter(|f| f.contains("confirm_subscription"))
+            .count();
+        assert!(refused.iter().all(|k| *k == "over_budget"), "{refused:?}");
+        confirmed_per_conn.push(confirmed);
+        conns.push(conn);
+    }
+    // ~25 KB each: about 10 per connection, then the process budget stops the
+    // third and fourth connections early.
+    assert!(
+        (8..=11).contains(&confirmed_per_conn[0]),
+        "{confirmed_per_conn:?}"
+    );
+    assert!(
+        confirmed_per_conn[3] < confirmed_per_conn[0],
+        "{confirmed_per_conn:?}"
+    );
+    assert!(cable.subscription_bytes() <= 600 * 1024);
+    // Small identifiers still fit once others leave: the budgets are released.
+    for mut conn in conns {
+        conn.disconnect().await;
+    }
+    assert_eq!(cable.subscription_bytes(), 0);
+    let sink = RecordingSink::new();
+    let mut conn = cable.connection(sink.sink(), Identifiers::new());
+    conn.open().await;
+    for n in 0..100 {
+        conn.handle_frame(subscribe(&quiet_identifier(n, 10)).as_bytes())
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        sink.frames()
+            .iter()
+            .filter(|f| f.contains("confirm_subscription"))
+            .count(),
+        100
+    );
+    let held = cable.subscription_bytes();
+    conn.remove_subscription(&quiet_identifier(0, 10))
+        .await
+        .unwrap();
+    let one = held - cable.subscription_bytes();
+    // Its own share, about 1.8 KB for a 50-byte identifier, is released.
+    assert!((1024..4096).contains(&one), "{one} of {held}");
+}

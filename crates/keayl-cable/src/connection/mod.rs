@@ -185,6 +185,15 @@ pub enum CommandError {
     /// The connection is not open (not yet opened, rejected or closed).
     #[error("connection is not open")]
     NotOpen,
+    /// The subscription would take the connection's (or the process's)
+    /// subscriptions over their memory budget.
+    #[error("subscription of ~{needed} bytes is over the memory budget ({budget})")]
+    OverBudget {
+        /// The subscription's estimated bytes.
+        needed: usize,
+        /// Which budget: `"connection"` or `"process"`.
+        budget: &'static str,
+    },
 }
 
 impl CommandError {
@@ -200,6 +209,7 @@ impl CommandError {
             CommandError::UnknownAction { .. } => "unknown_action",
             CommandError::ActionFailed { .. } => "action_failed",
             CommandError::NotOpen => "not_open",
+            CommandError::OverBudget { .. } => "over_budget",
         }
     }
 }
@@ -260,6 +270,34 @@ pub(crate) struct ConnShared {
 struct Subscription {
     channel: Box<dyn DynChannel>,
     state: SubState,
+    charge: Charge,
+}
+
+/// A subscription's share of the memory budgets; released when dropped.
+struct Charge {
+    bytes: usize,
+    total: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.total
+            .fetch_sub(self.bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The estimated memory of a subscription (see
+/// [`CableConfig::max_subscription_bytes`](crate::CableConfig::max_subscription_bytes)).
+fn estimated_bytes(identifier: &str, params: &Params) -> usize {
+    fn values(v: &Value) -> usize {
+        match v {
+            Value::Array(a) => 1 + a.iter().map(values).sum::<usize>(),
+            Value::Object(m) => 1 + m.values().map(values).sum::<usize>(),
+            _ => 1,
+        }
+    }
+    let n: usize = params.values().map(values).sum();
+    identifier.len() * 6 + n * 160 + 1024
 }
 
 /// One client connection. See the [module docs](self).
@@ -541,6 +579,7 @@ impl Connection {
         if self.subscriptions.len() >= limit {
             return Err(CommandError::TooManySubscriptions(limit));
         }
+        let charge = self.charge(&identifier, &params)?;
         let pending_limit = self.shared.cable.config().max_pending_bytes;
         let mut state = SubState::new(
             &identifier,
@@ -579,15 +618,25 @@ impl Connection {
         }
         if state.pending.is_empty() {
             Self::confirm(&self.shared, channel.as_ref(), &mut state);
-            self.subscriptions
-                .push((identifier, Box::new(Subscription { channel, state })));
+            self.subscriptions.push((
+                identifier,
+                Box::new(Subscription {
+                    channel,
+                    state,
+                    charge,
+                }),
+            ));
             return Ok(SubscribeOutcome::Confirmed);
         }
         // Waiting for the broker: the subscription exists (its actions can
         // run), its confirmation follows once every stream is live.
         self.subscriptions.push((
             identifier.clone(),
-            Box::new(Subscription { channel, state }),
+            Box::new(Subscription {
+                channel,
+                state,
+                charge,
+            }),
         ));
         if self.deferred_confirmations {
             return Ok(SubscribeOutcome::Pending);
@@ -603,6 +652,33 @@ impl Connection {
                 Some(_) => {}
             }
         }
+    }
+
+    /// Reserve a new subscription's share of the memory budgets.
+    fn charge(&self, identifier: &str, params: &Params) -> Result<Charge, CommandError> {
+        use std::sync::atomic::Ordering;
+        let config = self.shared.cable.config();
+        let needed = estimated_bytes(identifier, params);
+        let held: usize = self.subscriptions.iter().map(|(_, s)| s.charge.bytes).sum();
+        if held + needed > config.max_subscription_bytes {
+            return Err(CommandError::OverBudget {
+                needed,
+                budget: "connection",
+            });
+        }
+        let total = self.shared.cable.subscription_budget();
+        let before = total.fetch_add(needed, Ordering::Relaxed);
+        let charge = Charge {
+            bytes: needed,
+            total: total.clone(),
+        };
+        if before + needed > config.max_total_subscription_bytes {
+            return Err(CommandError::OverBudget {
+                needed,
+                budget: "process",
+            });
+        }
+        Ok(charge)
     }
 
     /// Send `confirm_subscription` (then the messages held back meanwhile)
@@ -695,11 +771,11 @@ impl Connection {
             }
             if state.rejected {
                 let (_, mut sub) = self.subscriptions.remove(i);
-                let Subscription { channel, state } = &mut *sub;
+                let Subscription { channel, state, .. } = &mut *sub;
                 Self::reject(&self.shared, channel.as_mut(), state).await;
                 continue;
             }
-            let Subscription { channel, state } = &mut *self.subscriptions[i].1;
+            let Subscription { channel, state, .. } = &mut *self.subscriptions[i].1;
             Self::confirm(&self.shared, channel.as_ref(), state);
             i += 1;
         }
@@ -719,7 +795,7 @@ impl Connection {
         };
         let sub = &mut self.subscriptions[index].1;
         let action = action.filter(|a| !a.is_empty()).unwrap_or("receive");
-        let Subscription { channel, state } = &mut **sub;
+        let Subscription { channel, state, .. } = &mut **sub;
         if !channel.actions().contains(&action) {
             return Err(CommandError::UnknownAction {
                 channel: state.channel_class.to_string(),
@@ -786,7 +862,7 @@ impl Connection {
     // Takes the shared parts, not `&self`: a future holding `&Connection`
     // would need `Connection: Sync`, which channels need not be.
     async fn unsubscribe(shared: &ConnShared, sub: &mut Subscription) {
-        let Subscription { channel, state } = sub;
+        let Subscription { channel, state, .. } = sub;
         state.timers.clear();
         let mut ctx = ChannelContext {
             state,
@@ -827,7 +903,7 @@ impl Connection {
                 })
                 .collect();
             for name in due {
-                let Subscription { channel, state } = &mut **sub;
+                let Subscription { channel, state, .. } = &mut **sub;
                 if let Err(e) =
                     Self::run_action(&self.shared, channel.as_mut(), state, name, &Data::new())
                         .await

@@ -42,6 +42,14 @@ pub struct CableConfig {
     /// the client is disconnected as too slow, as a full outbound queue
     /// would. Default: 1 MiB.
     pub max_pending_bytes: usize,
+    /// Memory the subscriptions of one connection may hold, estimated from
+    /// what the client sent (each subscription: 6 bytes per identifier byte,
+    /// 160 per JSON value of its params, 1 KiB; measured, release build).
+    /// A subscribe beyond it is refused (logged, no frame). Default: 1 MiB.
+    pub max_subscription_bytes: usize,
+    /// The same estimate over every connection of the process: no number of
+    /// connections can make subscriptions take more. Default: 1 GiB.
+    pub max_total_subscription_bytes: usize,
 }
 
 impl Default for CableConfig {
@@ -50,6 +58,8 @@ impl Default for CableConfig {
             max_subscriptions: 256,
             max_identifier_bytes: 4 * 1024,
             max_pending_bytes: 1024 * 1024,
+            max_subscription_bytes: 1024 * 1024,
+            max_total_subscription_bytes: 1024 * 1024 * 1024,
         }
     }
 }
@@ -65,6 +75,8 @@ struct Inner {
     channels: HashMap<String, ChannelFactory>,
     handler: Arc<dyn DynHandler>,
     config: CableConfig,
+    /// Estimated bytes held by every subscription of the process.
+    subscription_bytes: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl std::fmt::Debug for Cable {
@@ -131,6 +143,7 @@ impl CableBuilder {
                 channels: self.channels,
                 handler: self.handler,
                 config: self.config,
+                subscription_bytes: Arc::default(),
             }),
         }
     }
@@ -175,6 +188,18 @@ impl Cable {
     /// The limits.
     pub fn config(&self) -> &CableConfig {
         &self.inner.config
+    }
+
+    /// Estimated bytes held by the subscriptions of every connection (see
+    /// [`CableConfig::max_total_subscription_bytes`]).
+    pub fn subscription_bytes(&self) -> usize {
+        self.inner
+            .subscription_bytes
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(crate) fn subscription_budget(&self) -> &Arc<std::sync::atomic::AtomicUsize> {
+        &self.inner.subscription_bytes
     }
 
     /// Whether a channel of that name is registered.

@@ -11,6 +11,7 @@
 //!   HTTP broadcast API at `POST /_broadcast`.
 
 pub mod cable;
+pub mod hosts;
 pub mod live;
 pub mod ops;
 

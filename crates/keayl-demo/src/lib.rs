@@ -44,6 +44,9 @@ pub struct DemoConfig {
     pub broadcast_secret: Option<String>,
     /// Where `node_modules` with `@rails/actioncable` lives (for `/chat`).
     pub web_dir: PathBuf,
+    /// Host names the server answers to (any port); empty: any host. A
+    /// request for another host gets HTTP 421 (against DNS rebinding).
+    pub allowed_hosts: Vec<String>,
 }
 
 impl std::fmt::Debug for DemoConfig {
@@ -63,6 +66,7 @@ impl Default for DemoConfig {
             pubsub: Arc::new(keayl_cable::InMemory::new()),
             broadcast_secret: None,
             web_dir: default_web_dir(),
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -130,6 +134,15 @@ pub fn app(config: DemoConfig) -> (Router, CableServer) {
         )
         .merge(server.router())
         .merge(keayl_axum::ops::ops_router(vec![server.clone()]));
+    let router = if config.allowed_hosts.is_empty() {
+        router
+    } else {
+        let hosts = keayl_axum::hosts::AllowedHosts::new(config.allowed_hosts.iter().cloned());
+        router.layer(axum::middleware::from_fn_with_state(
+            hosts,
+            keayl_axum::hosts::check_host,
+        ))
+    };
     (router, server)
 }
 

@@ -24,6 +24,10 @@ struct Args {
     /// or `postgres://user@host/db[?channel_prefix=app]`.
     #[arg(long, env = pubsub_config::ENV, default_value = "memory")]
     pubsub: PubSubSpec,
+    /// A host name the server answers to (repeat for several; any port).
+    /// Unset: any host. Others get HTTP 421 (against DNS rebinding).
+    #[arg(long = "allowed-host")]
+    allowed_hosts: Vec<String>,
 }
 
 #[tokio::main]
@@ -43,6 +47,7 @@ async fn main() -> anyhow::Result<()> {
     let config = DemoConfig {
         broadcast_secret: args.broadcast_secret,
         pubsub: backend.pubsub,
+        allowed_hosts: args.allowed_hosts,
         ..DemoConfig::default()
     };
     keayl_demo::serve_until(listener, config, shutdown_signal()).await?;

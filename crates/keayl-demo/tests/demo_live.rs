@@ -195,3 +195,22 @@ async fn shutdown_finishes_even_with_open_sse_streams() {
         .unwrap();
     assert!(started.elapsed() < keayl_demo::SHUTDOWN_GRACE + Duration::from_secs(3));
 }
+
+#[tokio::test]
+async fn with_allowed_hosts_another_host_gets_421_dns_rebinding() {
+    let addr = start(DemoConfig {
+        allowed_hosts: vec!["localhost".into()],
+        ..DemoConfig::default()
+    })
+    .await;
+    let request =
+        |host: &str| format!("GET /numbers HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    for (host, want) in [("localhost:3000", "200"), ("evil.example:3000", "421")] {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(request(host).as_bytes()).await.unwrap();
+        let mut raw = Vec::new();
+        tcp.read_to_end(&mut raw).await.unwrap();
+        let status = String::from_utf8_lossy(&raw[..12]).into_owned();
+        assert!(status.ends_with(want), "{host}: {status}");
+    }
+}

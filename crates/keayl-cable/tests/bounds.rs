@@ -223,3 +223,46 @@ async fn subscriptions_of_a_connection_and_of_the_process_stay_within_their_memo
     // Its own share, about 1.8 KB for a 50-byte identifier, is released.
     assert!((1024..4096).contains(&one), "{one} of {held}");
 }
+
+/// `subscribed` always fails.
+#[derive(Default)]
+struct Broken;
+
+impl Channel for Broken {
+    const NAME: &'static str = "Broken";
+    async fn subscribed(&mut self, _ctx: &mut ChannelContext<'_>) -> Result<(), ChannelError> {
+        Err(ChannelError::msg("database down"))
+    }
+}
+
+#[tokio::test]
+async fn failures_a_client_triggers_in_a_loop_are_logged_rate_limited() {
+    let cable = Cable::builder(keayl_cable::InMemory::new())
+        .channel::<Broken>()
+        .config(CableConfig {
+            max_subscriptions: 10_000,
+            log_lines_per_second: 20,
+            ..CableConfig::default()
+        })
+        .build();
+    let sink = RecordingSink::new();
+    let mut conn = cable.connection(sink.sink(), Identifiers::new());
+    conn.open().await;
+    for n in 0..5_000 {
+        let id = json!({"channel": "Broken", "n": n}).to_string();
+        conn.handle_frame(subscribe(&id).as_bytes()).await.unwrap();
+    }
+    // Every one was rejected, and at most 20 a second were logged.
+    assert_eq!(
+        sink.frames()
+            .iter()
+            .filter(|f| f.contains("reject_subscription"))
+            .count(),
+        5_000
+    );
+    assert!(
+        cable.suppressed_logs() >= 4_900,
+        "{}",
+        cable.suppressed_logs()
+    );
+}

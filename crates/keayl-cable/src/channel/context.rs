@@ -233,16 +233,25 @@ impl<'a> ChannelContext<'a> {
         let gate = self.state.gate.clone();
         let encoded = self.state.encoded.clone();
         let sink = self.conn.sink.clone();
+        // One bad broadcast reaches every subscriber: its log line is
+        // rate-limited.
+        let cable = self.conn.cable.clone();
         if coder.is_json_passthrough() {
             Arc::new(move |d: &Delivery| match d.frame_for(&encoded) {
                 Some(frame) => gate.deliver(&sink, frame),
-                None => tracing::warn!(stream = d.stream(), "dropped a broadcast that is not JSON"),
+                None => {
+                    if cable.log_allowed() {
+                        tracing::warn!(stream = d.stream(), "dropped a broadcast that is not JSON")
+                    }
+                }
             })
         } else {
             Arc::new(move |d: &Delivery| match coder.decode(d.message()) {
                 Ok(value) => gate.deliver(&sink, encoded.frame(&value.to_string())),
                 Err(e) => {
-                    tracing::warn!(stream = d.stream(), error = %e, "could not decode a broadcast")
+                    if cable.log_allowed() {
+                        tracing::warn!(stream = d.stream(), error = %e, "could not decode a broadcast")
+                    }
                 }
             })
         }

@@ -229,7 +229,7 @@ pub enum SubscribeOutcome {
 
 /// Poll a subscription's pending stream subscriptions once: drop those that
 /// went live; a failure marks the subscription rejected.
-fn settle_ready(state: &mut SubState, cx: &mut std::task::Context<'_>) {
+fn settle_ready(cable: &Cable, state: &mut SubState, cx: &mut std::task::Context<'_>) {
     let mut i = 0;
     while i < state.pending.len() {
         match state.pending[i].ready.as_mut().poll(cx) {
@@ -237,7 +237,9 @@ fn settle_ready(state: &mut SubState, cx: &mut std::task::Context<'_>) {
                 state.pending.swap_remove(i);
             }
             std::task::Poll::Ready(Err(e)) => {
-                tracing::error!(identifier = %state.identifier, stream = %state.pending[i].stream, error = %e, "stream subscription failed; rejecting");
+                if cable.log_allowed() {
+                    tracing::error!(identifier = %state.identifier, stream = %state.pending[i].stream, error = %e, "stream subscription failed; rejecting");
+                }
                 state.pending.swap_remove(i);
                 state.rejected = true;
             }
@@ -450,7 +452,9 @@ impl Connection {
                 return self.state;
             }
             Err(ConnectError::Failed(message)) => {
-                tracing::error!(%message, "connect failed");
+                if self.shared.cable.log_allowed() {
+                    tracing::error!(%message, "connect failed");
+                }
                 self.state = ConnectionState::Rejected;
                 self.shared.sink.send(protocol::disconnect(
                     DisconnectReason::Other("server_error"),
@@ -601,13 +605,16 @@ impl Connection {
             Err(panic) => Some(panic_message(&*panic)),
         };
         if let Some(message) = &failure {
-            tracing::error!(identifier = %identifier, %message, "subscribed failed; rejecting");
+            if self.shared.cable.log_allowed() {
+                tracing::error!(identifier = %identifier, %message, "subscribed failed; rejecting");
+            }
             state.rejected = true;
         }
         if !state.rejected {
             // Streams already live (in memory, or a broker stream another
             // subscriber made live) need no wait.
             settle_ready(
+                &self.shared.cable,
                 &mut state,
                 &mut std::task::Context::from_waker(std::task::Waker::noop()),
             );
@@ -747,7 +754,7 @@ impl Connection {
                 if state.confirmed {
                     continue;
                 }
-                settle_ready(state, cx);
+                settle_ready(&self.shared.cable, state, cx);
                 settled |= state.rejected || state.pending.is_empty();
             }
             if settled {
@@ -829,7 +836,9 @@ impl Connection {
         };
         for p in pending {
             if let Err(e) = p.ready.await {
-                tracing::error!(error = %e, stream = %p.stream, "stream subscription from an action failed; stopping it");
+                if shared.cable.log_allowed() {
+                    tracing::error!(error = %e, stream = %p.stream, "stream subscription from an action failed; stopping it");
+                }
                 if state.streams.get(&p.stream) == Some(&p.id) {
                     state.streams.remove(&p.stream);
                     shared.cable.pubsub().unsubscribe(p.id);
@@ -872,7 +881,9 @@ impl Connection {
             .catch_unwind()
             .await
         {
-            tracing::error!(message = %panic_message(&*panic), "unsubscribed panicked");
+            if shared.cable.log_allowed() {
+                tracing::error!(message = %panic_message(&*panic), "unsubscribed panicked");
+            }
         }
         ctx.stop_all_streams();
         state.gate.close();
@@ -908,7 +919,9 @@ impl Connection {
                     Self::run_action(&self.shared, channel.as_mut(), state, name, &Data::new())
                         .await
                 {
-                    tracing::error!(error = %e, "periodic timer failed");
+                    if self.shared.cable.log_allowed() {
+                        tracing::error!(error = %e, "periodic timer failed");
+                    }
                 }
                 fired += 1;
             }
@@ -938,7 +951,9 @@ impl Connection {
                 .catch_unwind()
                 .await
             {
-                tracing::error!(message = %panic_message(&*panic), "disconnect panicked");
+                if self.shared.cable.log_allowed() {
+                    tracing::error!(message = %panic_message(&*panic), "disconnect panicked");
+                }
             }
         }
     }

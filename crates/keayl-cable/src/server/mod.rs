@@ -50,6 +50,10 @@ pub struct CableConfig {
     /// The same estimate over every connection of the process: no number of
     /// connections can make subscriptions take more. Default: 1 GiB.
     pub max_total_subscription_bytes: usize,
+    /// Log lines per second for what clients can trigger at will (a
+    /// `subscribed` that fails or panics, a timer that fails); the rest are
+    /// counted and summarised. Default: 20.
+    pub log_lines_per_second: u32,
 }
 
 impl Default for CableConfig {
@@ -60,6 +64,7 @@ impl Default for CableConfig {
             max_pending_bytes: 1024 * 1024,
             max_subscription_bytes: 1024 * 1024,
             max_total_subscription_bytes: 1024 * 1024 * 1024,
+            log_lines_per_second: 20,
         }
     }
 }
@@ -77,6 +82,8 @@ struct Inner {
     config: CableConfig,
     /// Estimated bytes held by every subscription of the process.
     subscription_bytes: Arc<std::sync::atomic::AtomicUsize>,
+    log_limit: crate::socket::LogLimit,
+    suppressed_logs: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Cable {
@@ -142,8 +149,10 @@ impl CableBuilder {
                 pubsub: self.pubsub,
                 channels: self.channels,
                 handler: self.handler,
-                config: self.config,
                 subscription_bytes: Arc::default(),
+                log_limit: crate::socket::LogLimit::new(self.config.log_lines_per_second),
+                suppressed_logs: Default::default(),
+                config: self.config,
             }),
         }
     }
@@ -195,6 +204,19 @@ impl Cable {
     pub fn subscription_bytes(&self) -> usize {
         self.inner
             .subscription_bytes
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether one more line about a client-triggered failure may be logged
+    /// now (see [`CableConfig::log_lines_per_second`]).
+    pub fn log_allowed(&self) -> bool {
+        self.inner.log_limit.allow(&self.inner.suppressed_logs)
+    }
+
+    /// Log lines suppressed by [`log_allowed`](Self::log_allowed).
+    pub fn suppressed_logs(&self) -> u64 {
+        self.inner
+            .suppressed_logs
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 

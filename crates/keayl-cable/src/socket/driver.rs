@@ -99,6 +99,7 @@ impl Hub {
             config.outbound_queue_bytes,
             config.slow_client,
             stats.clone(),
+            self.inner.log_limit.clone(),
         ));
         let _registered = self.register(&outbox);
         let push = outbox.clone();

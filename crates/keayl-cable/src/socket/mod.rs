@@ -182,7 +182,7 @@ struct HubInner {
     cable: Cable,
     config: SocketConfig,
     stats: Arc<SocketStats>,
-    log_limit: LogLimit,
+    log_limit: Arc<LogLimit>,
     shutdown: AtomicBool,
     /// Outboxes of every connection, for the server-wide pinger (welcomed
     /// ones only), restart and shutdown.
@@ -243,7 +243,7 @@ impl Hub {
         Ok(Hub {
             inner: Arc::new(HubInner {
                 cable,
-                log_limit: LogLimit::new(config.log_lines_per_second),
+                log_limit: Arc::new(LogLimit::new(config.log_lines_per_second)),
                 config,
                 stats: Arc::new(SocketStats::default()),
                 shutdown: AtomicBool::new(false),

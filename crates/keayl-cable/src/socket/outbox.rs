@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use tokio::sync::Notify;
 
-use super::SocketStats;
+use super::{LogLimit, SocketStats};
 
 /// What to do when a client's outbound queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -72,18 +72,25 @@ pub(crate) struct Outbox {
     /// Wakes the connection's writer: frames to write, or closing.
     pub(crate) wake: Notify,
     pub(crate) stats: Arc<SocketStats>,
+    log_limit: Arc<LogLimit>,
     /// `welcome` was sent: the pinger may ping.
     welcomed: AtomicBool,
 }
 
 impl Outbox {
-    pub(crate) fn new(limit: usize, policy: SlowClientPolicy, stats: Arc<SocketStats>) -> Self {
+    pub(crate) fn new(
+        limit: usize,
+        policy: SlowClientPolicy,
+        stats: Arc<SocketStats>,
+        log_limit: Arc<LogLimit>,
+    ) -> Self {
         Outbox {
             state: Mutex::new(State::default()),
             limit,
             policy,
             wake: Notify::new(),
             stats,
+            log_limit,
             welcomed: AtomicBool::new(false),
         }
     }
@@ -109,11 +116,13 @@ impl Outbox {
                     // Counted here, once: the close below makes every later
                     // push a no-op.
                     self.stats.slow_disconnects.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(
-                        queued = st.bytes,
-                        limit = self.limit,
-                        "client too slow; disconnecting"
-                    );
+                    if self.log_limit.allow(&self.stats.suppressed_logs) {
+                        tracing::warn!(
+                            queued = st.bytes,
+                            limit = self.limit,
+                            "client too slow; disconnecting"
+                        );
+                    }
                     self.stats
                         .queued_bytes
                         .fetch_sub(st.bytes, Ordering::Relaxed);

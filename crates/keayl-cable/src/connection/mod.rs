@@ -880,10 +880,9 @@ impl Connection {
         if let Err(panic) = AssertUnwindSafe(channel.unsubscribed(&mut ctx))
             .catch_unwind()
             .await
+            && shared.cable.log_allowed()
         {
-            if shared.cable.log_allowed() {
-                tracing::error!(message = %panic_message(&*panic), "unsubscribed panicked");
-            }
+            tracing::error!(message = %panic_message(&*panic), "unsubscribed panicked");
         }
         ctx.stop_all_streams();
         state.gate.close();
@@ -918,10 +917,9 @@ impl Connection {
                 if let Err(e) =
                     Self::run_action(&self.shared, channel.as_mut(), state, name, &Data::new())
                         .await
+                    && self.shared.cable.log_allowed()
                 {
-                    if self.shared.cable.log_allowed() {
-                        tracing::error!(error = %e, "periodic timer failed");
-                    }
+                    tracing::error!(error = %e, "periodic timer failed");
                 }
                 fired += 1;
             }
@@ -950,10 +948,9 @@ impl Connection {
             if let Err(panic) = AssertUnwindSafe(handler.disconnect(self))
                 .catch_unwind()
                 .await
+                && self.shared.cable.log_allowed()
             {
-                if self.shared.cable.log_allowed() {
-                    tracing::error!(message = %panic_message(&*panic), "disconnect panicked");
-                }
+                tracing::error!(message = %panic_message(&*panic), "disconnect panicked");
             }
         }
     }

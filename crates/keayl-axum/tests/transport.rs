@@ -374,3 +374,75 @@ async fn connections_beyond_the_limit_get_503() {
         other => panic!("expected HTTP 503, got {:?}", other.map(|_| ())),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_broadcasts_never_delays_echo_answers_or_the_unsubscribe() {
+    let (addr, server) = start(ServerConfig::default()).await;
+    let mut ws = connect(addr).await;
+    subscribe(&mut ws).await;
+    let cable = server.cable().clone();
+    let burst = tokio::spawn(async move {
+        for i in 0..10_000u32 {
+            cable
+                .broadcast("s", &serde_json::json!({"i": i}))
+                .await
+                .unwrap();
+            if i % 200 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+    });
+    let (mut tx, mut rx) = ws.split();
+    let reader = tokio::spawn(async move {
+        // Arrival time of each echo answer, by n.
+        let mut answered = std::collections::HashMap::new();
+        while let Some(Ok(msg)) = rx.next().await {
+            if let Message::Text(t) = msg {
+                let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+                if let Some(n) = v["message"]["n"].as_u64() {
+                    answered.insert(n, tokio::time::Instant::now());
+                    if n == 9 {
+                        break;
+                    }
+                }
+            }
+        }
+        (answered, rx)
+    });
+    let mut sent = Vec::new();
+    for n in 0..10u64 {
+        sent.push(tokio::time::Instant::now());
+        tx.send(Message::text(format!(
+            r#"{{"command":"message","identifier":"{ID}","data":"{{\"action\":\"echo\",\"n\":{n}}}"}}"#
+        )))
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (answered, _rx) = tokio::time::timeout(Duration::from_secs(20), reader)
+        .await
+        .expect("every echo answered")
+        .unwrap();
+    for (n, at) in sent.iter().enumerate() {
+        let got = answered[&(n as u64)];
+        assert!(
+            got - *at < Duration::from_secs(1),
+            "echo {n} took {:?}",
+            got - *at
+        );
+    }
+    tx.send(Message::text(format!(
+        r#"{{"command":"unsubscribe","identifier":"{ID}"}}"#
+    )))
+    .await
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while server.cable().pubsub().stats().subscriptions > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "unsubscribe not honoured"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    burst.await.unwrap();
+}

@@ -8,9 +8,7 @@ use std::time::Duration;
 use common::*;
 use futures_util::FutureExt;
 use keayl_cable::channel::{Channel, ChannelContext, ChannelError};
-use keayl_cable::connection::{
-    ConnectError, Connection, ConnectionHandler, ConnectionState, Identifiers,
-};
+use keayl_cable::connection::{ConnectionState, Identifiers};
 use keayl_cable::pubsub::{External, PubSubError};
 use keayl_cable::{Cable, CableConfig, Data};
 use serde_json::json;
@@ -98,16 +96,6 @@ async fn periodically_with_a_registered_name_replaces_the_timer() {
         1
     );
     assert_eq!(sink.take().len(), 1);
-}
-
-struct Named;
-
-impl ConnectionHandler for Named {
-    const IDENTIFIED_BY: &'static [&'static str] = &["current_user"];
-    async fn connect(&self, conn: &mut Connection) -> Result<(), ConnectError> {
-        conn.set_identifier("current_user", "alice".to_string());
-        Ok(())
-    }
 }
 
 #[tokio::test]

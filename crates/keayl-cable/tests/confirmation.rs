@@ -9,9 +9,7 @@ use common::*;
 use futures_util::FutureExt;
 use keayl_cable::Cable;
 use keayl_cable::channel::{Channel, ChannelContext, ChannelError};
-use keayl_cable::connection::{
-    CommandError, ConnectError, Connection, ConnectionHandler, ConnectionState, Identifiers,
-};
+use keayl_cable::connection::{CommandError, Connection, ConnectionState, Identifiers};
 use keayl_cable::pubsub::{External, PubSubError};
 use serde_json::json;
 
@@ -397,16 +395,6 @@ async fn concurrent_subscribers_waiting_on_one_ack_are_all_confirmed() {
     fut_b.await.unwrap();
     assert_eq!(a_sink.take(), vec![ROOM1_CONFIRM]);
     assert_eq!(b_sink.take(), vec![ROOM1_CONFIRM]);
-}
-
-struct Named;
-
-impl ConnectionHandler for Named {
-    const IDENTIFIED_BY: &'static [&'static str] = &["current_user"];
-    async fn connect(&self, conn: &mut Connection) -> Result<(), ConnectError> {
-        conn.set_identifier("current_user", "alice".to_string());
-        Ok(())
-    }
 }
 
 #[tokio::test]

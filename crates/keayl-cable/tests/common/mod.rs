@@ -555,3 +555,17 @@ impl PubSubClient for FakeBroker {
         Box::pin(std::future::ready(Ok(n)))
     }
 }
+
+/// Identifies every connection as `current_user` = `"alice"`.
+pub struct Named;
+
+impl keayl_cable::connection::ConnectionHandler for Named {
+    const IDENTIFIED_BY: &'static [&'static str] = &["current_user"];
+    async fn connect(
+        &self,
+        conn: &mut keayl_cable::connection::Connection,
+    ) -> Result<(), keayl_cable::connection::ConnectError> {
+        conn.set_identifier("current_user", "alice".to_string());
+        Ok(())
+    }
+}

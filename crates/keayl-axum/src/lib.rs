@@ -12,6 +12,7 @@
 
 pub mod cable;
 pub mod hosts;
+pub mod listener;
 pub mod live;
 pub mod ops;
 

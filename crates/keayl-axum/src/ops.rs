@@ -23,6 +23,7 @@ use metrics::{Unit, counter, describe_counter, describe_gauge, gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
 use crate::cable::CableServer;
+use crate::listener::{ListenerSnapshot, ListenerStats};
 
 struct Exporter {
     recorder: PrometheusRecorder,
@@ -109,13 +110,46 @@ fn describe() {
         "Broadcasts that could not be published (broker down)"
     );
     describe_gauge!("keayl_runtime_alive_tasks", "Live Tokio tasks");
+    describe_gauge!(
+        "keayl_http_connections",
+        "Open TCP connections on a regular place of the listener's budget (every kind)"
+    );
+    describe_gauge!(
+        "keayl_http_ops_connections",
+        "Open TCP connections on an ops place (health and metrics only)"
+    );
+    describe_counter!("keayl_http_accepted_total", "TCP connections accepted");
+    describe_counter!(
+        "keayl_http_refused_total",
+        "TCP connections refused with 503: the whole budget was taken"
+    );
+    describe_counter!(
+        "keayl_http_ops_only_refusals_total",
+        "Requests on an ops place for a non-ops path (503)"
+    );
+    describe_counter!(
+        "keayl_http_header_timeouts_total",
+        "Connections closed because headers did not arrive in time (idle keep-alive included)"
+    );
+    describe_counter!(
+        "keayl_http_body_timeouts_total",
+        "Request bodies that stalled past the body-read timeout"
+    );
+    describe_counter!(
+        "keayl_http_accept_errors_total",
+        "accept() errors (file descriptors exhausted)"
+    );
 }
 
 /// The Prometheus text for `servers` (several mounts of one process share
-/// their backend; connection counters are summed).
-pub fn render(servers: &[CableServer]) -> String {
+/// their backend; connection counters are summed) and, when given, the
+/// HTTP listener's counters.
+pub fn render(servers: &[CableServer], listener: Option<&ListenerStats>) -> String {
     let ex = exporter();
     metrics::with_local_recorder(&ex.recorder, || {
+        if let Some(l) = listener {
+            render_listener(l.snapshot());
+        }
         let mut pubsub = PubSubStats::default();
         let (
             mut conns,
@@ -177,28 +211,46 @@ pub fn render(servers: &[CableServer]) -> String {
     ex.handle.render()
 }
 
+fn render_listener(l: ListenerSnapshot) {
+    gauge!("keayl_http_connections").set(l.open as f64);
+    gauge!("keayl_http_ops_connections").set(l.ops_open as f64);
+    counter!("keayl_http_accepted_total").absolute(l.accepted);
+    counter!("keayl_http_refused_total").absolute(l.refused);
+    counter!("keayl_http_ops_only_refusals_total").absolute(l.ops_only_refusals);
+    counter!("keayl_http_header_timeouts_total").absolute(l.header_timeouts);
+    counter!("keayl_http_body_timeouts_total").absolute(l.body_timeouts);
+    counter!("keayl_http_accept_errors_total").absolute(l.accept_errors);
+}
+
 /// `GET /metrics` and `GET /health` for `servers` (the first one's pub/sub
-/// decides health).
-pub fn ops_router(servers: Vec<CableServer>) -> Router {
+/// decides health) and, when given, the listener serving them (its
+/// connection budget and timeouts appear in `/metrics`).
+pub fn ops_router(servers: Vec<CableServer>, listener: Option<ListenerStats>) -> Router {
     Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/health", get(health_handler))
-        .with_state(std::sync::Arc::new(servers))
+        .with_state(std::sync::Arc::new(Ops { servers, listener }))
 }
 
-async fn metrics_handler(State(servers): State<std::sync::Arc<Vec<CableServer>>>) -> Response {
+struct Ops {
+    servers: Vec<CableServer>,
+    listener: Option<ListenerStats>,
+}
+
+async fn metrics_handler(State(ops): State<std::sync::Arc<Ops>>) -> Response {
     (
         [(
             http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        render(&servers),
+        render(&ops.servers, ops.listener.as_ref()),
     )
         .into_response()
 }
 
-async fn health_handler(State(servers): State<std::sync::Arc<Vec<CableServer>>>) -> Response {
-    let healthy = servers
+async fn health_handler(State(ops): State<std::sync::Arc<Ops>>) -> Response {
+    let healthy = ops
+        .servers
         .first()
         .map(|s| s.cable().pubsub().stats().healthy)
         .unwrap_or(true);

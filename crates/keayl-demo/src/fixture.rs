@@ -454,5 +454,8 @@ pub fn fixture_router(pubsub: Arc<dyn PubSub>, config: &FixtureConfig) -> Router
     let _ = SERVERS.set(vec![open.clone(), checked.clone()]);
     open.router()
         .merge(checked.route_at("/cable-origin"))
-        .merge(keayl_axum::ops::ops_router(vec![open.clone(), checked]))
+        .merge(keayl_axum::ops::ops_router(
+            vec![open.clone(), checked],
+            None,
+        ))
 }

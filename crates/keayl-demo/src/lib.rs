@@ -21,6 +21,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use keayl_axum::cable::{BroadcastAuth, CableServer, OriginPolicy, ServerConfig};
+use keayl_axum::listener::{Listener, ListenerConfig, ListenerStats};
 use keayl_cable::PubSub;
 
 pub mod cable_app;
@@ -47,6 +48,8 @@ pub struct DemoConfig {
     /// Host names the server answers to (any port); empty: any host. A
     /// request for another host gets HTTP 421 (against DNS rebinding).
     pub allowed_hosts: Vec<String>,
+    /// The HTTP listener's timeouts and connection budget.
+    pub listener: ListenerConfig,
 }
 
 impl std::fmt::Debug for DemoConfig {
@@ -67,6 +70,7 @@ impl Default for DemoConfig {
             broadcast_secret: None,
             web_dir: default_web_dir(),
             allowed_hosts: Vec::new(),
+            listener: ListenerConfig::default(),
         }
     }
 }
@@ -79,8 +83,9 @@ pub fn default_web_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/web")))
 }
 
-/// The demo's router and its cable server (for shutdown).
-pub fn app(config: DemoConfig) -> (Router, CableServer) {
+/// The demo's router and its cable server (for shutdown); `listener`'s
+/// counters, when given, appear in `/metrics`.
+pub fn app(config: DemoConfig, listener: Option<ListenerStats>) -> (Router, CableServer) {
     keayl_cable::set_cable_pubsub(config.pubsub.clone());
     let cable = cable_app::demo_cable(config.pubsub.clone());
     let server = CableServer::new(
@@ -133,7 +138,7 @@ pub fn app(config: DemoConfig) -> (Router, CableServer) {
             ),
         )
         .merge(server.router())
-        .merge(keayl_axum::ops::ops_router(vec![server.clone()]));
+        .merge(keayl_axum::ops::ops_router(vec![server.clone()], listener));
     let router = if config.allowed_hosts.is_empty() {
         router
     } else {
@@ -167,59 +172,26 @@ async fn actioncable_js(web_dir: PathBuf) -> Response {
     }
 }
 
-/// Serve the demo on `listener` until `shutdown` completes, then close cable
-/// connections gracefully.
+/// Serve the demo on `tcp` until `shutdown` completes, then close cable
+/// connections gracefully and give open HTTP streams
+/// [`ListenerConfig::shutdown_grace`] to end.
 pub async fn serve_until(
-    listener: tokio::net::TcpListener,
+    tcp: tokio::net::TcpListener,
     config: DemoConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let (router, server) = app(config);
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let cable = server.clone();
-    tokio::spawn(async move {
-        shutdown.await;
-        cable.shutdown().await;
-        let _ = stop_tx.send(true);
-    });
-    let mut stopped = stop_rx.clone();
-    let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
-        let _ = stopped.wait_for(|s| *s).await;
-    });
-    // Open SSE and live streams never end by themselves, and axum's graceful
-    // shutdown waits for every connection: give them a deadline.
-    let mut deadline = stop_rx;
-    tokio::select! {
-        result = serve => result,
-        _ = async {
-            let _ = deadline.wait_for(|s| *s).await;
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
-        } => {
-            tracing::info!("shutdown deadline reached; closing remaining HTTP streams");
-            Ok(())
-        }
-    }
+    let listener = Listener::new(tcp, config.listener.clone())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let (router, server) = app(config, Some(listener.stats()));
+    listener
+        .serve_until(router, async move {
+            shutdown.await;
+            server.shutdown().await;
+        })
+        .await
 }
 
-/// How long open HTTP streams (SSE, live) may run on after a shutdown
-/// signal, once cable connections are closed.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
-/// Serve the demo on `listener` until the process ends.
-pub async fn serve(listener: tokio::net::TcpListener, config: DemoConfig) -> std::io::Result<()> {
-    serve_until(listener, config, std::future::pending()).await
-}
-
-/// Bind a listener with a deep accept backlog (4096; tokio's `bind` uses
-/// 128, which drops SYNs when thousands of clients connect at once).
-pub fn bind_listener(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.set_nodelay(true)?;
-    socket.bind(addr)?;
-    socket.listen(4096)
+/// Serve the demo on `tcp` until the process ends.
+pub async fn serve(tcp: tokio::net::TcpListener, config: DemoConfig) -> std::io::Result<()> {
+    serve_until(tcp, config, std::future::pending()).await
 }

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
+use keayl_axum::listener::ListenerConfig;
 use keayl_demo::DemoConfig;
 use keayl_demo::pubsub_config::{self, PubSubSpec};
 use tracing_subscriber::EnvFilter;
@@ -28,6 +29,14 @@ struct Args {
     /// Unset: any host. Others get HTTP 421 (against DNS rebinding).
     #[arg(long = "allowed-host")]
     allowed_hosts: Vec<String>,
+    /// Connections served at once, every kind counted (WebSocket, SSE,
+    /// keep-alive); 64 more may reach `/health` and `/metrics` only.
+    #[arg(long, default_value_t = 19_500)]
+    max_connections: usize,
+    /// Seconds for a request's headers to arrive (also the idle
+    /// keep-alive timeout).
+    #[arg(long, default_value_t = 10.0)]
+    header_read_timeout: f64,
 }
 
 #[tokio::main]
@@ -40,18 +49,28 @@ async fn main() -> anyhow::Result<()> {
     // A client that makes a channel panic in a loop cannot flood the log.
     keayl_cable::socket::limit_panic_reports(5);
     let args = Args::parse();
-    let listener = keayl_demo::bind_listener(args.addr)?;
-    tracing::info!(addr = %listener.local_addr()?, "keayl-demo listening");
+    let tcp = keayl_axum::listener::bind(args.addr)?;
+    tracing::info!(addr = %tcp.local_addr()?, "keayl-demo listening");
     let backend = pubsub_config::connect(&args.pubsub, Duration::from_secs(2)).await?;
     tracing::info!(pubsub = %args.pubsub, "pub/sub backend");
+    let listener = listener_config(&args)?;
     let config = DemoConfig {
         broadcast_secret: args.broadcast_secret,
         pubsub: backend.pubsub,
+        listener,
         allowed_hosts: args.allowed_hosts,
         ..DemoConfig::default()
     };
-    keayl_demo::serve_until(listener, config, shutdown_signal()).await?;
+    keayl_demo::serve_until(tcp, config, shutdown_signal()).await?;
     Ok(())
+}
+
+fn listener_config(args: &Args) -> anyhow::Result<ListenerConfig> {
+    let mut config = ListenerConfig::default();
+    config.max_connections = args.max_connections;
+    config.header_read_timeout = Duration::try_from_secs_f64(args.header_read_timeout)?;
+    config.validate()?;
+    Ok(config)
 }
 
 async fn shutdown_signal() {

@@ -193,7 +193,11 @@ async fn shutdown_finishes_even_with_open_sse_streams() {
         .expect("shutdown must not hang on an open SSE stream")
         .unwrap()
         .unwrap();
-    assert!(started.elapsed() < keayl_demo::SHUTDOWN_GRACE + Duration::from_secs(3));
+    assert!(
+        started.elapsed()
+            < keayl_axum::listener::ListenerConfig::default().shutdown_grace
+                + Duration::from_secs(3)
+    );
 }
 
 #[tokio::test]

@@ -270,7 +270,12 @@ async fn ws_handler(
     // The place is taken before the handshake: a storm of upgrades never
     // overshoots the limit.
     let slot = match server.hub().reserve() {
-        Ok(slot) => slot,
+        // The handshake timeout counts from the TCP accept when served by
+        // [`crate::listener::Listener`]: a trickled upgrade request uses it up.
+        Ok(slot) => match req.extensions().get::<crate::listener::AcceptedAt>() {
+            Some(at) => slot.since(at.0),
+            None => slot,
+        },
         Err(Refused::ShuttingDown) => {
             return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
         }

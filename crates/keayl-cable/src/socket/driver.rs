@@ -289,7 +289,16 @@ impl Hub {
         let opened = tokio::select! {
             biased;
             _ = life.writer_done.wait() => None,
-            state = tokio::time::timeout_at(handshake_deadline, Box::pin(conn.open())) => match state {
+            // Checked first: an upgrade request that used up the deadline
+            // is not welcomed however fast `connect` would be.
+            state = async {
+                if Instant::now() >= handshake_deadline {
+                    return Err(());
+                }
+                tokio::time::timeout_at(handshake_deadline, Box::pin(conn.open()))
+                    .await
+                    .map_err(|_| ())
+            } => match state {
                 Ok(state) => Some(state),
                 Err(_) => {
                     stats.handshake_timeouts.fetch_add(1, Ordering::Relaxed);

@@ -214,6 +214,16 @@ pub struct Slot {
     reserved_at: tokio::time::Instant,
 }
 
+impl Slot {
+    /// Count the handshake from `at` (when the transport accepted the
+    /// connection) if that is earlier, so the handshake timeout covers the
+    /// upgrade request too.
+    pub fn since(mut self, at: tokio::time::Instant) -> Self {
+        self.reserved_at = self.reserved_at.min(at);
+        self
+    }
+}
+
 impl Drop for Slot {
     fn drop(&mut self) {
         self.stats.connections.fetch_sub(1, Ordering::AcqRel);

@@ -65,8 +65,9 @@ async fn main() -> anyhow::Result<()> {
             }
         }),
     );
-    let listener = keayl_demo::bind_listener(args.addr)?;
+    let tcp = keayl_axum::listener::bind(args.addr)?;
+    let listener = keayl_axum::listener::Listener::new(tcp, Default::default())?;
     eprintln!("cable-fixture listening on {}", listener.local_addr()?);
-    axum::serve(listener, router).await?;
+    listener.serve(router).await?;
     Ok(())
 }

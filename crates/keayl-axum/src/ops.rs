@@ -136,6 +136,10 @@ fn describe() {
         "Request bodies that stalled past the body-read timeout"
     );
     describe_counter!(
+        "keayl_http_client_stalls_total",
+        "HTTP connections cut because the client stopped reading"
+    );
+    describe_counter!(
         "keayl_http_accept_errors_total",
         "accept() errors (file descriptors exhausted)"
     );
@@ -219,6 +223,7 @@ fn render_listener(l: ListenerSnapshot) {
     counter!("keayl_http_ops_only_refusals_total").absolute(l.ops_only_refusals);
     counter!("keayl_http_header_timeouts_total").absolute(l.header_timeouts);
     counter!("keayl_http_body_timeouts_total").absolute(l.body_timeouts);
+    counter!("keayl_http_client_stalls_total").absolute(l.client_stalls);
     counter!("keayl_http_accept_errors_total").absolute(l.accept_errors);
 }
 

@@ -377,3 +377,77 @@ async fn shutdown_stops_accepting_and_cuts_open_streams_after_the_grace() {
     assert!(closed_within(&mut held, Duration::from_secs(1)).await);
     assert!(TcpStream::connect(addr).await.is_err(), "still accepting");
 }
+
+/// A response of 1 KB every 20 ms for ever; `dropped` is set when the
+/// server lets go of it.
+fn firehose(dropped: std::sync::Arc<std::sync::atomic::AtomicBool>) -> axum::body::Body {
+    struct Flag(std::sync::Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for Flag {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    let flag = Flag(dropped);
+    axum::body::Body::from_stream(futures_util::stream::unfold(flag, |flag| async move {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        Some((
+            Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'x'; 1000])),
+            flag,
+        ))
+    }))
+}
+
+#[tokio::test]
+async fn a_client_that_reads_nothing_is_cut_and_a_reading_one_is_not() {
+    let stalled_flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reading_flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (a, b) = (stalled_flag.clone(), reading_flag.clone());
+    let router = Router::new()
+        .route(
+            "/stalled",
+            get(move || std::future::ready(firehose(a.clone()))),
+        )
+        .route(
+            "/reading",
+            get(move || std::future::ready(firehose(b.clone()))),
+        );
+    let tcp = keayl_axum::listener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = Listener::new(
+        tcp,
+        config(|c| c.client_stall_timeout = Some(Duration::from_secs(2))),
+    )
+    .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stats = listener.stats();
+    tokio::spawn(listener.serve(router));
+
+    let mut stalled = TcpStream::connect(addr).await.unwrap();
+    stalled
+        .write_all(b"GET /stalled HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reading = TcpStream::connect(addr).await.unwrap();
+    reading
+        .write_all(b"GET /reading HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut read = 0usize;
+    while !stalled_flag.load(std::sync::atomic::Ordering::SeqCst) {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the non-reading client was not cut"
+        );
+        if let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(50), reading.read(&mut buf)).await
+        {
+            assert!(n > 0, "the reading client was cut");
+            read += n;
+        }
+    }
+    assert!(started.elapsed() >= Duration::from_millis(1500));
+    assert!(!reading_flag.load(std::sync::atomic::Ordering::SeqCst));
+    assert!(read > 50_000, "read only {read} bytes");
+    assert_eq!(stats.snapshot().client_stalls, 1);
+}

@@ -30,6 +30,7 @@ struct Counters {
     ops_only_refusals: AtomicU64,
     header_timeouts: AtomicU64,
     body_timeouts: AtomicU64,
+    client_stalls: AtomicU64,
     accept_errors: AtomicU64,
     suppressed_logs: AtomicU64,
 }
@@ -54,6 +55,9 @@ pub struct ListenerSnapshot {
     pub header_timeouts: u64,
     /// Request bodies that stalled longer than the body-read timeout.
     pub body_timeouts: u64,
+    /// Connections cut because the client read nothing for the stall
+    /// timeout while a response waited for it.
+    pub client_stalls: u64,
     /// Errors from `accept` (typically running out of file descriptors).
     pub accept_errors: u64,
     /// Refusal log lines left out by the rate limit.
@@ -72,6 +76,7 @@ impl ListenerStats {
             ops_only_refusals: c.ops_only_refusals.load(Ordering::Relaxed),
             header_timeouts: c.header_timeouts.load(Ordering::Relaxed),
             body_timeouts: c.body_timeouts.load(Ordering::Relaxed),
+            client_stalls: c.client_stalls.load(Ordering::Relaxed),
             accept_errors: c.accept_errors.load(Ordering::Relaxed),
             suppressed_logs: c.suppressed_logs.load(Ordering::Relaxed),
         }
@@ -91,6 +96,9 @@ impl ListenerStats {
     }
     pub(crate) fn body_timeout(&self) {
         self.inner.body_timeouts.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn client_stall(&self) {
+        self.inner.client_stalls.fetch_add(1, Ordering::Relaxed);
     }
     pub(crate) fn accept_error(&self) {
         self.inner.accept_errors.fetch_add(1, Ordering::Relaxed);

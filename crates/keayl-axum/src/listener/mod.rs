@@ -24,6 +24,13 @@
 //!   rate-limited log line. Keep `max_connections + ops_headroom` below
 //!   the process's open-file limit.
 //!
+//! - a **client-stall timeout** ([`ListenerConfig::client_stall_timeout`],
+//!   30 s): a connection whose client reads nothing for this long while a
+//!   response waits for it is cut (seen from the TCP window the client
+//!   advertises, on Linux), so an SSE or live writer learns the client is
+//!   gone long before the kernel buffers fill. WebSockets are watched by
+//!   the cable's own outbox limits instead.
+//!
 //! Requests carry an [`AcceptedAt`] extension (when their connection was
 //! accepted), which the cable endpoint uses so its handshake timeout
 //! covers the upgrade request as well as `connect`, and axum's
@@ -41,6 +48,7 @@
 
 mod budget;
 mod io;
+mod stall;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -90,6 +98,11 @@ pub struct ListenerConfig {
     pub ops_headroom: usize,
     /// Paths an ops place may request. Default `/health`, `/metrics`.
     pub ops_paths: Vec<String>,
+    /// Cut an HTTP connection (not an upgraded WebSocket) whose client read
+    /// nothing for this long while data waited for it; `None` never does.
+    /// Linux only (elsewhere the kernel buffers still bound it). Default
+    /// 30 s.
+    pub client_stall_timeout: Option<Duration>,
     /// `SO_SNDBUF` for accepted sockets; `None` keeps the kernel's
     /// auto-tuning. A small buffer makes a client that stops reading
     /// visible sooner, at the cost of throughput on long links. Default
@@ -116,6 +129,7 @@ impl Default for ListenerConfig {
             max_connections: 19_500,
             ops_headroom: 64,
             ops_paths: vec!["/health".into(), "/metrics".into()],
+            client_stall_timeout: Some(Duration::from_secs(30)),
             send_buffer_bytes: None,
             tcp_nodelay: true,
             shutdown_grace: Duration::from_secs(5),
@@ -147,6 +161,10 @@ impl ListenerConfig {
             ),
             ("body_read_timeout", self.body_read_timeout.is_zero()),
             ("max_connections", self.max_connections == 0),
+            (
+                "client_stall_timeout",
+                self.client_stall_timeout.is_some_and(|t| t.is_zero()),
+            ),
             ("log_lines_per_second", self.log_lines_per_second == 0),
         ];
         if let Some((name, _)) = zero.iter().find(|(_, z)| *z) {
@@ -304,6 +322,8 @@ impl Shared {
             let _ = socket2::SockRef::from(&stream).set_send_buffer_size(bytes);
         }
         let place = permit.place();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
+        let stall_timeout = config.client_stall_timeout;
         let io = TokioIo::new(Metered::new(stream, permit));
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
@@ -325,8 +345,22 @@ impl Shared {
         tasks.spawn(async move {
             let conn = builder.serve_connection(io, service).with_upgrades();
             let mut conn = std::pin::pin!(conn);
+            // `fd` belongs to `conn`, which outlives this future.
+            let stall = async {
+                match stall_timeout {
+                    Some(t) => stall::stalled(fd, t).await,
+                    None => std::future::pending().await,
+                }
+            };
             let result = tokio::select! {
                 r = conn.as_mut() => r,
+                _ = stall => {
+                    shared.stats.client_stall();
+                    if shared.log.allow(shared.stats.suppressed()) {
+                        tracing::info!(%peer, "client read nothing for the stall timeout; closing");
+                    }
+                    return;
+                }
                 _ = stop.cancelled() => {
                     conn.as_mut().graceful_shutdown();
                     conn.await

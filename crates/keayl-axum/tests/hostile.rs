@@ -20,7 +20,9 @@ struct EchoChannel;
 
 impl Channel for EchoChannel {
     const NAME: &'static str = "EchoChannel";
-    const ACTIONS: &'static [&'static str] = &["echo"];
+    // `echo` transmits the data back whole (`action` included, keys in the
+    // client's order); any other action is invalid.
+    type Action = Data;
     async fn subscribed(&mut self, ctx: &mut ChannelContext<'_>) -> Result<(), ChannelError> {
         ctx.stream_from("probe");
         Ok(())
@@ -28,10 +30,12 @@ impl Channel for EchoChannel {
     async fn perform(
         &mut self,
         ctx: &mut ChannelContext<'_>,
-        _action: &str,
-        data: &Data,
+        data: Data,
     ) -> Result<(), ChannelError> {
-        ctx.transmit(data);
+        if data.get("action").and_then(|a| a.as_str()) != Some("echo") {
+            return Err(ChannelError::invalid("unknown action"));
+        }
+        ctx.transmit(&data);
         Ok(())
     }
 }

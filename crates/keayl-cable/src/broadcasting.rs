@@ -1,51 +1,77 @@
-//! Broadcasting from models through the server-wide pub/sub.
+//! Broadcasting from anywhere: [`Broadcaster`], and models that broadcast.
 //!
-//! [`set_cable_pubsub`] sets the backend models broadcast through. A model
-//! that implements [`Broadcastable`] gets Turbo Streams-style broadcasts:
-//! `broadcast_append_to`, `broadcast_replace_to`, `broadcast_remove_to` send
-//! a `<turbo-stream>` payload naming action, target and content;
-//! `broadcast_to` sends any payload. Stream names follow Turbo (no channel
-//! prefix), so a `<turbo-cable-stream-source>` signed for the same
-//! streamables receives them.
+//! A [`Broadcaster`] is a cheap, cloneable handle on one cable's pub/sub
+//! ([`Cable::broadcaster`](crate::Cable::broadcaster)): put it in your axum
+//! state and publish from handlers, jobs or models, with no global. It
+//! sends raw streams ([`broadcast`](Broadcaster::broadcast)), a channel's
+//! broadcasting for a model ([`broadcast_for`](Broadcaster::broadcast_for),
+//! what the channel's [`stream_for`](crate::ChannelContext::stream_for)
+//! streams), and Turbo Streams for a model
+//! ([`broadcast_append_to`](Broadcaster::broadcast_append_to) and family,
+//! what [`stream_from_model`](crate::ChannelContext::stream_from_model) and
+//! a signed `<turbo-cable-stream-source>` stream).
+//!
+//! The spec's [`Broadcastable`] models broadcast the same Turbo Streams
+//! through [`Broadcastable::broadcaster`], by default the process-wide one
+//! set with [`set_cable_pubsub`] (optional: nothing else needs it).
 //!
 //! ```
-//! use std::sync::Arc;
-//! use keayl_cable::broadcasting::{Broadcastable, set_cable_pubsub};
 //! use keayl_cable::naming::{GlobalId, HasGlobalId};
-//! use keayl_cable::pubsub::InMemory;
+//! use keayl_cable::{Cable, Channel, ChannelContext, ChannelError, InMemory, NoActions};
 //!
-//! struct Post { id: u64 }
-//! impl HasGlobalId for Post {
-//!     fn global_id(&self) -> GlobalId { GlobalId::new("blog", "Post", self.id) }
+//! struct TodoList { id: u64 }
+//! impl HasGlobalId for TodoList {
+//!     fn global_id(&self) -> GlobalId { GlobalId::new("todo-app", "TodoList", self.id) }
 //! }
-//! impl Broadcastable for Post {}
+//!
+//! /// Streams what is broadcast about the list in its params.
+//! #[derive(Default)]
+//! struct ListChannel;
+//! impl Channel for ListChannel {
+//!     const NAME: &'static str = "ListChannel";
+//!     type Action = NoActions;
+//!     async fn subscribed(&mut self, ctx: &mut ChannelContext<'_>) -> Result<(), ChannelError> {
+//!         #[derive(serde::Deserialize)]
+//!         struct P { list: u64 }
+//!         let P { list } = ctx.params_as()?;
+//!         ctx.stream_from_model(&TodoList { id: list }.global_id());
+//!         Ok(())
+//!     }
+//! }
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
-//! set_cable_pubsub(Arc::new(InMemory::new()));
-//! let post = Post { id: 1 };
-//! post.broadcast_append_to(&post.global_id(), "posts", "<p>hi</p>").await.unwrap();
+//! let cable = Cable::builder(InMemory::new()).channel::<ListChannel>().build();
+//! let broadcaster = cable.broadcaster(); // Clone, Send, Sync: fits in axum state
+//! let list = TodoList { id: 1 };
+//! broadcaster
+//!     .broadcast_append_to(&list.global_id(), "todos", "<li>milk</li>")
+//!     .await
+//!     .unwrap();
 //! # }
 //! ```
 
 use std::sync::{Arc, RwLock};
 
+use serde::Serialize;
 use serde_json::Value;
 
+use crate::channel::Channel;
+use crate::coder::{Coder, JsonCoder};
 use crate::naming::{Streamable, stream_name_from};
 use crate::pubsub::{BoxFuture, PubSub, PubSubError};
 use crate::turbo::{TurboAction, turbo_stream};
 
 static CABLE_PUBSUB: RwLock<Option<Arc<dyn PubSub>>> = RwLock::new(None);
 
-/// Set the server-wide pub/sub that models and
-/// [`Channel::broadcast_to_target`](crate::channel::Channel::broadcast_to_target)
-/// broadcast through.
+/// Set the process-wide default pub/sub that [`Broadcastable`] models and
+/// [`Channel::broadcast_to_target`] use (the spec's `set_cable_pubsub`).
+/// Optional: a [`Broadcaster`] does the same without it.
 pub fn set_cable_pubsub(pubsub: Arc<dyn PubSub>) {
     *CABLE_PUBSUB.write().unwrap_or_else(|e| e.into_inner()) = Some(pubsub);
 }
 
-/// The server-wide pub/sub, if set.
+/// The process-wide default pub/sub, if set.
 pub fn cable_pubsub() -> Option<Arc<dyn PubSub>> {
     CABLE_PUBSUB
         .read()
@@ -53,64 +79,214 @@ pub fn cable_pubsub() -> Option<Arc<dyn PubSub>> {
         .clone()
 }
 
-/// Publish `data` (JSON-encoded) to `stream` through the server-wide pub/sub.
-pub fn broadcast(stream: &str, data: &Value) -> BoxFuture<'static, Result<(), PubSubError>> {
-    match cable_pubsub() {
-        Some(p) => p.broadcast(stream, data.to_string().into()),
-        None => Box::pin(std::future::ready(Err(PubSubError::Failed(
-            "no cable pub/sub set (call set_cable_pubsub)".into(),
-        )))),
+/// Publishes through one pub/sub backend; cheap to clone.
+#[derive(Clone)]
+pub struct Broadcaster {
+    pubsub: Arc<dyn PubSub>,
+}
+
+impl std::fmt::Debug for Broadcaster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broadcaster").finish_non_exhaustive()
     }
 }
 
-/// A model that broadcasts updates to streams through the server pub/sub.
-pub trait Broadcastable {
+impl Broadcaster {
+    /// A broadcaster publishing through `pubsub`.
+    pub fn new(pubsub: Arc<dyn PubSub>) -> Self {
+        Broadcaster { pubsub }
+    }
+
+    /// The one over the process-wide default set with [`set_cable_pubsub`],
+    /// or an error saying it is not set.
+    pub fn process_default() -> Result<Self, PubSubError> {
+        cable_pubsub().map(Broadcaster::new).ok_or_else(|| {
+            PubSubError::Failed(
+                "no process-wide cable pub/sub (call set_cable_pubsub, or use Cable::broadcaster)"
+                    .into(),
+            )
+        })
+    }
+
+    /// The backend.
+    pub fn pubsub(&self) -> &Arc<dyn PubSub> {
+        &self.pubsub
+    }
+
+    /// Publish `data`, JSON-encoded, to `stream` (Rails'
+    /// `ActionCable.server.broadcast`).
+    pub fn broadcast(
+        &self,
+        stream: &str,
+        data: &impl Serialize,
+    ) -> BoxFuture<'static, Result<(), PubSubError>> {
+        encode_and_publish(&self.pubsub, &JSON, stream, data)
+    }
+
+    /// Publish pre-encoded payload bytes to `stream`.
+    pub fn broadcast_raw(
+        &self,
+        stream: &str,
+        payload: bytes::Bytes,
+    ) -> BoxFuture<'static, Result<(), PubSubError>> {
+        self.pubsub.broadcast(stream, payload)
+    }
+
+    /// Publish `data` to channel `C`'s broadcasting for `target`, encoded
+    /// with [`C::coder`](Channel::coder): what `C`'s
+    /// [`stream_for`](crate::ChannelContext::stream_for) receives (Rails'
+    /// `ChatChannel.broadcast_to(room, data)`).
+    pub fn broadcast_for<C: Channel>(
+        &self,
+        target: &dyn Streamable,
+        data: &impl Serialize,
+    ) -> BoxFuture<'static, Result<(), PubSubError>> {
+        encode_and_publish(
+            &self.pubsub,
+            &C::coder(),
+            &C::broadcasting_for(target),
+            data,
+        )
+    }
+
     /// Send `<turbo-stream action="append" target=…><template>content</template></turbo-stream>`
-    /// to `streamable`'s stream.
+    /// to `streamable`'s stream (Turbo's naming: [`stream_name_from`]).
+    pub fn broadcast_append_to(
+        &self,
+        streamable: &dyn Streamable,
+        target: &str,
+        content: &str,
+    ) -> BoxFuture<'static, Result<(), PubSubError>> {
+        self.turbo(streamable, TurboAction::Append, target, Some(content))
+    }
+
+    /// Send a `replace` Turbo Stream with `content`.
+    pub fn broadcast_replace_to(
+        &self,
+        streamable: &dyn Streamable,
+        target: &str,
+        content: &str,
+    ) -> BoxFuture<'static, Result<(), PubSubError>> {
+        self.turbo(streamable, TurboAction::Replace, target, Some(content))
+    }
+
+    /// Send a `remove` Turbo Stream (no template).
+    pub fn broadcast_remove_to(
+        &self,
+        streamable: &dyn Streamable,
+        target: &str,
+    ) -> BoxFuture<'static, Result<(), PubSubError>> {
+        self.turbo(streamable, TurboAction::Remove, target, None)
+    }
+
+    /// Send any payload to `streamable`'s stream (Turbo's naming).
+    pub fn broadcast_to_model(
+        &self,
+        streamable: &dyn Streamable,
+        payload: &impl Serialize,
+    ) -> BoxFuture<'static, Result<(), PubSubError>> {
+        self.broadcast(&stream_name_from(&[streamable]), payload)
+    }
+
+    fn turbo(
+        &self,
+        streamable: &dyn Streamable,
+        action: TurboAction,
+        target: &str,
+        content: Option<&str>,
+    ) -> BoxFuture<'static, Result<(), PubSubError>> {
+        let html = turbo_stream(action, target, content);
+        self.broadcast_to_model(streamable, &Value::String(html))
+    }
+}
+
+static JSON: std::sync::LazyLock<Arc<dyn Coder>> = std::sync::LazyLock::new(|| Arc::new(JsonCoder));
+
+/// Encode `data` with `coder` and publish it to `stream`.
+pub(crate) fn encode_and_publish(
+    pubsub: &Arc<dyn PubSub>,
+    coder: &Arc<dyn Coder>,
+    stream: &str,
+    data: &impl Serialize,
+) -> BoxFuture<'static, Result<(), PubSubError>> {
+    let encoded = if coder.is_json_passthrough() {
+        serde_json::to_vec(data)
+            .map(bytes::Bytes::from)
+            .map_err(|e| PubSubError::Failed(e.to_string()))
+    } else {
+        serde_json::to_value(data)
+            .map_err(|e| PubSubError::Failed(e.to_string()))
+            .and_then(|v| {
+                coder
+                    .encode(&v)
+                    .map_err(|e| PubSubError::Failed(e.to_string()))
+            })
+    };
+    match encoded {
+        Ok(payload) => pubsub.broadcast(stream, payload),
+        Err(e) => Box::pin(std::future::ready(Err(e))),
+    }
+}
+
+/// A model that broadcasts Turbo Stream updates about itself or other
+/// streamables (the spec's `Broadcastable`). Every method goes through
+/// [`broadcaster`](Broadcastable::broadcaster).
+pub trait Broadcastable {
+    /// Where this model's broadcasts go. Default: the process-wide pub/sub
+    /// set with [`set_cable_pubsub`]; override it to return your app's
+    /// [`Broadcaster`] and no global is involved.
+    fn broadcaster(&self) -> Result<Broadcaster, PubSubError> {
+        Broadcaster::process_default()
+    }
+
+    /// [`Broadcaster::broadcast_append_to`] through this model's broadcaster.
     fn broadcast_append_to(
         &self,
         streamable: &dyn Streamable,
         target: &str,
         content: &str,
     ) -> BoxFuture<'static, Result<(), PubSubError>> {
-        broadcast_action(streamable, TurboAction::Append, target, Some(content))
+        match self.broadcaster() {
+            Ok(b) => b.broadcast_append_to(streamable, target, content),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
     }
 
-    /// Send a `replace` Turbo Stream with `content`.
+    /// [`Broadcaster::broadcast_replace_to`] through this model's broadcaster.
     fn broadcast_replace_to(
         &self,
         streamable: &dyn Streamable,
         target: &str,
         content: &str,
     ) -> BoxFuture<'static, Result<(), PubSubError>> {
-        broadcast_action(streamable, TurboAction::Replace, target, Some(content))
+        match self.broadcaster() {
+            Ok(b) => b.broadcast_replace_to(streamable, target, content),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
     }
 
-    /// Send a `remove` Turbo Stream (no template).
+    /// [`Broadcaster::broadcast_remove_to`] through this model's broadcaster.
     fn broadcast_remove_to(
         &self,
         streamable: &dyn Streamable,
         target: &str,
     ) -> BoxFuture<'static, Result<(), PubSubError>> {
-        broadcast_action(streamable, TurboAction::Remove, target, None)
+        match self.broadcaster() {
+            Ok(b) => b.broadcast_remove_to(streamable, target),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
     }
 
-    /// Send an arbitrary payload to `streamable`'s stream.
+    /// [`Broadcaster::broadcast_to_model`] through this model's broadcaster:
+    /// any payload to `streamable`'s stream.
     fn broadcast_to(
         &self,
         streamable: &dyn Streamable,
         payload: &Value,
     ) -> BoxFuture<'static, Result<(), PubSubError>> {
-        broadcast(&stream_name_from(&[streamable]), payload)
+        match self.broadcaster() {
+            Ok(b) => b.broadcast_to_model(streamable, payload),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
     }
-}
-
-fn broadcast_action(
-    streamable: &dyn Streamable,
-    action: TurboAction,
-    target: &str,
-    content: Option<&str>,
-) -> BoxFuture<'static, Result<(), PubSubError>> {
-    let html = turbo_stream(action, target, content);
-    broadcast(&stream_name_from(&[streamable]), &Value::String(html))
 }

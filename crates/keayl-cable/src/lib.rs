@@ -33,8 +33,8 @@ pub mod socket;
 pub mod turbo;
 pub mod turbo_channel;
 
-pub use broadcasting::{Broadcastable, set_cable_pubsub};
-pub use channel::{Channel, ChannelContext, ChannelError, Data, Params};
+pub use broadcasting::{Broadcastable, Broadcaster, set_cable_pubsub};
+pub use channel::{Action, Channel, ChannelContext, ChannelError, Data, NoActions, Params};
 pub use coder::{Coder, JsonCoder};
 pub use connection::{
     CommandError, ConnectError, Connection, ConnectionHandler, Identifiers, Request, Sink,

@@ -12,7 +12,7 @@
 //!
 //! let verifier = StreamVerifier::new("s3Krit");
 //! let cable = Cable::builder(InMemory::new())
-//!     .channel_with(TurboStreamsChannel::NAME, move || TurboStreamsChannel::new(verifier.clone()))
+//!     .channel_with(move || TurboStreamsChannel::new(verifier.clone()))
 //!     .build();
 //! assert!(cable.has_channel("Turbo::StreamsChannel"));
 //! ```
@@ -38,6 +38,7 @@ impl TurboStreamsChannel {
 
 impl Channel for TurboStreamsChannel {
     const NAME: &'static str = "Turbo::StreamsChannel";
+    type Action = crate::NoActions;
 
     async fn subscribed(&mut self, ctx: &mut ChannelContext<'_>) -> Result<(), ChannelError> {
         let verified = ctx

@@ -10,7 +10,7 @@ use futures_util::FutureExt;
 use keayl_cable::channel::{Channel, ChannelContext, ChannelError};
 use keayl_cable::connection::{ConnectionState, Identifiers};
 use keayl_cable::pubsub::{External, PubSubError};
-use keayl_cable::{Cable, CableConfig, Data};
+use keayl_cable::{Cable, CableConfig};
 use serde_json::json;
 
 /// Streams `busy`, registers the `tick` timer twice with different periods.
@@ -19,18 +19,17 @@ struct Busy;
 
 impl Channel for Busy {
     const NAME: &'static str = "Busy";
-    const ACTIONS: &'static [&'static str] = &["tick"];
+    type Action = keayl_cable::NoActions;
     async fn subscribed(&mut self, ctx: &mut ChannelContext<'_>) -> Result<(), ChannelError> {
         ctx.stream_from("busy");
         ctx.periodically("tick", Duration::from_secs(1));
         ctx.periodically("tick", Duration::from_secs(10));
         Ok(())
     }
-    async fn perform(
+    async fn periodic(
         &mut self,
         ctx: &mut ChannelContext<'_>,
-        _action: &str,
-        _data: &Data,
+        _timer: &'static str,
     ) -> Result<(), ChannelError> {
         ctx.transmit("tock");
         Ok(())
@@ -134,6 +133,7 @@ struct Quiet;
 
 impl Channel for Quiet {
     const NAME: &'static str = "Quiet";
+    type Action = keayl_cable::NoActions;
 }
 
 fn quiet_identifier(n: usize, pad: usize) -> String {
@@ -218,6 +218,7 @@ struct Broken;
 
 impl Channel for Broken {
     const NAME: &'static str = "Broken";
+    type Action = keayl_cable::NoActions;
     async fn subscribed(&mut self, _ctx: &mut ChannelContext<'_>) -> Result<(), ChannelError> {
         Err(ChannelError::msg("database down"))
     }

@@ -14,6 +14,7 @@ impl Broadcastable for Post {}
 struct ChatChannel;
 impl Channel for ChatChannel {
     const NAME: &'static str = "ChatChannel";
+    type Action = keayl_cable::NoActions;
 }
 
 #[tokio::test]

@@ -25,7 +25,7 @@ fn base(pubsub: &Arc<InMemory>, log: &Log) -> CableBuilder {
     let chat_log = log.clone();
     Cable::builder_shared(pubsub.clone())
         .channel::<EchoChannel>()
-        .channel_with("ChatChannel", move || ChatChannel {
+        .channel_with(move || ChatChannel {
             log: chat_log.clone(),
         })
 }
@@ -135,6 +135,7 @@ struct GreeterChannel;
 
 impl Channel for GreeterChannel {
     const NAME: &'static str = "GreeterChannel";
+    type Action = keayl_cable::NoActions;
 
     async fn subscribed(&mut self, ctx: &mut ChannelContext<'_>) -> Result<(), ChannelError> {
         ctx.stream_from("greetings");
@@ -221,7 +222,7 @@ struct TwiceChannel;
 
 impl Channel for TwiceChannel {
     const NAME: &'static str = "TwiceChannel";
-    const ACTIONS: &'static [&'static str] = &["again"];
+    type Action = Again;
 
     async fn subscribed(&mut self, ctx: &mut ChannelContext<'_>) -> Result<(), ChannelError> {
         ctx.stream_from("dup");
@@ -232,12 +233,17 @@ impl Channel for TwiceChannel {
     async fn perform(
         &mut self,
         ctx: &mut ChannelContext<'_>,
-        _action: &str,
-        _data: &Data,
+        _: Again,
     ) -> Result<(), ChannelError> {
         ctx.stream_from("dup");
         Ok(())
     }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+enum Again {
+    Again,
 }
 
 #[tokio::test]
@@ -376,7 +382,7 @@ async fn broadcast_to_reaches_every_connection_on_the_stream() {
 }
 
 #[tokio::test]
-async fn perform_dispatches_listed_actions_with_the_whole_data_including_action() {
+async fn perform_gets_the_typed_action_decoded_from_the_data() {
     let log = Log::new();
     let (cable, _) = cable_with(&log, |b| b);
     let (mut conn, sink) = open(&cable).await;
@@ -390,7 +396,7 @@ async fn perform_dispatches_listed_actions_with_the_whole_data_including_action(
     assert_eq!(frame["identifier"], ROOM1);
     assert_eq!(
         frame["message"], d,
-        "the whole data object, action included"
+        "the echo action's fields, action included"
     );
     assert!(frame.get("type").is_none(), "data frames carry no type");
     assert_eq!(log.entries().last().unwrap(), "perform:echo");
@@ -421,7 +427,7 @@ async fn channel_context_exposes_identifiers_channel_and_typed_params() {
 }
 
 #[tokio::test]
-async fn an_unlisted_action_is_unknown_and_sends_nothing() {
+async fn an_undefined_action_or_ill_typed_data_is_invalid_and_sends_nothing() {
     let log = Log::new();
     let (cable, _) = cable_with(&log, |b| b);
     let (mut conn, sink) = open(&cable).await;
@@ -431,33 +437,52 @@ async fn an_unlisted_action_is_unknown_and_sends_nothing() {
     let err = send(&mut conn, &message(ROOM1, &json!({"action": "dance"})))
         .await
         .unwrap_err();
-    match err {
-        CommandError::UnknownAction { channel, action } => {
+    match &err {
+        CommandError::InvalidAction {
+            channel,
+            action,
+            message,
+        } => {
             assert_eq!(channel, "ChatChannel");
             assert_eq!(action, "dance");
+            assert!(message.contains("dance"), "{message}");
         }
         other => panic!("{other:?}"),
+    }
+    assert_eq!(err.kind(), "invalid_action");
+    // A defined action with data of the wrong shape: the same, never a panic.
+    for bad in [
+        json!({"action": "follow"}),
+        json!({"action": "follow", "stream": 42}),
+        json!({"action": "follow", "stream": ["x"]}),
+    ] {
+        let err = send(&mut conn, &message(ROOM1, &bad)).await.unwrap_err();
+        assert!(
+            matches!(&err, CommandError::InvalidAction { action, .. } if action == "follow"),
+            "{bad}: {err:?}"
+        );
     }
     assert!(sink.take().is_empty());
     assert!(log.entries().is_empty(), "perform was not called");
     assert_alive(&mut conn, &sink, "ok").await;
 }
 
-/// Lists only `ping`, but its `perform` would transmit for any name it is handed.
+/// Defines only `ping`.
 #[derive(Default)]
 struct SneakyChannel;
 
+#[derive(serde::Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+enum Ping {
+    Ping,
+}
+
 impl Channel for SneakyChannel {
     const NAME: &'static str = "SneakyChannel";
-    const ACTIONS: &'static [&'static str] = &["ping"];
+    type Action = Ping;
 
-    async fn perform(
-        &mut self,
-        ctx: &mut ChannelContext<'_>,
-        action: &str,
-        _data: &Data,
-    ) -> Result<(), ChannelError> {
-        ctx.transmit(format!("performed:{action}"));
+    async fn perform(&mut self, ctx: &mut ChannelContext<'_>, _: Ping) -> Result<(), ChannelError> {
+        ctx.transmit("performed:ping");
         Ok(())
     }
 }
@@ -488,7 +513,7 @@ const FRAMEWORK_NAMES: &[&str] = &[
 ];
 
 #[tokio::test]
-async fn framework_names_are_never_dispatched_unless_listed() {
+async fn framework_names_are_never_dispatched_unless_defined() {
     let (cable, _) = cable_with(&Log::new(), |b| b.channel::<SneakyChannel>());
     let (mut conn, sink) = open(&cable).await;
     let id = r#"{"channel":"SneakyChannel"}"#;
@@ -501,8 +526,12 @@ async fn framework_names_are_never_dispatched_unless_listed() {
         )
         .await
         .unwrap_err();
+        // `receive` goes to the (default, unhandling) `receive`; every other
+        // name fails to decode as the channel's action.
         assert!(
-            matches!(&err, CommandError::UnknownAction { action, .. } if action == name),
+            matches!(&err, CommandError::InvalidAction { action, .. } if action == name)
+                || (*name == "receive"
+                    && matches!(&err, CommandError::UnknownAction { action, .. } if action == name)),
             "{name}: {err:?}"
         );
         assert!(sink.take().is_empty(), "{name} produced a frame");
@@ -514,7 +543,7 @@ async fn framework_names_are_never_dispatched_unless_listed() {
     assert_eq!(sink.take(), vec![data(id, r#""performed:ping""#)]);
 }
 
-/// Lists lifecycle and framework names as actions: they reach `perform`, never the
+/// Defines lifecycle and framework names as actions: they reach `perform`, never the
 /// lifecycle callbacks or the context's operations.
 #[derive(Clone)]
 struct ListedNamesChannel {
@@ -523,13 +552,7 @@ struct ListedNamesChannel {
 
 impl Channel for ListedNamesChannel {
     const NAME: &'static str = "ListedNamesChannel";
-    const ACTIONS: &'static [&'static str] = &[
-        "subscribed",
-        "unsubscribed",
-        "stream_from",
-        "transmit",
-        "reject",
-    ];
+    type Action = Listed;
 
     async fn subscribed(&mut self, ctx: &mut ChannelContext<'_>) -> Result<(), ChannelError> {
         self.log.push("lifecycle:subscribed");
@@ -544,23 +567,37 @@ impl Channel for ListedNamesChannel {
     async fn perform(
         &mut self,
         ctx: &mut ChannelContext<'_>,
-        action: &str,
-        _data: &Data,
+        action: Listed,
     ) -> Result<(), ChannelError> {
+        let action = match action {
+            Listed::Subscribed => "subscribed",
+            Listed::Unsubscribed => "unsubscribed",
+            Listed::StreamFrom => "stream_from",
+            Listed::Transmit => "transmit",
+            Listed::Reject => "reject",
+        };
         self.log.push(format!("perform:{action}"));
         ctx.transmit(format!("perform:{action}"));
         Ok(())
     }
 }
 
+#[derive(serde::Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+enum Listed {
+    Subscribed,
+    Unsubscribed,
+    StreamFrom,
+    Transmit,
+    Reject,
+}
+
 #[tokio::test]
-async fn listed_framework_names_reach_perform_only() {
+async fn defined_framework_names_reach_perform_only() {
     let log = Log::new();
     let l = log.clone();
     let (cable, pubsub) = cable_with(&Log::new(), |b| {
-        b.channel_with("ListedNamesChannel", move || ListedNamesChannel {
-            log: l.clone(),
-        })
+        b.channel_with(move || ListedNamesChannel { log: l.clone() })
     });
     let (mut conn, sink) = open(&cable).await;
     let id = r#"{"channel":"ListedNamesChannel"}"#;
@@ -598,27 +635,26 @@ async fn listed_framework_names_reach_perform_only() {
     assert_eq!(sink.take(), vec![data(id, r#""x""#)]);
 }
 
-/// Lists `receive`.
+/// Implements `receive`.
 #[derive(Default)]
 struct ReceiveChannel;
 
 impl Channel for ReceiveChannel {
     const NAME: &'static str = "ReceiveChannel";
-    const ACTIONS: &'static [&'static str] = &["receive"];
+    type Action = keayl_cable::NoActions;
 
-    async fn perform(
+    async fn receive(
         &mut self,
         ctx: &mut ChannelContext<'_>,
-        action: &str,
         data: &Data,
     ) -> Result<(), ChannelError> {
-        ctx.transmit(json!({"action": action, "data": data}));
+        ctx.transmit(json!({"action": "receive", "data": data}));
         Ok(())
     }
 }
 
 #[tokio::test]
-async fn a_message_without_action_is_dispatched_as_receive_when_listed() {
+async fn a_message_without_action_is_dispatched_to_receive() {
     let (cable, _) = cable_with(&Log::new(), |b| b.channel::<ReceiveChannel>());
     let (mut conn, sink) = open(&cable).await;
     let id = r#"{"channel":"ReceiveChannel"}"#;
@@ -637,7 +673,7 @@ async fn a_message_without_action_is_dispatched_as_receive_when_listed() {
 }
 
 #[tokio::test]
-async fn a_message_without_action_is_unknown_when_receive_is_not_listed() {
+async fn a_message_without_action_is_unknown_when_receive_is_not_implemented() {
     let (cable, _) = cable_with(&Log::new(), |b| b);
     let (mut conn, sink) = open(&cable).await;
     send(&mut conn, &subscribe(ROOM1)).await.unwrap();
@@ -854,7 +890,7 @@ struct ForbiddenChannel {
 
 impl Channel for ForbiddenChannel {
     const NAME: &'static str = "ForbiddenChannel";
-    const ACTIONS: &'static [&'static str] = &["echo"];
+    type Action = EchoAction;
     const PERIODICALLY: &'static [(&'static str, Duration)] = &[("tick", Duration::from_secs(1))];
 
     async fn subscribed(&mut self, ctx: &mut ChannelContext<'_>) -> Result<(), ChannelError> {
@@ -876,10 +912,19 @@ impl Channel for ForbiddenChannel {
     async fn perform(
         &mut self,
         ctx: &mut ChannelContext<'_>,
-        action: &str,
-        _data: &Data,
+        _: EchoAction,
     ) -> Result<(), ChannelError> {
-        self.log.push(format!("perform:{action}"));
+        self.log.push("perform:echo");
+        ctx.transmit("should never happen");
+        Ok(())
+    }
+
+    async fn periodic(
+        &mut self,
+        ctx: &mut ChannelContext<'_>,
+        timer: &'static str,
+    ) -> Result<(), ChannelError> {
+        self.log.push(format!("timer:{timer}"));
         ctx.transmit("should never happen");
         Ok(())
     }
@@ -890,9 +935,7 @@ async fn reject_in_subscribed() {
     let log = Log::new();
     let l = log.clone();
     let (cable, pubsub) = cable_with(&Log::new(), |b| {
-        b.channel_with("ForbiddenChannel", move || ForbiddenChannel {
-            log: l.clone(),
-        })
+        b.channel_with(move || ForbiddenChannel { log: l.clone() })
     });
     let sink = RecordingSink::mirrored(&log);
     let mut conn = cable.connection(sink.sink(), Identifiers::new());
@@ -989,7 +1032,7 @@ struct BrokenChannel {
 
 impl Channel for BrokenChannel {
     const NAME: &'static str = "BrokenChannel";
-    const ACTIONS: &'static [&'static str] = &["echo"];
+    type Action = EchoAction;
 
     async fn subscribed(&mut self, ctx: &mut ChannelContext<'_>) -> Result<(), ChannelError> {
         self.log.push("subscribed");
@@ -1008,13 +1051,9 @@ impl Channel for BrokenChannel {
 async fn broken_subscribed_is_rejected_and_forgotten(panic: bool) {
     let log = Log::new();
     let l = log.clone();
-    let name = if panic {
-        "PanickyChannel"
-    } else {
-        "FailingChannel"
-    };
+    let name = "BrokenChannel";
     let (cable, pubsub) = cable_with(&Log::new(), |b| {
-        b.channel_with(name, move || BrokenChannel {
+        b.channel_with(move || BrokenChannel {
             panic,
             log: l.clone(),
         })
@@ -1079,6 +1118,7 @@ struct CoderChannel;
 
 impl Channel for CoderChannel {
     const NAME: &'static str = "CoderChannel";
+    type Action = keayl_cable::NoActions;
 
     async fn subscribed(&mut self, ctx: &mut ChannelContext<'_>) -> Result<(), ChannelError> {
         ctx.stream_from_with_coder("shout", Arc::new(ShoutCoder));
@@ -1138,7 +1178,7 @@ struct TimerChannel {
 
 impl Channel for TimerChannel {
     const NAME: &'static str = "TimerChannel";
-    const ACTIONS: &'static [&'static str] = &["echo"];
+    type Action = EchoAction;
     const PERIODICALLY: &'static [(&'static str, Duration)] =
         &[("tick", Duration::from_secs(1)), ("never", Duration::ZERO)];
 
@@ -1153,12 +1193,19 @@ impl Channel for TimerChannel {
     async fn perform(
         &mut self,
         ctx: &mut ChannelContext<'_>,
-        action: &str,
-        data: &Data,
+        _: EchoAction,
     ) -> Result<(), ChannelError> {
-        match action {
+        ctx.transmit(json!({"unexpected": "echo"}));
+        Ok(())
+    }
+
+    async fn periodic(
+        &mut self,
+        ctx: &mut ChannelContext<'_>,
+        timer: &'static str,
+    ) -> Result<(), ChannelError> {
+        match timer {
             "tick" => {
-                assert!(data.is_empty(), "timers get empty data");
                 self.ticks += 1;
                 ctx.transmit(json!({"tick": self.ticks}));
             }
@@ -1203,7 +1250,8 @@ async fn periodically_timers_fire_every_interval_first_after_one_interval() {
     let err = send(&mut conn, &message(TIMER_ID, &json!({"action": "tick"})))
         .await
         .unwrap_err();
-    assert!(matches!(err, CommandError::UnknownAction { .. }), "{err:?}");
+    assert!(matches!(err, CommandError::InvalidAction { .. }), "{err:?}");
+    assert!(sink.take().is_empty());
 
     // Unsubscribe stops the timers.
     send(&mut conn, &unsubscribe(TIMER_ID)).await.unwrap();
@@ -1288,6 +1336,7 @@ struct EagerChannel;
 
 impl Channel for EagerChannel {
     const NAME: &'static str = "EagerChannel";
+    type Action = keayl_cable::NoActions;
 
     async fn subscribed(&mut self, ctx: &mut ChannelContext<'_>) -> Result<(), ChannelError> {
         ctx.stream_from("eager");
@@ -1332,7 +1381,7 @@ async fn connection_perform_dispatches_like_a_message() {
         ]
     );
     let err = conn.perform(id, Some("other"), &d).await.unwrap_err();
-    assert!(matches!(err, CommandError::UnknownAction { .. }), "{err:?}");
+    assert!(matches!(err, CommandError::InvalidAction { .. }), "{err:?}");
     let err = conn.perform("nope", None, &d).await.unwrap_err();
     assert!(
         matches!(err, CommandError::UnknownSubscription(_)),
@@ -1349,6 +1398,7 @@ struct GrumpyChannel {
 
 impl Channel for GrumpyChannel {
     const NAME: &'static str = "GrumpyChannel";
+    type Action = keayl_cable::NoActions;
 
     async fn subscribed(&mut self, ctx: &mut ChannelContext<'_>) -> Result<(), ChannelError> {
         ctx.stream_from("grumpy");
@@ -1366,7 +1416,7 @@ async fn a_panicking_unsubscribed_still_stops_the_streams_and_is_not_fatal() {
     let log = Log::new();
     let l = log.clone();
     let (cable, pubsub) = cable_with(&Log::new(), |b| {
-        b.channel_with("GrumpyChannel", move || GrumpyChannel { log: l.clone() })
+        b.channel_with(move || GrumpyChannel { log: l.clone() })
     });
     let (mut conn, sink) = open(&cable).await;
     let id = r#"{"channel":"GrumpyChannel"}"#;

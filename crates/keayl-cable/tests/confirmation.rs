@@ -24,6 +24,7 @@ struct TwoStreamChannel {
 
 impl Channel for TwoStreamChannel {
     const NAME: &'static str = "TwoStreamChannel";
+    type Action = keayl_cable::NoActions;
 
     async fn subscribed(&mut self, ctx: &mut ChannelContext<'_>) -> Result<(), ChannelError> {
         ctx.stream_from("a");
@@ -45,6 +46,7 @@ struct RejectingChannel;
 
 impl Channel for RejectingChannel {
     const NAME: &'static str = "RejectingChannel";
+    type Action = keayl_cable::NoActions;
 
     async fn subscribed(&mut self, ctx: &mut ChannelContext<'_>) -> Result<(), ChannelError> {
         ctx.transmit("no");
@@ -70,10 +72,10 @@ fn setup() -> Setup {
     let cable = Cable::builder_shared(external.clone())
         .channel::<EchoChannel>()
         .channel::<RejectingChannel>()
-        .channel_with("ChatChannel", move || ChatChannel {
+        .channel_with(move || ChatChannel {
             log: chat_log.clone(),
         })
-        .channel_with("TwoStreamChannel", move || TwoStreamChannel {
+        .channel_with(move || TwoStreamChannel {
             log: two_log.clone(),
         })
         .build();

@@ -83,7 +83,7 @@ fn app_cable(pubsub: Arc<InMemory>, log: &Log) -> Cable {
     Cable::builder_shared(pubsub)
         .connection_handler(AppConnection { log: log.clone() })
         .channel::<EchoChannel>()
-        .channel_with("ChatChannel", move || ChatChannel {
+        .channel_with(move || ChatChannel {
             log: chat_log.clone(),
         })
         .build()
@@ -589,18 +589,43 @@ async fn model_identifiers_name_the_connection_by_gid_param_sorted() {
 // ---------------------------------------------------------------------------------------
 // Close / cleanup ordering (§4.4)
 
-/// Logs its unsubscribe and broadcasts "<user> left <channel>" to `room:1`.
-#[derive(Clone)]
-struct LeavingChannel {
-    name: &'static str,
-    log: Log,
+/// Which of two channels of one shape.
+trait Which: Send + Sync + 'static {
+    const CLASS: &'static str;
+    const LABEL: &'static str;
+}
+struct First;
+impl Which for First {
+    const CLASS: &'static str = "FirstChannel";
+    const LABEL: &'static str = "first";
+}
+struct Second;
+impl Which for Second {
+    const CLASS: &'static str = "SecondChannel";
+    const LABEL: &'static str = "second";
 }
 
-impl Channel for LeavingChannel {
-    const NAME: &'static str = "LeavingChannel";
+/// Logs its unsubscribe and broadcasts "<user> left <channel>" to `room:1`.
+struct LeavingChannel<W> {
+    log: Log,
+    which: std::marker::PhantomData<W>,
+}
+
+impl<W: Which> LeavingChannel<W> {
+    fn new(log: Log) -> Self {
+        LeavingChannel {
+            log,
+            which: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<W: Which> Channel for LeavingChannel<W> {
+    const NAME: &'static str = W::CLASS;
+    type Action = keayl_cable::NoActions;
 
     async fn subscribed(&mut self, ctx: &mut ChannelContext<'_>) -> Result<(), ChannelError> {
-        ctx.stream_from(format!("presence:{}", self.name));
+        ctx.stream_from(format!("presence:{}", W::LABEL));
         Ok(())
     }
 
@@ -608,12 +633,12 @@ impl Channel for LeavingChannel {
         let streams: Vec<&str> = ctx.streams().collect();
         self.log.push(format!(
             "unsubscribed:{} streams={}",
-            self.name,
+            W::LABEL,
             streams.join(",")
         ));
         let user = ctx.identifiers().param("current_user").unwrap_or_default();
         let _ = ctx
-            .broadcast_to("room:1", &format!("{user} left {}", self.name))
+            .broadcast_to("room:1", &format!("{user} left {}", W::LABEL))
             .await;
     }
 }
@@ -627,14 +652,8 @@ async fn disconnect_runs_every_unsubscribed_then_stops_streams_then_the_handler_
     let cable = Cable::builder_shared(pubsub.clone())
         .connection_handler(AppConnection { log: log.clone() })
         .channel::<ChatChannel>()
-        .channel_with("FirstChannel", move || LeavingChannel {
-            name: "first",
-            log: first_log.clone(),
-        })
-        .channel_with("SecondChannel", move || LeavingChannel {
-            name: "second",
-            log: second_log.clone(),
-        })
+        .channel_with(move || LeavingChannel::<First>::new(first_log.clone()))
+        .channel_with(move || LeavingChannel::<Second>::new(second_log.clone()))
         .build();
 
     let (mut alice, alice_sink) = open_as(&cable, "alice").await;

@@ -137,9 +137,11 @@ fn rows() -> Vec<(String, Vec<u8>, &'static str)> {
         ("message to an identifier never subscribed".into(), message(r#"{"channel":"EchoChannel","x":1}"#, &json!({"action": "echo"})).into_bytes(), "unknown_subscription"),
         ("unsubscribe an identifier never subscribed".into(), unsubscribe(r#"{"channel":"NopeChannel"}"#).into_bytes(), "unknown_subscription"),
         ("message with a garbage identifier".into(), message("not json at all", &json!({"action": "echo"})).into_bytes(), "unknown_subscription"),
-        ("unknown action".into(), message(ECHO_ID, &json!({"action": "dance"})).into_bytes(), "unknown_action"),
+        ("unknown action".into(), message(ECHO_ID, &json!({"action": "dance"})).into_bytes(), "invalid_action"),
+        ("action data of the wrong shape".into(), message(ROOM1, &json!({"action": "follow", "stream": {"a": 1}})).into_bytes(), "invalid_action"),
+        ("action as a number".into(), message(ECHO_ID, &json!({"action": 7})).into_bytes(), "action_not_string"),
         ("no action and no receive".into(), message(ECHO_ID, &json!({"text": "x"})).into_bytes(), "unknown_action"),
-        ("framework method as action".into(), message(ECHO_ID, &json!({"action": "stream_from"})).into_bytes(), "unknown_action"),
+        ("framework method as action".into(), message(ECHO_ID, &json!({"action": "stream_from"})).into_bytes(), "invalid_action"),
     ];
     // A command name spelled with a JSON escape is still that command.
     rows.push((

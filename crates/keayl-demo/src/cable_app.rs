@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use keayl_cable::connection::{ConnectError, Connection, ConnectionHandler};
 use keayl_cable::{Cable, Channel, ChannelContext, ChannelError, Data, PubSub};
+use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
 
 /// Connections are identified by a display name from the `name` query
@@ -86,9 +87,31 @@ fn room_of(ctx: &ChannelContext<'_>) -> Option<String> {
     (!room.is_empty() && room.len() <= 64).then(|| room.to_owned())
 }
 
+/// What clients may call on [`ChatChannel`].
+#[derive(Debug, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum ChatAction {
+    /// Say `text` (its first 2000 characters) to the room; blank text is
+    /// ignored.
+    Speak {
+        /// The text; `""` when missing or not a string.
+        #[serde(default, deserialize_with = "str_or_empty")]
+        text: String,
+    },
+}
+
+/// A string field; `""` when it is not a string (rather than an invalid
+/// action).
+fn str_or_empty<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::String(s) => s,
+        _ => String::new(),
+    })
+}
+
 impl Channel for ChatChannel {
     const NAME: &'static str = "ChatChannel";
-    const ACTIONS: &'static [&'static str] = &["speak"];
+    type Action = ChatAction;
 
     async fn subscribed(&mut self, ctx: &mut ChannelContext<'_>) -> Result<(), ChannelError> {
         let Some(room) = room_of(ctx) else {
@@ -124,28 +147,23 @@ impl Channel for ChatChannel {
     async fn perform(
         &mut self,
         ctx: &mut ChannelContext<'_>,
-        action: &str,
-        data: &Data,
+        action: ChatAction,
     ) -> Result<(), ChannelError> {
-        if action == "speak" {
-            let Some((room, user)) = &self.joined else {
-                return Ok(());
-            };
-            let text: String = data
-                .get("text")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .chars()
-                .take(2000)
-                .collect();
-            if text.trim().is_empty() {
-                return Ok(());
+        match action {
+            ChatAction::Speak { text } => {
+                let Some((room, user)) = &self.joined else {
+                    return Ok(());
+                };
+                let text: String = text.chars().take(2000).collect();
+                if text.trim().is_empty() {
+                    return Ok(());
+                }
+                ctx.broadcast_to(
+                    &format!("chat:{room}"),
+                    &json!({"type": "message", "from": user, "text": text}),
+                )
+                .await?;
             }
-            ctx.broadcast_to(
-                &format!("chat:{room}"),
-                &json!({"type": "message", "from": user, "text": text}),
-            )
-            .await?;
         }
         Ok(())
     }
@@ -166,9 +184,36 @@ fn bench_stream(ctx: &ChannelContext<'_>) -> String {
     }
 }
 
+/// What clients may call on [`BenchmarkChannel`]. Both actions send the
+/// data object on as it came (`action` included, keys in the client's
+/// order, numbers untouched), so each holds it whole.
+#[derive(Debug)]
+pub enum BenchmarkAction {
+    /// `echo`: transmit the data back.
+    Echo(Data),
+    /// `broadcast`: broadcast the data, then transmit it to the sender with
+    /// action `broadcastResult`.
+    Broadcast(Data),
+}
+
+impl<'de> Deserialize<'de> for BenchmarkAction {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let data = Data::deserialize(d)?;
+        match data.get("action").and_then(Value::as_str) {
+            Some("echo") => Ok(BenchmarkAction::Echo(data)),
+            Some("broadcast") => Ok(BenchmarkAction::Broadcast(data)),
+            Some(other) => Err(serde::de::Error::unknown_variant(
+                other,
+                &["echo", "broadcast"],
+            )),
+            None => Err(serde::de::Error::missing_field("action")),
+        }
+    }
+}
+
 impl Channel for BenchmarkChannel {
     const NAME: &'static str = "BenchmarkChannel";
-    const ACTIONS: &'static [&'static str] = &["echo", "broadcast"];
+    type Action = BenchmarkAction;
 
     async fn subscribed(&mut self, ctx: &mut ChannelContext<'_>) -> Result<(), ChannelError> {
         let stream = bench_stream(ctx);
@@ -179,18 +224,15 @@ impl Channel for BenchmarkChannel {
     async fn perform(
         &mut self,
         ctx: &mut ChannelContext<'_>,
-        action: &str,
-        data: &Data,
+        action: BenchmarkAction,
     ) -> Result<(), ChannelError> {
         match action {
-            "echo" => ctx.transmit(data),
-            "broadcast" => {
-                ctx.broadcast_to(&bench_stream(ctx), data).await?;
-                let mut result = data.clone();
-                result.insert("action".into(), json!("broadcastResult"));
-                ctx.transmit(&result);
+            BenchmarkAction::Echo(data) => ctx.transmit(&data),
+            BenchmarkAction::Broadcast(mut data) => {
+                ctx.broadcast_to(&bench_stream(ctx), &data).await?;
+                data.insert("action".into(), json!("broadcastResult"));
+                ctx.transmit(&data);
             }
-            _ => {}
         }
         Ok(())
     }
@@ -201,7 +243,7 @@ pub fn demo_cable(pubsub: Arc<dyn PubSub>) -> Cable {
     let presence = Presence::default();
     Cable::builder_shared(pubsub)
         .connection_handler(DemoConnection::default())
-        .channel_with(ChatChannel::NAME, move || ChatChannel {
+        .channel_with(move || ChatChannel {
             presence: presence.clone(),
             joined: None,
         })

@@ -13,7 +13,9 @@ use keayl_cable::connection::{ConnectError, Connection, ConnectionHandler};
 use keayl_cable::naming::GlobalId;
 use keayl_cable::signing::StreamVerifier;
 use keayl_cable::turbo_channel::TurboStreamsChannel;
-use keayl_cable::{Cable, Channel, ChannelContext, ChannelError, Data, PubSub};
+use keayl_cable::{Cable, Channel, ChannelContext, ChannelError, Data, NoActions, PubSub};
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
 
 /// The Turbo verifier key of the fixture.
@@ -66,25 +68,99 @@ fn param_text(ctx: &ChannelContext<'_>, key: &str) -> String {
     }
 }
 
+// Action fields are lenient (as the fixture always was): a field of another
+// JSON type counts as missing rather than making the action invalid.
+
+/// A string field; `""` when it is not a string.
+fn str_or_empty<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::String(s) => s,
+        _ => String::new(),
+    })
+}
+
+/// A non-negative integer field; 0 when it is not one.
+fn u64_or_zero<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    Ok(Value::deserialize(d)?.as_u64().unwrap_or(0))
+}
+
+/// A boolean field; `true` when it is not a boolean.
+fn bool_or_true<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    Ok(Value::deserialize(d)?.as_bool().unwrap_or(true))
+}
+
+fn yes() -> bool {
+    true
+}
+
 /// `ChatChannel`: streams `room:<room>`; rejects room `forbidden`; `slow`
 /// (`{"ms": N}`, N capped at [`SLOW_ACTION_MAX_MS`]) awaits N ms, then
-/// transmits `{"slow": "done", "ms": N}`.
+/// transmits `{"slow": "done", "ms": N}`; messages without an action are
+/// transmitted back as `{"received": data}`.
 #[derive(Debug, Default)]
 pub struct ChatChannel;
 
 /// The longest wait `ChatChannel#slow` accepts (longer requests are capped).
 pub const SLOW_ACTION_MAX_MS: u64 = 30_000;
 
-impl ChatChannel {
-    /// A helper that must never be callable from the wire.
-    fn leak(ctx: &ChannelContext<'_>) {
-        ctx.transmit(json!({"leaked": "private helper was called"}));
+/// What clients may call on [`ChatChannel`].
+#[derive(Debug)]
+pub enum ChatAction {
+    /// `speak`: broadcast `{"message": message, "from": current_user}` to
+    /// the room (`message` is any JSON, null when missing).
+    Speak {
+        /// The message, as sent.
+        message: Value,
+    },
+    /// `echo`: transmit the whole data object back, `action` included.
+    Echo(Data),
+    /// `tick`: transmit the JSON string `"tock"`.
+    Tick,
+    /// `slow`: wait `ms` (0 unless a non-negative integer, capped at
+    /// [`SLOW_ACTION_MAX_MS`]), then transmit `{"slow":"done","ms":ms}`.
+    Slow {
+        /// The requested wait in milliseconds, uncapped.
+        ms: u64,
+    },
+}
+
+/// The actions of [`ChatAction`] decoded field by field (`echo` keeps the
+/// data object whole, so it is decoded apart).
+#[derive(Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+enum ChatFields {
+    Speak {
+        #[serde(default)]
+        message: Value,
+    },
+    Tick,
+    Slow {
+        #[serde(default, deserialize_with = "u64_or_zero")]
+        ms: u64,
+    },
+}
+
+impl<'de> Deserialize<'de> for ChatAction {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // `echo` sends the data on as it came: `action` included, keys in
+        // the client's order, numbers untouched.
+        let data = Data::deserialize(d)?;
+        if data.get("action").and_then(Value::as_str) == Some("echo") {
+            return Ok(ChatAction::Echo(data));
+        }
+        Ok(
+            match ChatFields::deserialize(Value::Object(data)).map_err(D::Error::custom)? {
+                ChatFields::Speak { message } => ChatAction::Speak { message },
+                ChatFields::Tick => ChatAction::Tick,
+                ChatFields::Slow { ms } => ChatAction::Slow { ms },
+            },
+        )
     }
 }
 
 impl Channel for ChatChannel {
     const NAME: &'static str = "ChatChannel";
-    const ACTIONS: &'static [&'static str] = &["speak", "echo", "tick", "receive", "slow"];
+    type Action = ChatAction;
 
     async fn subscribed(&mut self, ctx: &mut ChannelContext<'_>) -> Result<(), ChannelError> {
         let room = param_text(ctx, "room");
@@ -110,37 +186,37 @@ impl Channel for ChatChannel {
     async fn perform(
         &mut self,
         ctx: &mut ChannelContext<'_>,
-        action: &str,
-        data: &Data,
+        action: ChatAction,
     ) -> Result<(), ChannelError> {
         match action {
-            "speak" => {
+            ChatAction::Speak { message } => {
                 let room = param_text(ctx, "room");
                 let user = current_user_json(ctx.identifiers());
-                let message = data.get("message").cloned().unwrap_or(Value::Null);
                 ctx.broadcast_to(
                     &format!("room:{room}"),
                     &json!({"message": message, "from": user}),
                 )
                 .await?;
             }
-            "echo" => ctx.transmit(data),
-            "tick" => ctx.transmit("tock"),
-            "slow" => {
+            ChatAction::Echo(data) => ctx.transmit(&data),
+            ChatAction::Tick => ctx.transmit("tock"),
+            ChatAction::Slow { ms } => {
                 // Awaits without blocking a thread: the connection keeps
                 // pinging, reading and writing meanwhile.
-                let ms = data
-                    .get("ms")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(0)
-                    .min(SLOW_ACTION_MAX_MS);
+                let ms = ms.min(SLOW_ACTION_MAX_MS);
                 tokio::time::sleep(Duration::from_millis(ms)).await;
                 ctx.transmit(json!({"slow": "done", "ms": ms}));
             }
-            "receive" => ctx.transmit(json!({"received": data})),
-            "__never__" => Self::leak(ctx),
-            _ => {}
         }
+        Ok(())
+    }
+
+    async fn receive(
+        &mut self,
+        ctx: &mut ChannelContext<'_>,
+        data: &Data,
+    ) -> Result<(), ChannelError> {
+        ctx.transmit(json!({"received": data}));
         Ok(())
     }
 }
@@ -151,6 +227,8 @@ pub struct AuditChannel;
 
 impl Channel for AuditChannel {
     const NAME: &'static str = "AuditChannel";
+    type Action = NoActions;
+
     async fn subscribed(&mut self, ctx: &mut ChannelContext<'_>) -> Result<(), ChannelError> {
         ctx.stream_from("audit");
         Ok(())
@@ -163,6 +241,8 @@ pub struct TransmitChannel;
 
 impl Channel for TransmitChannel {
     const NAME: &'static str = "TransmitChannel";
+    type Action = NoActions;
+
     async fn subscribed(&mut self, ctx: &mut ChannelContext<'_>) -> Result<(), ChannelError> {
         ctx.transmit("hello");
         ctx.transmit("world");
@@ -176,6 +256,8 @@ pub struct RejectChannel;
 
 impl Channel for RejectChannel {
     const NAME: &'static str = "RejectChannel";
+    type Action = NoActions;
+
     async fn subscribed(&mut self, ctx: &mut ChannelContext<'_>) -> Result<(), ChannelError> {
         ctx.transmit(json!({"note": "before reject"}));
         ctx.stream_from("rejected_stream");
@@ -189,9 +271,29 @@ impl Channel for RejectChannel {
 #[derive(Debug, Default)]
 pub struct MultiStreamChannel;
 
+/// What clients may call on [`MultiStreamChannel`].
+#[derive(Debug, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum MultiStreamAction {
+    /// Stream `name` too (a no-op for `""`).
+    Follow {
+        /// The stream; `""` when missing or not a string.
+        #[serde(default, deserialize_with = "str_or_empty")]
+        name: String,
+    },
+    /// Stop streaming `name`.
+    Unfollow {
+        /// The stream; `""` when missing or not a string.
+        #[serde(default, deserialize_with = "str_or_empty")]
+        name: String,
+    },
+    /// Stop every stream.
+    StopAll,
+}
+
 impl Channel for MultiStreamChannel {
     const NAME: &'static str = "MultiStreamChannel";
-    const ACTIONS: &'static [&'static str] = &["follow", "unfollow", "stop_all"];
+    type Action = MultiStreamAction;
 
     async fn subscribed(&mut self, ctx: &mut ChannelContext<'_>) -> Result<(), ChannelError> {
         ctx.stream_from("ms:a");
@@ -202,19 +304,16 @@ impl Channel for MultiStreamChannel {
     async fn perform(
         &mut self,
         ctx: &mut ChannelContext<'_>,
-        action: &str,
-        data: &Data,
+        action: MultiStreamAction,
     ) -> Result<(), ChannelError> {
-        let name = data
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned();
         match action {
-            "follow" if !name.is_empty() => ctx.stream_from(name),
-            "unfollow" => ctx.stop_stream_from(&name),
-            "stop_all" => ctx.stop_all_streams(),
-            _ => {}
+            MultiStreamAction::Follow { name } => {
+                if !name.is_empty() {
+                    ctx.stream_from(name);
+                }
+            }
+            MultiStreamAction::Unfollow { name } => ctx.stop_stream_from(&name),
+            MultiStreamAction::StopAll => ctx.stop_all_streams(),
         }
         Ok(())
     }
@@ -229,9 +328,23 @@ fn room_gid(ctx: &ChannelContext<'_>) -> GlobalId {
     GlobalId::new("cable-test", "Room", param_text(ctx, "room"))
 }
 
+/// What clients may call on [`NotesChannel`].
+#[derive(Debug, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum NotesAction {
+    /// Transmit `{"broadcasting": …}`.
+    Which,
+    /// Broadcast `{"note": note}` to the room's broadcasting.
+    Notify {
+        /// The note, as sent (null when missing).
+        #[serde(default)]
+        note: Value,
+    },
+}
+
 impl Channel for NotesChannel {
     const NAME: &'static str = "NotesChannel";
-    const ACTIONS: &'static [&'static str] = &["which", "notify"];
+    type Action = NotesAction;
 
     async fn subscribed(&mut self, ctx: &mut ChannelContext<'_>) -> Result<(), ChannelError> {
         let room = room_gid(ctx);
@@ -242,18 +355,15 @@ impl Channel for NotesChannel {
     async fn perform(
         &mut self,
         ctx: &mut ChannelContext<'_>,
-        action: &str,
-        data: &Data,
+        action: NotesAction,
     ) -> Result<(), ChannelError> {
         let broadcasting = ctx.broadcasting_for(&room_gid(ctx));
         match action {
-            "which" => ctx.transmit(json!({"broadcasting": broadcasting})),
-            "notify" => {
-                let note = data.get("note").cloned().unwrap_or(Value::Null);
+            NotesAction::Which => ctx.transmit(json!({"broadcasting": broadcasting})),
+            NotesAction::Notify { note } => {
                 ctx.broadcast_to(&broadcasting, &json!({"note": note}))
                     .await?;
             }
-            _ => {}
         }
         Ok(())
     }
@@ -268,17 +378,19 @@ pub struct TickerChannel {
 
 impl Channel for TickerChannel {
     const NAME: &'static str = "TickerChannel";
+    type Action = NoActions;
+
     async fn subscribed(&mut self, ctx: &mut ChannelContext<'_>) -> Result<(), ChannelError> {
         ctx.periodically("tick", self.every);
         Ok(())
     }
-    async fn perform(
+
+    async fn periodic(
         &mut self,
         ctx: &mut ChannelContext<'_>,
-        action: &str,
-        _data: &Data,
+        timer: &'static str,
     ) -> Result<(), ChannelError> {
-        if action == "tick" {
+        if timer == "tick" {
             self.n += 1;
             ctx.transmit(json!({"tick": self.n}));
         }
@@ -298,19 +410,29 @@ impl Default for StateChannel {
     }
 }
 
+/// What clients may call on [`StateChannel`].
+#[derive(Debug, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum StateAction {
+    /// Add 2 and transmit `{"count": …, "name": <the name param>}`.
+    Tick,
+}
+
 impl Channel for StateChannel {
     const NAME: &'static str = "StateChannel";
-    const ACTIONS: &'static [&'static str] = &["tick"];
+    type Action = StateAction;
+
     async fn perform(
         &mut self,
         ctx: &mut ChannelContext<'_>,
-        action: &str,
-        _data: &Data,
+        action: StateAction,
     ) -> Result<(), ChannelError> {
-        if action == "tick" {
-            self.count += 2;
-            let name = ctx.params().get("name").cloned().unwrap_or(Value::Null);
-            ctx.transmit(json!({"count": self.count, "name": name}));
+        match action {
+            StateAction::Tick => {
+                self.count += 2;
+                let name = ctx.params().get("name").cloned().unwrap_or(Value::Null);
+                ctx.transmit(json!({"count": self.count, "name": name}));
+            }
         }
         Ok(())
     }
@@ -325,27 +447,35 @@ static SERVERS: OnceLock<Vec<CableServer>> = OnceLock::new();
 #[derive(Debug, Default)]
 pub struct ControlChannel;
 
+/// What clients may call on [`ControlChannel`].
+#[derive(Debug, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum ControlAction {
+    /// Disconnect `user`'s connections, telling them whether to reconnect.
+    Kick {
+        /// The `current_user` to disconnect; `""` when missing or not a
+        /// string.
+        #[serde(default, deserialize_with = "str_or_empty")]
+        user: String,
+        /// Whether the clients may reconnect; `true` unless a boolean.
+        #[serde(default = "yes", deserialize_with = "bool_or_true")]
+        reconnect: bool,
+    },
+    /// Restart this process's connections.
+    Restart,
+}
+
 impl Channel for ControlChannel {
     const NAME: &'static str = "ControlChannel";
-    const ACTIONS: &'static [&'static str] = &["kick", "restart"];
+    type Action = ControlAction;
 
     async fn perform(
         &mut self,
         ctx: &mut ChannelContext<'_>,
-        action: &str,
-        data: &Data,
+        action: ControlAction,
     ) -> Result<(), ChannelError> {
         match action {
-            "kick" => {
-                let user = data
-                    .get("user")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_owned();
-                let reconnect = data
-                    .get("reconnect")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(true);
+            ControlAction::Kick { user, reconnect } => {
                 let stream = keayl_cable::server::internal_stream(&user);
                 ctx.broadcast_to(
                     &stream,
@@ -353,14 +483,13 @@ impl Channel for ControlChannel {
                 )
                 .await?;
             }
-            "restart" => {
+            ControlAction::Restart => {
                 if let Some(servers) = SERVERS.get() {
                     for s in servers {
                         s.restart();
                     }
                 }
             }
-            _ => {}
         }
         Ok(())
     }
@@ -372,6 +501,8 @@ pub struct FailingChannel;
 
 impl Channel for FailingChannel {
     const NAME: &'static str = "FailingChannel";
+    type Action = NoActions;
+
     async fn subscribed(&mut self, _ctx: &mut ChannelContext<'_>) -> Result<(), ChannelError> {
         panic!("FailingChannel#subscribed always fails");
     }
@@ -407,13 +538,11 @@ pub fn fixture_cable(pubsub: Arc<dyn PubSub>, config: &FixtureConfig) -> Cable {
         .channel::<RejectChannel>()
         .channel::<MultiStreamChannel>()
         .channel::<NotesChannel>()
-        .channel_with(TickerChannel::NAME, move || TickerChannel { n: 0, every })
+        .channel_with(move || TickerChannel { n: 0, every })
         .channel::<StateChannel>()
         .channel::<ControlChannel>()
         .channel::<FailingChannel>()
-        .channel_with(TurboStreamsChannel::NAME, move || {
-            TurboStreamsChannel::new(verifier.clone())
-        })
+        .channel_with(move || TurboStreamsChannel::new(verifier.clone()))
         .build()
 }
 
@@ -458,4 +587,71 @@ pub fn fixture_router(pubsub: Arc<dyn PubSub>, config: &FixtureConfig) -> Router
             vec![open.clone(), checked],
             None,
         ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode<A: serde::de::DeserializeOwned>(data: Value) -> Result<A, serde_json::Error> {
+        serde_json::from_value(data)
+    }
+
+    #[test]
+    fn echo_keeps_the_data_whole_and_in_order() {
+        let data = json!({"x": [1, 2], "action": "echo", "big": 12345678901234567890u64});
+        let Ok(ChatAction::Echo(got)) = decode(data.clone()) else {
+            panic!("echo did not decode");
+        };
+        assert_eq!(
+            serde_json::to_string(&got).unwrap(),
+            serde_json::to_string(&data).unwrap()
+        );
+    }
+
+    #[test]
+    fn action_fields_are_lenient() {
+        assert!(matches!(
+            decode(json!({"action": "speak"})),
+            Ok(ChatAction::Speak {
+                message: Value::Null
+            })
+        ));
+        assert!(matches!(
+            decode(json!({"action": "tick", "message": "x"})),
+            Ok(ChatAction::Tick)
+        ));
+        for ms in [json!("abc"), json!(-5), json!(1.5), json!(null)] {
+            assert!(matches!(
+                decode(json!({"action": "slow", "ms": ms})),
+                Ok(ChatAction::Slow { ms: 0 })
+            ));
+        }
+        assert!(matches!(
+            decode(json!({"action": "slow", "ms": 99_999})),
+            Ok(ChatAction::Slow { ms: 99_999 })
+        ));
+        assert!(matches!(
+            decode(json!({"action": "follow", "name": 5})),
+            Ok(MultiStreamAction::Follow { name }) if name.is_empty()
+        ));
+        assert!(matches!(
+            decode(json!({"action": "kick", "user": "u", "reconnect": "no"})),
+            Ok(ControlAction::Kick { user, reconnect: true }) if user == "u"
+        ));
+        assert!(matches!(
+            decode(json!({"action": "kick", "reconnect": false})),
+            Ok(ControlAction::Kick { user, reconnect: false }) if user.is_empty()
+        ));
+    }
+
+    #[test]
+    fn other_names_are_not_actions() {
+        for name in ["dance", "leak", "Echo", "echo ", "receive", "subscribed"] {
+            assert!(
+                decode::<ChatAction>(json!({"action": name})).is_err(),
+                "{name}"
+            );
+        }
+    }
 }

@@ -8,24 +8,22 @@ use bytes::Bytes;
 use keayl_cable::PubSub;
 use keayl_cable::pubsub::{Delivery, SubscriptionId};
 use keayl_live::sse::Frame;
-use keayl_live::{BoxError, Live, LiveBody, LiveError, Sse};
+use keayl_live::{BoxError, Live, LiveError, LiveResponse, Sse};
 
 use crate::DemoConfig;
 
 /// `GET /numbers`: the spec's first example, `1\n` through `10\n`.
-pub fn numbers() -> http::Response<LiveBody> {
-    Live::new()
-        .spawn(|stream| async move {
-            for n in 1..=10 {
-                stream.write(format!("{n}\n")).await?;
-            }
-            Ok(())
-        })
-        .into_http()
+pub fn numbers() -> LiveResponse {
+    Live::new().spawn(|stream| async move {
+        for n in 1..=10 {
+            stream.write(format!("{n}\n")).await?;
+        }
+        Ok(())
+    })
 }
 
 /// `GET /events`: the spec's SSE example with a retry default of 5000 ms.
-pub fn events(headers: &HeaderMap) -> http::Response<LiveBody> {
+pub fn events(headers: &HeaderMap) -> LiveResponse {
     Sse::new()
         .retry(5000)
         .request_headers(headers)
@@ -35,12 +33,11 @@ pub fn events(headers: &HeaderMap) -> http::Response<LiveBody> {
             sse.write("pong").retry(1000).await?;
             Ok(())
         })
-        .into_http()
 }
 
 /// `GET /clock`: one `tick` event per interval carrying the Unix time, with
 /// an increasing id; resumes its count after `Last-Event-ID`.
-pub fn clock(headers: &HeaderMap, config: &DemoConfig) -> http::Response<LiveBody> {
+pub fn clock(headers: &HeaderMap, config: &DemoConfig) -> LiveResponse {
     let interval = config.clock_interval;
     Sse::new()
         .event("tick")
@@ -71,7 +68,6 @@ pub fn clock(headers: &HeaderMap, config: &DemoConfig) -> http::Response<LiveBod
                     .await?;
             }
         })
-        .into_http()
 }
 
 /// The largest `/clock` id: 2^53 - 1, the largest integer a JavaScript
@@ -99,7 +95,7 @@ fn resume_clock_after(last_event_id: Option<&str>) -> u64 {
 /// The writer waits for broadcasts through `or_disconnected`, so a client
 /// that leaves while the stream is quiet ends it at once; the subscription
 /// is dropped by a guard, however the writer ends.
-pub fn stream_events(pubsub: Arc<dyn PubSub>, stream: String) -> http::Response<LiveBody> {
+pub fn stream_events(pubsub: Arc<dyn PubSub>, stream: String) -> LiveResponse {
     Sse::new()
         .heartbeat(std::time::Duration::from_secs(15))
         .spawn(move |sse| async move {
@@ -138,7 +134,6 @@ pub fn stream_events(pubsub: Arc<dyn PubSub>, stream: String) -> http::Response<
                 other => other,
             }
         })
-        .into_http()
 }
 
 /// Removes a pub/sub subscription when dropped: on every way out of a

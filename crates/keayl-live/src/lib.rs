@@ -10,19 +10,27 @@
 //! | Start a live response | [`Live`] | `live` |
 //! | The writer's end of the body | [`LiveStream`] / [`BlockingLiveStream`] | `$stream` |
 //! | The response handed to the adapter | [`LiveResponse`] (`is_live`, `is_streaming`) | — |
+//! | Is-live / is-streaming, read from the `http::Response` | [`LiveState`] (an extension) | `is-live`, `is-streaming` |
 //! | Completion of the writer | [`LiveHandle`] | `live-promise` |
 //! | The body the adapter polls | [`LiveBody`] (an [`http_body::Body`]) | — |
 //! | Server-Sent Events | [`Sse`], [`SseWriter`], [`sse::Frame`] | `sse` |
 //! | Errors | [`LiveError`] (`StreamClosed`, `ClientDisconnected`, …) | `X::…::Live::*` |
 //!
 //! No web framework lives in this crate: [`LiveResponse::into_http`] yields an
-//! [`http::Response`] whose body is a [`LiveBody`], which plain hyper serves as
-//! is and which an axum handler can return directly.
+//! [`http::Response`] whose body is a [`LiveBody`], which plain hyper (or any
+//! server taking an `http::Response`) serves as is. With the **`axum`**
+//! feature (off by default; `keayl-axum` turns it on), [`LiveResponse`]
+//! implements `axum_core::response::IntoResponse`, so an axum handler
+//! returns it directly, no `into_http()` needed.
+//!
+//! Every converted response carries a [`LiveState`] in its extensions:
+//! middleware and tests read `is_live()`/`is_streaming()` from the
+//! `http::Response` itself, at any moment of the body's life.
 //!
 //! ## Example
 //!
 //! ```
-//! use keayl_live::{Live, LiveResponse};
+//! use keayl_live::{Live, LiveResponse, LiveState};
 //!
 //! fn numbers() -> LiveResponse {
 //!     Live::new().spawn(|stream| async move {
@@ -37,6 +45,8 @@
 //! let response = numbers();
 //! assert!(response.is_live() && response.is_streaming());
 //! let (http_response, handle) = response.into_parts();
+//! let state = http_response.extensions().get::<LiveState>().unwrap();
+//! assert!(state.is_live() && state.is_streaming());
 //! # drop(http_response); let _ = handle.await;
 //! # }
 //! ```
@@ -87,6 +97,7 @@ pub mod sse;
 
 pub use error::{BoxError, LiveError, SseField, WriterError};
 pub use live::{
-    BlockingLiveStream, Chunk, Live, LiveBody, LiveConfig, LiveHandle, LiveResponse, LiveStream,
+    BlockingLiveStream, Chunk, Live, LiveBody, LiveConfig, LiveHandle, LiveResponse, LiveState,
+    LiveStream,
 };
-pub use sse::{BlockingSseWriter, Sse, SseOptions, SseWriter};
+pub use sse::{BlockingSseWrite, BlockingSseWriter, Sse, SseOptions, SseWrite, SseWriter};

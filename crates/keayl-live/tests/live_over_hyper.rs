@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use keayl_live::{Live, LiveError, LiveHandle, WriterError};
+use keayl_live::{Live, LiveError, LiveHandle, LiveState, WriterError};
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, oneshot};
 
@@ -347,4 +347,102 @@ async fn response_reports_live_and_streaming() {
         .to_bytes();
     assert_eq!(&body[..], b"x");
     assert!(handle.await.is_ok());
+}
+
+#[tokio::test]
+async fn live_state_extension_reports_streaming_until_the_body_finishes() {
+    let (gate_tx, gate_rx) = oneshot::channel::<()>();
+    let response = Live::new().spawn(|stream| async move {
+        gate_rx.await.ok();
+        stream.write("abc").await?;
+        Ok(())
+    });
+    let (http_response, handle) = response.into_parts();
+    let (parts, body) = http_response.into_parts();
+    let state = parts
+        .extensions
+        .get::<LiveState>()
+        .expect("into_parts inserts the LiveState")
+        .clone();
+    assert!(state.is_live());
+    assert!(state.is_streaming(), "the writer has not even started");
+    assert!(!state.is_disconnected());
+
+    gate_tx.send(()).unwrap();
+    handle.await.unwrap();
+    assert!(
+        state.is_streaming(),
+        "the writer finished, but its chunk still waits for the adapter"
+    );
+
+    let bytes = http_body_util::BodyExt::collect(body)
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(&bytes[..], b"abc");
+    assert!(state.is_live());
+    assert!(!state.is_streaming(), "closed and everything taken");
+    assert!(!state.is_disconnected());
+    drop(parts);
+    assert!(!state.is_streaming(), "a clone outlives the response");
+}
+
+#[tokio::test]
+async fn live_state_from_into_http_sees_a_client_that_leaves_over_hyper() {
+    let (state_tx, mut states) = mpsc::unbounded_channel::<LiveState>();
+    let addr = serve(move |_req| {
+        let response = Live::new()
+            .spawn(|stream| async move {
+                loop {
+                    stream.write("tick\n").await?;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+            .into_http();
+        // What a middleware would do after the handler.
+        let state = LiveState::of(&response).expect("a live response");
+        state_tx.send(state.clone()).unwrap();
+        response
+    })
+    .await;
+    let mut tcp = get(addr, "/", "").await;
+    let mut buf = [0u8; 256];
+    assert!(tcp.read(&mut buf).await.unwrap() > 0);
+    let state = states.recv().await.unwrap();
+    assert!(state.is_live() && state.is_streaming() && !state.is_disconnected());
+    drop(tcp);
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while state.is_streaming() {
+        assert!(
+            Instant::now() < deadline,
+            "still streaming 1 s after the client left"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(state.is_disconnected());
+    assert!(state.is_live(), "still a live response, just not streaming");
+}
+
+#[tokio::test]
+async fn live_state_over_hyper_ends_streaming_once_the_client_has_everything() {
+    let (state_tx, mut states) = mpsc::unbounded_channel::<LiveState>();
+    let addr = serve(move |_req| {
+        let response = Live::new()
+            .spawn(|stream| async move {
+                stream.write("one\n").await?;
+                stream.write("two\n").await?;
+                Ok(())
+            })
+            .into_http();
+        state_tx
+            .send(response.extensions().get::<LiveState>().unwrap().clone())
+            .unwrap();
+        response
+    })
+    .await;
+    let resp = read_response(&mut get(addr, "/", "").await).await;
+    assert_eq!(resp.body, b"one\ntwo\n");
+    let state = states.recv().await.unwrap();
+    assert!(!state.is_streaming());
+    assert!(!state.is_disconnected());
 }

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 use keayl_live::sse::Frame;
-use keayl_live::{LiveError, Sse, SseField};
+use keayl_live::{LiveError, Sse, SseField, SseOptions};
 use proptest::prelude::*;
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
@@ -183,7 +183,7 @@ async fn blocking_sse_writer() {
             .event("n")
             .spawn_blocking(|sse| {
                 for n in 1..=2 {
-                    sse.write(&n.to_string())?;
+                    sse.write(n.to_string()).send()?;
                 }
                 sse.comment("done")?;
                 Ok(())
@@ -195,6 +195,105 @@ async fn blocking_sse_writer() {
     assert_eq!(
         resp.body,
         b"event: n\ndata: 1\n\nevent: n\ndata: 2\n\n: done\n\n"
+    );
+}
+
+#[tokio::test]
+async fn blocking_sse_writer_takes_per_write_options_like_the_async_one() {
+    let (err_tx, mut errs) = mpsc::unbounded_channel::<LiveError>();
+    let addr = serve(move |_req| {
+        let err_tx = err_tx.clone();
+        Sse::new()
+            .retry(5000)
+            .event("n")
+            .spawn_blocking(move |sse| {
+                sse.write("tick").send()?; // the defaults
+                sse.write("pong").retry(1000).send()?; // retry overridden
+                sse.write("hello\nworld").event("greeting").send()?;
+                let id = String::from("7");
+                sse.write(format!("#{id}")).id(&*id).send()?;
+                sse.write_with(
+                    "both",
+                    &SseOptions {
+                        event: Some("e".into()),
+                        ..SseOptions::default()
+                    },
+                )?;
+                // A refused field writes nothing and the stream goes on.
+                let err = sse.write("lost").event("bad\nevent").send().unwrap_err();
+                err_tx.send(err).unwrap();
+                sse.write("last").event("end").id("8").retry(1).send()?;
+                Ok(())
+            })
+            .into_http()
+    })
+    .await;
+    let resp = read_response(&mut get(addr, "/", "").await).await;
+    assert_eq!(
+        String::from_utf8(resp.body.clone()).unwrap(),
+        "event: n\nretry: 5000\ndata: tick\n\n\
+         event: n\nretry: 1000\ndata: pong\n\n\
+         event: greeting\nretry: 5000\ndata: hello\ndata: world\n\n\
+         event: n\nid: 7\nretry: 5000\ndata: #7\n\n\
+         event: e\nretry: 5000\ndata: both\n\n\
+         event: end\nid: 8\nretry: 1\ndata: last\n\n"
+    );
+    assert!(matches!(
+        errs.recv().await.unwrap(),
+        LiveError::InvalidSseField { .. }
+    ));
+    // An independent parser agrees.
+    let events = tokio::task::spawn_blocking(move || parse(resp.body))
+        .await
+        .unwrap();
+    let seen: Vec<(&str, &str, &str)> = events
+        .iter()
+        .map(|e| (e.event.as_str(), e.id.as_str(), e.data.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("n", "", "tick"),
+            ("n", "", "pong"),
+            ("greeting", "", "hello\nworld"),
+            ("n", "7", "#7"),
+            ("e", "7", "both"),
+            ("end", "8", "last"),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn blocking_and_async_sse_writers_encode_the_same_bytes() {
+    let addr = serve(|req| {
+        let sse = Sse::new().id("0").retry(100);
+        if req.uri().path() == "/blocking" {
+            sse.spawn_blocking(|sse| {
+                sse.write("a").send()?;
+                sse.write("b").event("x").send()?;
+                sse.write("c\r\nd").id("2").retry(7).send()?;
+                sse.comment("c")?;
+                Ok(())
+            })
+            .into_http()
+        } else {
+            sse.spawn(|sse| async move {
+                sse.write("a").await?;
+                sse.write("b").event("x").await?;
+                sse.write("c\r\nd").id("2").retry(7).await?;
+                sse.comment("c").await?;
+                Ok(())
+            })
+            .into_http()
+        }
+    })
+    .await;
+    let blocking = read_response(&mut get(addr, "/blocking", "").await).await;
+    let not_blocking = read_response(&mut get(addr, "/async", "").await).await;
+    assert_eq!(blocking.header("content-type"), Some("text/event-stream"));
+    assert_eq!(
+        String::from_utf8(blocking.body).unwrap(),
+        String::from_utf8(not_blocking.body).unwrap()
     );
 }
 

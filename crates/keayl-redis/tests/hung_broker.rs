@@ -20,7 +20,9 @@ struct Room;
 
 impl Channel for Room {
     const NAME: &'static str = "Room";
-    const ACTIONS: &'static [&'static str] = &["echo"];
+    // `echo` transmits the data back whole (`action` included, keys in the
+    // client's order); any other action is invalid.
+    type Action = Data;
     async fn subscribed(&mut self, ctx: &mut ChannelContext<'_>) -> Result<(), ChannelError> {
         let name = ctx.param_str("name").unwrap_or("x").to_owned();
         ctx.stream_from(name);
@@ -29,10 +31,12 @@ impl Channel for Room {
     async fn perform(
         &mut self,
         ctx: &mut ChannelContext<'_>,
-        _action: &str,
-        data: &Data,
+        data: Data,
     ) -> Result<(), ChannelError> {
-        ctx.transmit(data);
+        if data.get("action").and_then(|a| a.as_str()) != Some("echo") {
+            return Err(ChannelError::invalid("unknown action"));
+        }
+        ctx.transmit(&data);
         Ok(())
     }
 }

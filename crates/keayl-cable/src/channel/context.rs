@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use super::Params;
+use super::{ChannelError, Params};
 use crate::coder::{Coder, JsonCoder};
 use crate::connection::{ConnShared, Identifiers, Request, Sink};
 use crate::naming::{self, Streamable};
@@ -37,6 +37,7 @@ pub(crate) struct SubState {
     pub(crate) encoded: EncodedIdentifier,
     pub(crate) channel_class: Arc<str>,
     pub(crate) channel_name: &'static str,
+    pub(crate) coder: Arc<dyn Coder>,
     pub(crate) params: Params,
     pub(crate) gate: Arc<Gate>,
     pub(crate) streams: HashMap<String, SubscriptionId>,
@@ -66,6 +67,7 @@ impl SubState {
         identifier: &str,
         channel_class: Arc<str>,
         channel_name: &'static str,
+        coder: Arc<dyn Coder>,
         params: Params,
         pending_limit: usize,
     ) -> Self {
@@ -74,6 +76,7 @@ impl SubState {
             encoded: EncodedIdentifier::new(identifier),
             channel_class,
             channel_name,
+            coder,
             params,
             gate: Arc::new(Gate::new(pending_limit)),
             streams: HashMap::new(),
@@ -190,6 +193,26 @@ impl<'a> ChannelContext<'a> {
         &self.state.params
     }
 
+    /// The identifier decoded as `T` (a struct deriving `Deserialize`;
+    /// unknown keys such as `channel` are ignored unless `T` refuses them).
+    /// A mismatch is [`ChannelError::invalid`]: from `subscribed` it rejects
+    /// the subscription, from an action it is logged.
+    ///
+    /// ```
+    /// # use keayl_cable::{ChannelContext, ChannelError};
+    /// #[derive(serde::Deserialize)]
+    /// struct Room { room: String }
+    ///
+    /// fn stream_of(ctx: &ChannelContext<'_>) -> Result<String, ChannelError> {
+    ///     let Room { room } = ctx.params_as()?;
+    ///     Ok(format!("room:{room}"))
+    /// }
+    /// ```
+    pub fn params_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, ChannelError> {
+        serde_json::from_value(Value::Object(self.state.params.clone()))
+            .map_err(|e| ChannelError::invalid(format!("params: {e}")))
+    }
+
     /// A parameter that is a JSON string.
     pub fn param_str(&self, key: &str) -> Option<&str> {
         self.state.params.get(key).and_then(Value::as_str)
@@ -258,18 +281,48 @@ impl<'a> ChannelContext<'a> {
     }
 
     /// Stream the broadcasting of a model: [`broadcasting_for`] under this
-    /// channel's name (`chat:Z2lkOi8v…`).
+    /// channel's name (`chat:Z2lkOi8v…`), decoded with the channel's
+    /// [`coder`](super::Channel::coder).
     ///
     /// [`broadcasting_for`]: crate::naming::broadcasting_for
     pub fn stream_for(&mut self, target: &dyn Streamable) {
         let name = self.broadcasting_for(target);
-        self.stream_from(name);
+        let coder = self.state.coder.clone();
+        self.stream_from_with_coder(name, coder);
     }
 
     /// [`stream_for`](Self::stream_for) decoding messages with `coder`.
     pub fn stream_for_with_coder(&mut self, target: &dyn Streamable, coder: Arc<dyn Coder>) {
         let name = self.broadcasting_for(target);
         self.stream_from_with_coder(name, coder);
+    }
+
+    /// Stream what models broadcast about `model` (their
+    /// [`Broadcastable`](crate::Broadcastable) and
+    /// [`Broadcaster::broadcast_append_to`](crate::Broadcaster::broadcast_append_to)
+    /// family address [`stream_name_from`](crate::naming::stream_name_from),
+    /// Turbo's naming without a channel prefix). Pairs with model
+    /// broadcasts as [`stream_for`](Self::stream_for) pairs with
+    /// [`broadcast_for`](Self::broadcast_for).
+    pub fn stream_from_model(&mut self, model: &dyn Streamable) {
+        self.stream_from(naming::stream_name_from(&[model]));
+    }
+
+    /// Publish `data` to this channel's broadcasting for `target` (what
+    /// [`stream_for`](Self::stream_for) streams), encoded with the channel's
+    /// [`coder`](super::Channel::coder): Rails' `ChatChannel.broadcast_to`.
+    pub fn broadcast_for(
+        &self,
+        target: &dyn Streamable,
+        data: &impl Serialize,
+    ) -> BoxFuture<'static, Result<(), PubSubError>> {
+        let name = self.broadcasting_for(target);
+        crate::broadcasting::encode_and_publish(
+            self.conn.cable.pubsub(),
+            &self.state.coder,
+            &name,
+            data,
+        )
     }
 
     /// This channel's broadcasting name for `target`.
@@ -335,7 +388,7 @@ impl<'a> ChannelContext<'a> {
         self.state.rejected
     }
 
-    /// Call [`perform`](super::Channel::perform) with `name` every `every`
+    /// Call [`periodic`](super::Channel::periodic) with `name` every `every`
     /// while the subscription lasts, first after one interval. A zero
     /// interval is ignored.
     pub fn periodically(&mut self, name: &'static str, every: Duration) {

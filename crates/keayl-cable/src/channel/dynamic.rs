@@ -5,20 +5,31 @@ use std::time::Duration;
 use super::{Channel, ChannelContext, ChannelError, Data};
 use crate::pubsub::BoxFuture;
 
+/// One thing the connection asks of a channel besides the lifecycle.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Call<'a> {
+    /// A client message with an action: its data, with `action` set to
+    /// the name, decoded as the channel's `Action`.
+    Action(&'a str, &'a Data),
+    /// A client message without an action.
+    Receive(&'a Data),
+    /// A periodic timer.
+    Timer(&'static str),
+}
+
 pub(crate) trait DynChannel: Send {
     fn name(&self) -> &'static str;
-    fn actions(&self) -> &'static [&'static str];
     fn periodically(&self) -> &'static [(&'static str, Duration)];
+    fn coder(&self) -> std::sync::Arc<dyn crate::coder::Coder>;
     fn subscribed<'a>(
         &'a mut self,
         ctx: &'a mut ChannelContext<'_>,
     ) -> BoxFuture<'a, Result<(), ChannelError>>;
     fn unsubscribed<'a>(&'a mut self, ctx: &'a mut ChannelContext<'_>) -> BoxFuture<'a, ()>;
-    fn perform<'a>(
+    fn call<'a>(
         &'a mut self,
         ctx: &'a mut ChannelContext<'_>,
-        action: &'a str,
-        data: &'a Data,
+        call: Call<'a>,
     ) -> BoxFuture<'a, Result<(), ChannelError>>;
 }
 
@@ -26,11 +37,11 @@ impl<C: Channel> DynChannel for C {
     fn name(&self) -> &'static str {
         C::NAME
     }
-    fn actions(&self) -> &'static [&'static str] {
-        C::ACTIONS
-    }
     fn periodically(&self) -> &'static [(&'static str, Duration)] {
         C::PERIODICALLY
+    }
+    fn coder(&self) -> std::sync::Arc<dyn crate::coder::Coder> {
+        C::coder()
     }
     fn subscribed<'a>(
         &'a mut self,
@@ -41,13 +52,25 @@ impl<C: Channel> DynChannel for C {
     fn unsubscribed<'a>(&'a mut self, ctx: &'a mut ChannelContext<'_>) -> BoxFuture<'a, ()> {
         Box::pin(Channel::unsubscribed(self, ctx))
     }
-    fn perform<'a>(
+    fn call<'a>(
         &'a mut self,
         ctx: &'a mut ChannelContext<'_>,
-        action: &'a str,
-        data: &'a Data,
+        call: Call<'a>,
     ) -> BoxFuture<'a, Result<(), ChannelError>> {
-        Box::pin(Channel::perform(self, ctx, action, data))
+        match call {
+            Call::Action(name, data) => {
+                let mut data = data.clone();
+                data.insert("action".to_owned(), serde_json::Value::from(name));
+                match serde_json::from_value::<C::Action>(serde_json::Value::Object(data)) {
+                    Ok(action) => Box::pin(Channel::perform(self, ctx, action)),
+                    Err(e) => Box::pin(std::future::ready(Err(ChannelError::invalid(
+                        e.to_string(),
+                    )))),
+                }
+            }
+            Call::Receive(data) => Box::pin(Channel::receive(self, ctx, data)),
+            Call::Timer(name) => Box::pin(Channel::periodic(self, ctx, name)),
+        }
     }
 }
 

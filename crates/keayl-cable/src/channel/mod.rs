@@ -3,39 +3,52 @@
 //! An app defines a channel type implementing [`Channel`]:
 //! [`subscribed`](Channel::subscribed) starts streaming,
 //! [`unsubscribed`](Channel::unsubscribed) cleans up, and
-//! [`perform`](Channel::perform) handles the client-callable actions listed in
-//! [`Channel::ACTIONS`]. Only those names are ever dispatched from the wire:
-//! framework operations ([`ChannelContext::stream_from`],
-//! [`ChannelContext::transmit`], the lifecycle callbacks, …) are methods of
-//! the context or the trait, never actions, so no client message reaches them.
-//! A message without an action is dispatched as `receive` (when listed).
+//! [`perform`](Channel::perform) handles what clients may call, typed as the
+//! channel's [`Action`](Channel::Action) (decoded with serde from the
+//! message's data). Only that type's values are ever dispatched from the
+//! wire: framework operations ([`ChannelContext::stream_from`],
+//! [`ChannelContext::transmit`], the lifecycle callbacks, timers) are
+//! methods of the context or the trait, never actions, so no client message
+//! reaches them. A message without an action goes to
+//! [`receive`](Channel::receive).
 //!
 //! ```
-//! use keayl_cable::channel::{Channel, ChannelContext, ChannelError, Data};
+//! use keayl_cable::channel::{Channel, ChannelContext, ChannelError};
+//! use serde::Deserialize;
 //! use serde_json::json;
+//!
+//! #[derive(Deserialize)]
+//! struct Room {
+//!     room: String,
+//! }
+//!
+//! #[derive(Deserialize)]
+//! #[serde(tag = "action", rename_all = "snake_case")]
+//! enum ChatAction {
+//!     Speak { message: String },
+//! }
 //!
 //! #[derive(Default)]
 //! struct ChatChannel;
 //!
 //! impl Channel for ChatChannel {
 //!     const NAME: &'static str = "ChatChannel";
-//!     const ACTIONS: &'static [&'static str] = &["speak"];
+//!     type Action = ChatAction;
 //!
 //!     async fn subscribed(&mut self, ctx: &mut ChannelContext<'_>) -> Result<(), ChannelError> {
-//!         let room = ctx.param_str("room").unwrap_or("lobby").to_owned();
+//!         let Room { room } = ctx.params_as()?;
 //!         ctx.stream_from(format!("room:{room}"));
 //!         Ok(())
 //!     }
 //!
-//!     async fn perform(&mut self, ctx: &mut ChannelContext<'_>, action: &str, data: &Data)
+//!     async fn perform(&mut self, ctx: &mut ChannelContext<'_>, action: ChatAction)
 //!         -> Result<(), ChannelError>
 //!     {
 //!         match action {
-//!             "speak" => {
-//!                 let room = ctx.param_str("room").unwrap_or("lobby");
-//!                 ctx.broadcast_to(&format!("room:{room}"), &json!(data["message"])).await?;
+//!             ChatAction::Speak { message } => {
+//!                 let Room { room } = ctx.params_as()?;
+//!                 ctx.broadcast_to(&format!("room:{room}"), &json!({ "message": message })).await?;
 //!             }
-//!             _ => {}
 //!         }
 //!         Ok(())
 //!     }
@@ -50,7 +63,7 @@ use std::time::Duration;
 
 pub use context::ChannelContext;
 pub(crate) use context::{SubState, Timer};
-pub(crate) use dynamic::{ChannelFactory, DynChannel};
+pub(crate) use dynamic::{Call, ChannelFactory, DynChannel};
 
 use crate::naming::{self, Streamable};
 use crate::pubsub::{BoxFuture, PubSubError};
@@ -65,30 +78,104 @@ pub type Params = serde_json::Map<String, serde_json::Value>;
 /// An error from a channel callback or action. Any error converts into it
 /// with `?`. The cable logs it; a failing `subscribed` rejects the
 /// subscription, a failing action leaves the subscription as it was.
-pub struct ChannelError(Box<dyn std::error::Error + Send + Sync>);
+pub struct ChannelError(Repr);
+
+enum Repr {
+    /// The client's message did not decode into the channel's
+    /// [`Channel::Action`] (an unknown action or ill-typed data).
+    Invalid(String),
+    /// The channel does not handle this kind of message (the default
+    /// [`Channel::receive`]).
+    Unhandled,
+    Other(Box<dyn std::error::Error + Send + Sync>),
+}
 
 impl ChannelError {
     /// An error with a message.
     pub fn msg(message: impl Into<String>) -> Self {
-        ChannelError(message.into().into())
+        ChannelError(Repr::Other(message.into().into()))
+    }
+
+    /// The answer of a callback that does not handle the message (what the
+    /// default [`Channel::receive`] returns): reported as an unknown action,
+    /// not as a failure.
+    pub fn unhandled() -> Self {
+        ChannelError(Repr::Unhandled)
+    }
+
+    /// Whether this is [`unhandled`](Self::unhandled).
+    pub fn is_unhandled(&self) -> bool {
+        matches!(self.0, Repr::Unhandled)
+    }
+
+    /// Client input that does not have the shape the channel asks for (an
+    /// action or params that do not decode).
+    pub fn invalid(message: impl Into<String>) -> Self {
+        ChannelError(Repr::Invalid(message.into()))
+    }
+
+    /// Whether this is [`invalid`](Self::invalid) client input.
+    pub fn is_invalid(&self) -> bool {
+        matches!(self.0, Repr::Invalid(_))
     }
 }
 
 impl<E: Into<Box<dyn std::error::Error + Send + Sync>>> From<E> for ChannelError {
     fn from(e: E) -> Self {
-        ChannelError(e.into())
+        ChannelError(Repr::Other(e.into()))
     }
 }
 
 impl std::fmt::Debug for ChannelError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Debug::fmt(&self.0, f)
+        match &self.0 {
+            Repr::Invalid(m) => write!(f, "Invalid({m:?})"),
+            Repr::Unhandled => f.write_str("Unhandled"),
+            Repr::Other(e) => std::fmt::Debug::fmt(e, f),
+        }
     }
 }
 
 impl std::fmt::Display for ChannelError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Display::fmt(&self.0, f)
+        match &self.0 {
+            Repr::Invalid(m) => f.write_str(m),
+            Repr::Unhandled => f.write_str("not handled by this channel"),
+            Repr::Other(e) => std::fmt::Display::fmt(e, f),
+        }
+    }
+}
+
+/// What a client may call on a channel: any type serde can decode from the
+/// message's data object, `action` key included. An enum tagged by
+/// `action` is the usual shape, and the compiler then checks that every
+/// callable action has its arm:
+///
+/// ```
+/// #[derive(serde::Deserialize)]
+/// #[serde(tag = "action", rename_all = "snake_case")]
+/// enum ChatAction {
+///     Speak { message: String },
+///     Typing,
+/// }
+/// ```
+///
+/// An unknown action, a missing field or a field of the wrong type is a
+/// [`CommandError::InvalidAction`](crate::CommandError::InvalidAction):
+/// logged, no frame, the connection stays open. [`NoActions`] is the type
+/// of a channel with nothing to call.
+pub trait Action: serde::de::DeserializeOwned + Send + 'static {}
+
+impl<T: serde::de::DeserializeOwned + Send + 'static> Action for T {}
+
+/// The [`Channel::Action`] of a channel clients cannot call: every message
+/// is an [`InvalidAction`](crate::CommandError::InvalidAction).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoActions {}
+
+impl<'de> serde::Deserialize<'de> for NoActions {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        Err(serde::de::Error::custom("this channel has no actions"))
     }
 }
 
@@ -100,13 +187,15 @@ pub trait Channel: Send + 'static {
     /// also the base of [`broadcasting_for`](Channel::broadcasting_for).
     const NAME: &'static str;
 
-    /// The client-callable actions. Nothing else is ever dispatched from the
-    /// wire. Include `"receive"` to accept messages without an action.
-    const ACTIONS: &'static [&'static str] = &[];
+    /// What clients may call ([`perform`](Channel::perform) gets it
+    /// decoded). Nothing else is ever dispatched from the wire. Use
+    /// [`NoActions`] for a channel with none.
+    type Action: Action;
 
     /// Timers started after a successful subscribe and stopped on
-    /// unsubscribe: each `(name, every)` calls [`perform`](Channel::perform)
-    /// with `name` and empty data every `every`, first after one interval.
+    /// unsubscribe: each `(name, every)` calls
+    /// [`periodic`](Channel::periodic) with `name` every `every`, first
+    /// after one interval. Never callable by clients.
     const PERIODICALLY: &'static [(&'static str, Duration)] = &[];
 
     /// Called when a client subscribes: start streams, check access, maybe
@@ -127,17 +216,38 @@ pub trait Channel: Send + 'static {
         async {}
     }
 
-    /// Handle an action listed in [`ACTIONS`](Channel::ACTIONS) (or a timer
-    /// from [`PERIODICALLY`](Channel::PERIODICALLY) /
-    /// [`ChannelContext::periodically`]). `data` is the client's whole data
-    /// object, `action` included.
+    /// Handle a client message decoded as one of the channel's
+    /// [`Action`](Channel::Action)s.
     fn perform(
         &mut self,
         ctx: &mut ChannelContext<'_>,
-        action: &str,
+        action: Self::Action,
+    ) -> impl Future<Output = Result<(), ChannelError>> + Send {
+        let _ = (ctx, action);
+        async { Ok(()) }
+    }
+
+    /// Handle a client message without an action (or with the action
+    /// `receive`), Rails' `receive(data)`. `data` is the whole data object.
+    /// The default does not handle it: the message is logged as an unknown
+    /// action.
+    fn receive(
+        &mut self,
+        ctx: &mut ChannelContext<'_>,
         data: &Data,
     ) -> impl Future<Output = Result<(), ChannelError>> + Send {
-        let _ = (ctx, action, data);
+        let _ = (ctx, data);
+        async { Err(ChannelError::unhandled()) }
+    }
+
+    /// Handle a timer from [`PERIODICALLY`](Channel::PERIODICALLY) or
+    /// [`ChannelContext::periodically`].
+    fn periodic(
+        &mut self,
+        ctx: &mut ChannelContext<'_>,
+        timer: &'static str,
+    ) -> impl Future<Output = Result<(), ChannelError>> + Send {
+        let _ = (ctx, timer);
         async { Ok(()) }
     }
 
@@ -151,8 +261,23 @@ pub trait Channel: Send + 'static {
         naming::broadcasting_for(Self::NAME, &[target])
     }
 
-    /// Publish `data` to `target`'s broadcasting through the server-wide
-    /// pub/sub set with [`set_cable_pubsub`](crate::set_cable_pubsub).
+    /// How this channel's broadcasts travel through pub/sub: what
+    /// [`ChannelContext::broadcast_for`] and [`Broadcaster::broadcast_for`]
+    /// encode with, and [`ChannelContext::stream_for`] decodes with.
+    /// Default: [`JsonCoder`](crate::coder::JsonCoder) (what Rails sends).
+    ///
+    /// [`Broadcaster::broadcast_for`]: crate::Broadcaster::broadcast_for
+    fn coder() -> std::sync::Arc<dyn crate::coder::Coder>
+    where
+        Self: Sized,
+    {
+        std::sync::Arc::new(crate::coder::JsonCoder)
+    }
+
+    /// Publish `data` to `target`'s broadcasting through the process-wide
+    /// default pub/sub set with [`set_cable_pubsub`](crate::set_cable_pubsub)
+    /// (the spec's `broadcast_to_target`). Without a global:
+    /// [`Broadcaster::broadcast_for`](crate::Broadcaster::broadcast_for).
     fn broadcast_to_target(
         target: &dyn Streamable,
         data: &serde_json::Value,
@@ -160,6 +285,9 @@ pub trait Channel: Send + 'static {
     where
         Self: Sized,
     {
-        crate::broadcasting::broadcast(&Self::broadcasting_for(target), data)
+        match crate::Broadcaster::process_default() {
+            Ok(b) => b.broadcast_for::<Self>(target, data),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
     }
 }

@@ -64,7 +64,7 @@ pub use identifiers::{IdentifierValue, Identifiers};
 pub use request::Request;
 pub use sink::Sink;
 
-use crate::channel::{Channel, ChannelContext, Data, DynChannel, Params, SubState, Timer};
+use crate::channel::{Call, Channel, ChannelContext, Data, DynChannel, Params, SubState, Timer};
 use crate::protocol::{self, Command, DisconnectReason, ProtocolError};
 use crate::pubsub::{PubSub, PubSubError, SubscriptionId};
 use crate::server::Cable;
@@ -163,14 +163,26 @@ pub enum CommandError {
     /// An unsubscribe or message for an identifier not subscribed.
     #[error("unable to find subscription with identifier: {0}")]
     UnknownSubscription(String),
-    /// An action the channel does not define (or any action on a rejected
-    /// subscription).
+    /// A message the channel does not handle: without an action on a
+    /// channel that does not [`receive`](crate::Channel::receive).
     #[error("unable to process {channel}#{action}")]
     UnknownAction {
         /// Channel class.
         channel: String,
         /// The action requested.
         action: String,
+    },
+    /// A message that does not decode as the channel's
+    /// [`Action`](crate::Channel::Action): an action it does not define,
+    /// or data of the wrong shape.
+    #[error("unable to process {channel}#{action}: {message}")]
+    InvalidAction {
+        /// Channel class.
+        channel: String,
+        /// The action requested.
+        action: String,
+        /// What did not decode.
+        message: String,
     },
     /// The action ran and failed (error or panic).
     #[error("{channel}#{action} failed: {message}")]
@@ -207,6 +219,7 @@ impl CommandError {
             CommandError::IdentifierTooLong(..) => "identifier_too_long",
             CommandError::UnknownSubscription(_) => "unknown_subscription",
             CommandError::UnknownAction { .. } => "unknown_action",
+            CommandError::InvalidAction { .. } => "invalid_action",
             CommandError::ActionFailed { .. } => "action_failed",
             CommandError::NotOpen => "not_open",
             CommandError::OverBudget { .. } => "over_budget",
@@ -589,6 +602,7 @@ impl Connection {
             &identifier,
             channel_class,
             channel.name(),
+            channel.coder(),
             params,
             pending_limit,
         );
@@ -788,9 +802,11 @@ impl Connection {
         }
     }
 
-    /// Dispatch a client message to an action of the subscription
-    /// `identifier` (the spec's `perform`). `None` means `receive`. Only
-    /// actions the channel lists are callable.
+    /// Dispatch a client message to the subscription `identifier` (the
+    /// spec's `perform`): decoded as the channel's
+    /// [`Action`](crate::Channel::Action), or given to
+    /// [`receive`](crate::Channel::receive) when `action` is `None`, empty
+    /// or `"receive"`. Nothing else is callable.
     pub async fn perform(
         &mut self,
         identifier: &str,
@@ -803,13 +819,12 @@ impl Connection {
         let sub = &mut self.subscriptions[index].1;
         let action = action.filter(|a| !a.is_empty()).unwrap_or("receive");
         let Subscription { channel, state, .. } = &mut **sub;
-        if !channel.actions().contains(&action) {
-            return Err(CommandError::UnknownAction {
-                channel: state.channel_class.to_string(),
-                action: action.to_owned(),
-            });
-        }
-        Self::run_action(&self.shared, channel.as_mut(), state, action, data).await
+        let call = if action == "receive" {
+            Call::Receive(data)
+        } else {
+            Call::Action(action, data)
+        };
+        Self::run_action(&self.shared, channel.as_mut(), state, action, call).await
     }
 
     async fn run_action(
@@ -817,13 +832,13 @@ impl Connection {
         channel: &mut dyn DynChannel,
         state: &mut SubState,
         action: &str,
-        data: &Data,
+        call: Call<'_>,
     ) -> Result<(), CommandError> {
         let mut ctx = ChannelContext {
             state,
             conn: shared,
         };
-        let result = AssertUnwindSafe(channel.perform(&mut ctx, action, data))
+        let result = AssertUnwindSafe(channel.call(&mut ctx, call))
             .catch_unwind()
             .await;
         // Streams started by the action go live before the next command (a
@@ -847,6 +862,19 @@ impl Connection {
         }
         let message = match result {
             Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) if e.is_unhandled() => {
+                return Err(CommandError::UnknownAction {
+                    channel: state.channel_class.to_string(),
+                    action: action.to_owned(),
+                });
+            }
+            Ok(Err(e)) if e.is_invalid() => {
+                return Err(CommandError::InvalidAction {
+                    channel: state.channel_class.to_string(),
+                    action: action.to_owned(),
+                    message: e.to_string(),
+                });
+            }
             Ok(Err(e)) => e.to_string(),
             Err(panic) => panic_message(&*panic),
         };
@@ -914,9 +942,14 @@ impl Connection {
                 .collect();
             for name in due {
                 let Subscription { channel, state, .. } = &mut **sub;
-                if let Err(e) =
-                    Self::run_action(&self.shared, channel.as_mut(), state, name, &Data::new())
-                        .await
+                if let Err(e) = Self::run_action(
+                    &self.shared,
+                    channel.as_mut(),
+                    state,
+                    name,
+                    Call::Timer(name),
+                )
+                .await
                     && self.shared.cable.log_allowed()
                 {
                     tracing::error!(error = %e, "periodic timer failed");

@@ -9,6 +9,7 @@
 //! struct EchoChannel;
 //! impl Channel for EchoChannel {
 //!     const NAME: &'static str = "EchoChannel";
+//!     type Action = keayl_cable::NoActions;
 //! }
 //!
 //! let cable = Cable::builder(InMemory::new()).channel::<EchoChannel>().build();
@@ -115,17 +116,18 @@ impl CableBuilder {
     /// Register channel `C` under [`C::NAME`](Channel::NAME); a fresh
     /// `C::default()` serves each subscription.
     pub fn channel<C: Channel + Default>(self) -> Self {
-        self.channel_with(C::NAME, C::default)
+        self.channel_with(C::default)
     }
 
-    /// Register a channel under `name`, built by `factory` per subscription.
+    /// Register channel `C` under [`C::NAME`](Channel::NAME), built by
+    /// `factory` per subscription (give it the app's state):
+    /// `.channel_with(move || ChatChannel { db: db.clone() })`.
     pub fn channel_with<C: Channel>(
         mut self,
-        name: &str,
         factory: impl Fn() -> C + Send + Sync + 'static,
     ) -> Self {
         let factory: ChannelFactory = Arc::new(move || Box::new(factory()) as Box<dyn DynChannel>);
-        self.channels.insert(name.to_owned(), factory);
+        self.channels.insert(C::NAME.to_owned(), factory);
         self
     }
 
@@ -242,6 +244,12 @@ impl Cable {
         self.inner.handler.identified_by()
     }
 
+    /// A handle that publishes through this cable's pub/sub from anywhere
+    /// (axum state, jobs, models), with no global.
+    pub fn broadcaster(&self) -> crate::Broadcaster {
+        crate::Broadcaster::new(self.inner.pubsub.clone())
+    }
+
     /// Publish `data`, JSON-encoded, to `stream` (Rails'
     /// `ActionCable.server.broadcast`).
     pub fn broadcast(
@@ -249,10 +257,7 @@ impl Cable {
         stream: &str,
         data: &impl Serialize,
     ) -> BoxFuture<'static, Result<(), PubSubError>> {
-        match serde_json::to_vec(data) {
-            Ok(json) => self.inner.pubsub.broadcast(stream, json.into()),
-            Err(e) => Box::pin(std::future::ready(Err(PubSubError::Failed(e.to_string())))),
-        }
+        self.broadcaster().broadcast(stream, data)
     }
 
     /// Publish pre-encoded JSON text to `stream`.

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::*;
-use crate::channel::{Channel, ChannelContext, ChannelError, Data};
+use crate::channel::{Channel, ChannelContext, ChannelError};
 use crate::pubsub::{InMemory, PubSub};
 use crate::{Cable, Request};
 
@@ -17,7 +17,7 @@ use crate::{Cable, Request};
 struct Slow;
 impl Channel for Slow {
     const NAME: &'static str = "Slow";
-    const ACTIONS: &'static [&'static str] = &["slow", "echo"];
+    type Action = SlowAction;
     async fn subscribed(&mut self, ctx: &mut ChannelContext<'_>) -> Result<(), ChannelError> {
         let stream = ctx.param_str("stream").unwrap_or("s").to_owned();
         ctx.stream_from(stream);
@@ -26,19 +26,24 @@ impl Channel for Slow {
     async fn perform(
         &mut self,
         ctx: &mut ChannelContext<'_>,
-        action: &str,
-        data: &Data,
+        action: SlowAction,
     ) -> Result<(), ChannelError> {
         match action {
-            "slow" => {
-                let ms = data.get("ms").and_then(Value::as_u64).unwrap_or(0);
+            SlowAction::Slow { ms } => {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
                 ctx.transmit(json!({"slow": "done", "ms": ms}));
             }
-            _ => ctx.transmit(json!({"echo": data.get("n")})),
+            SlowAction::Echo { n } => ctx.transmit(json!({"echo": n})),
         }
         Ok(())
     }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+enum SlowAction {
+    Slow { ms: u64 },
+    Echo { n: Option<Value> },
 }
 
 /// The client's end of an in-memory connection.

@@ -216,19 +216,35 @@ pub const ECHO_ID: &str = r#"{"channel":"EchoChannel"}"#;
 #[derive(Default)]
 pub struct EchoChannel;
 
+/// The echo action: the message's data besides `action`.
+#[derive(serde::Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum EchoAction {
+    Echo {
+        #[serde(flatten)]
+        rest: Data,
+    },
+}
+
+/// `{"action": name, ...rest}`: a message's data as the client sent it.
+pub fn with_action(name: &str, rest: Data) -> Data {
+    let mut data = Data::new();
+    data.insert("action".into(), Value::from(name));
+    data.extend(rest);
+    data
+}
+
 impl Channel for EchoChannel {
     const NAME: &'static str = "EchoChannel";
-    const ACTIONS: &'static [&'static str] = &["echo"];
+    type Action = EchoAction;
 
     async fn perform(
         &mut self,
         ctx: &mut ChannelContext<'_>,
-        action: &str,
-        data: &Data,
+        action: EchoAction,
     ) -> Result<(), ChannelError> {
-        if action == "echo" {
-            ctx.transmit(data);
-        }
+        let EchoAction::Echo { rest } = action;
+        ctx.transmit(with_action("echo", rest));
         Ok(())
     }
 }
@@ -254,11 +270,50 @@ pub struct ChatChannel {
     pub log: Log,
 }
 
+/// What [`ChatChannel`] clients may call.
+#[derive(serde::Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum ChatAction {
+    Speak {
+        #[serde(default)]
+        message: Value,
+    },
+    Echo {
+        #[serde(flatten)]
+        rest: Data,
+    },
+    Follow {
+        stream: String,
+    },
+    Unfollow {
+        stream: String,
+    },
+    StopAll,
+    Streams,
+    Fail,
+    Explode,
+    Whoami,
+}
+
+impl ChatAction {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ChatAction::Speak { .. } => "speak",
+            ChatAction::Echo { .. } => "echo",
+            ChatAction::Follow { .. } => "follow",
+            ChatAction::Unfollow { .. } => "unfollow",
+            ChatAction::StopAll => "stop_all",
+            ChatAction::Streams => "streams",
+            ChatAction::Fail => "fail",
+            ChatAction::Explode => "explode",
+            ChatAction::Whoami => "whoami",
+        }
+    }
+}
+
 impl Channel for ChatChannel {
     const NAME: &'static str = "ChatChannel";
-    const ACTIONS: &'static [&'static str] = &[
-        "speak", "echo", "follow", "unfollow", "stop_all", "streams", "fail", "explode", "whoami",
-    ];
+    type Action = ChatAction;
 
     async fn subscribed(&mut self, ctx: &mut ChannelContext<'_>) -> Result<(), ChannelError> {
         let stream = room_stream(ctx);
@@ -280,33 +335,26 @@ impl Channel for ChatChannel {
     async fn perform(
         &mut self,
         ctx: &mut ChannelContext<'_>,
-        action: &str,
-        data: &Data,
+        action: ChatAction,
     ) -> Result<(), ChannelError> {
-        self.log.push(format!("perform:{action}"));
+        self.log.push(format!("perform:{}", action.name()));
         match action {
-            "speak" => {
+            ChatAction::Speak { message } => {
                 let stream = room_stream(ctx);
-                ctx.broadcast_to(&stream, &data["message"]).await?;
+                ctx.broadcast_to(&stream, &message).await?;
             }
-            "echo" => ctx.transmit(data),
-            "follow" => {
-                let stream = data["stream"].as_str().unwrap_or_default().to_owned();
-                ctx.stream_from(stream);
-            }
-            "unfollow" => {
-                let stream = data["stream"].as_str().unwrap_or_default().to_owned();
-                ctx.stop_stream_from(&stream);
-            }
-            "stop_all" => ctx.stop_all_streams(),
-            "streams" => {
+            ChatAction::Echo { rest } => ctx.transmit(with_action("echo", rest)),
+            ChatAction::Follow { stream } => ctx.stream_from(stream),
+            ChatAction::Unfollow { stream } => ctx.stop_stream_from(&stream),
+            ChatAction::StopAll => ctx.stop_all_streams(),
+            ChatAction::Streams => {
                 let mut streams: Vec<String> = ctx.streams().map(str::to_owned).collect();
                 streams.sort();
                 ctx.transmit(streams);
             }
-            "fail" => return Err(ChannelError::msg("nope")),
-            "explode" => panic!("kaboom"),
-            "whoami" => {
+            ChatAction::Fail => return Err(ChannelError::msg("nope")),
+            ChatAction::Explode => panic!("kaboom"),
+            ChatAction::Whoami => {
                 let user = ctx.identifiers().param("current_user");
                 ctx.transmit(serde_json::json!({
                     "user": user,
@@ -314,7 +362,6 @@ impl Channel for ChatChannel {
                     "params": ctx.params(),
                 }));
             }
-            _ => {}
         }
         Ok(())
     }

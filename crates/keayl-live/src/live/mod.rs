@@ -12,5 +12,5 @@ mod stream;
 
 pub use body::LiveBody;
 pub use chunk::Chunk;
-pub use response::{Live, LiveHandle, LiveResponse};
+pub use response::{Live, LiveHandle, LiveResponse, LiveState};
 pub use stream::{BlockingLiveStream, LiveConfig, LiveStream};

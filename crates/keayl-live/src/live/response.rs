@@ -182,6 +182,9 @@ impl Live {
         let mut response = http::Response::new(LiveBody::new(shared.clone()));
         *response.status_mut() = self.status;
         *response.headers_mut() = self.headers;
+        response.extensions_mut().insert(LiveState {
+            shared: shared.clone(),
+        });
         LiveResponse {
             response,
             handle: LiveHandle { task },
@@ -210,6 +213,13 @@ pub(crate) enum Outcome {
 
 /// A live response: the HTTP response to hand to the adapter, and the
 /// [`LiveHandle`] of its writer.
+///
+/// Hand it to the adapter with [`into_http`](Self::into_http) (plain hyper,
+/// or any framework serving an `http::Response`), or, with the `axum`
+/// feature, return it from an axum handler as is: it implements
+/// `axum_core::response::IntoResponse`. Either way the response carries a
+/// [`LiveState`] extension, so `is_live`/`is_streaming` stay readable after
+/// the conversion.
 #[derive(Debug)]
 pub struct LiveResponse {
     response: http::Response<LiveBody>,
@@ -223,8 +233,7 @@ impl LiveResponse {
         true
     }
 
-    /// True while the body is still streaming: the writer may write more, or
-    /// written chunks are not yet delivered.
+    /// Whether the body is still streaming; see [`LiveState::is_streaming`].
     pub fn is_streaming(&self) -> bool {
         !self.stream.shared.is_finished()
     }
@@ -234,17 +243,28 @@ impl LiveResponse {
         self.stream.is_disconnected()
     }
 
+    /// A handle reporting this response's state for as long as it is held;
+    /// the same one the converted response carries as an extension.
+    pub fn state(&self) -> LiveState {
+        LiveState {
+            shared: self.stream.shared.clone(),
+        }
+    }
+
     /// The response status and headers.
     pub fn headers(&self) -> &HeaderMap {
         self.response.headers()
     }
 
     /// The response, for the adapter; the writer runs on, detached.
+    ///
+    /// Its extensions hold a [`LiveState`].
     pub fn into_http(self) -> http::Response<LiveBody> {
         self.response
     }
 
-    /// The response and the writer's handle.
+    /// The response (with its [`LiveState`] extension) and the writer's
+    /// handle.
     pub fn into_parts(self) -> (http::Response<LiveBody>, LiveHandle) {
         (self.response, self.handle)
     }
@@ -253,6 +273,103 @@ impl LiveResponse {
 impl From<LiveResponse> for http::Response<LiveBody> {
     fn from(r: LiveResponse) -> Self {
         r.into_http()
+    }
+}
+
+/// An axum handler returns a [`LiveResponse`] as is (feature `axum`).
+///
+/// The same response as [`LiveResponse::into_http`], its [`LiveState`]
+/// extension included, with the body boxed into axum's `Body`; the writer
+/// runs on, detached. Dropping the body still disconnects the stream.
+///
+/// ```
+/// use axum_core::response::IntoResponse;
+/// use keayl_live::{LiveResponse, LiveState, Sse};
+///
+/// // An axum handler: `get(events)` routes to it.
+/// async fn events() -> LiveResponse {
+///     Sse::new().spawn(|sse| async move {
+///         sse.write("hello").event("greeting").await?;
+///         Ok(())
+///     })
+/// }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let response = events().await.into_response();
+/// assert!(response.extensions().get::<LiveState>().unwrap().is_live());
+/// # }
+/// ```
+#[cfg(feature = "axum")]
+impl axum_core::response::IntoResponse for LiveResponse {
+    fn into_response(self) -> axum_core::response::Response {
+        self.into_http().map(axum_core::body::Body::new)
+    }
+}
+
+/// Whether a response is live and still streaming, readable after the
+/// [`LiveResponse`] was converted: [`LiveResponse::into_http`],
+/// [`into_parts`](LiveResponse::into_parts) and (feature `axum`)
+/// `into_response` insert it into the response's extensions.
+///
+/// A cheap handle (one `Arc`) onto the stream's shared state: every call
+/// reads the state at that moment. Holding it keeps neither the stream open
+/// nor any chunk buffered; only the stream's small bookkeeping outlives the
+/// body while a clone is held.
+///
+/// ```
+/// use keayl_live::{Live, LiveState};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let response = Live::new()
+///     .spawn(|stream| async move { Ok(stream.write("hi").await?) })
+///     .into_http();
+/// // In a middleware, after the handler:
+/// let state = LiveState::of(&response).expect("a live response").clone();
+/// assert!(state.is_live());
+/// drop(response); // the client went away
+/// assert!(!state.is_streaming() && state.is_disconnected());
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct LiveState {
+    shared: Arc<Shared>,
+}
+
+impl LiveState {
+    /// The state of `response`, if it is a live response:
+    /// `response.extensions().get::<LiveState>()`.
+    pub fn of<B>(response: &http::Response<B>) -> Option<&LiveState> {
+        response.extensions().get::<LiveState>()
+    }
+
+    /// Always true: a response carrying a `LiveState` is live (its body is
+    /// produced by a live writer), streaming or not. A response without one
+    /// is not live.
+    pub fn is_live(&self) -> bool {
+        true
+    }
+
+    /// Whether the body is still streaming: true while the writer may still
+    /// write (the stream is open) or chunks it wrote still wait in the
+    /// stream's buffer for the adapter to take them.
+    ///
+    /// It turns false, for good, once the stream is closed (the writer
+    /// returned, failed, panicked or called [`LiveStream::close`]) *and*
+    /// the adapter has taken every chunk, or as soon as the client went away
+    /// ([`is_disconnected`](Self::is_disconnected): undelivered chunks are
+    /// dropped then). "Taken" means handed to the HTTP server, which may
+    /// still be writing the last bytes to the socket. An async writer may run
+    /// on for a moment after a disconnect; its
+    /// [`LiveHandle`] tells when it has finished.
+    pub fn is_streaming(&self) -> bool {
+        !self.shared.is_finished()
+    }
+
+    /// Whether the client went away (or was cut by a timeout); see
+    /// [`LiveStream::is_disconnected`].
+    pub fn is_disconnected(&self) -> bool {
+        self.shared.is_disconnected()
     }
 }
 

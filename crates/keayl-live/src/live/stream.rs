@@ -246,6 +246,10 @@ impl Shared {
         self.lock().is_finished()
     }
 
+    pub(crate) fn is_disconnected(&self) -> bool {
+        self.lock().disconnected
+    }
+
     /// Called when the body is dropped: unless everything was delivered, the
     /// client went away.
     pub(crate) fn body_dropped(&self) {
@@ -512,7 +516,7 @@ impl LiveStream {
 
     /// Whether the client has gone.
     pub fn is_disconnected(&self) -> bool {
-        self.shared.lock().disconnected
+        self.shared.is_disconnected()
     }
 
     /// Whether the stream is closed (by the writer, or because the client

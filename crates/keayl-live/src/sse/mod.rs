@@ -22,6 +22,9 @@
 //! # }
 //! ```
 //!
+//! [`Sse::spawn_blocking`] hands a blocking writer the same API, with
+//! `.send()` in place of `.await`: `sse.write("pong").retry(1000).send()?`.
+//!
 //! The encoder itself is pure code in [`frame`]: no IO, usable and testable
 //! on its own.
 
@@ -29,4 +32,4 @@ pub mod frame;
 mod writer;
 
 pub use frame::{Frame, SseOptions};
-pub use writer::{BlockingSseWriter, Sse, SseWrite, SseWriter};
+pub use writer::{BlockingSseWrite, BlockingSseWriter, Sse, SseWrite, SseWriter};

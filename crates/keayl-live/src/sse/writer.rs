@@ -304,6 +304,25 @@ impl<'a> IntoFuture for SseWrite<'a> {
 
 /// The writer's end of an SSE response for blocking code; see
 /// [`Sse::spawn_blocking`]. Every method blocks the calling thread.
+///
+/// The same API as [`SseWriter`], with [`send`](BlockingSseWrite::send) in
+/// place of `.await`:
+///
+/// ```
+/// use keayl_live::Sse;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let response = Sse::new().retry(5000).spawn_blocking(|sse| {
+///     sse.write("tick").send()?;                            // retry: 5000 applied
+///     sse.write("pong").event("reply").retry(1000).send()?; // overridden for this frame
+///     sse.write(42.to_string()).id("42").send()?;
+///     sse.comment("keep-alive")?;
+///     Ok(())
+/// });
+/// # let _ = response.into_parts().1.await;
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct BlockingSseWriter {
     inner: SseWriter,
@@ -311,12 +330,20 @@ pub struct BlockingSseWriter {
 }
 
 impl BlockingSseWriter {
-    /// Emit one frame with the stream's defaults.
-    pub fn write(&self, data: &str) -> Result<(), LiveError> {
-        self.write_with(data, &SseOptions::default())
+    /// One event frame carrying `data`, with the stream's defaults. Chain
+    /// [`event`](BlockingSseWrite::event), [`id`](BlockingSseWrite::id) or
+    /// [`retry`](BlockingSseWrite::retry) to override them for this frame,
+    /// then [`send`](BlockingSseWrite::send) it; see [`SseWriter::write`].
+    pub fn write<'a>(&'a self, data: impl Into<Cow<'a, str>>) -> BlockingSseWrite<'a> {
+        BlockingSseWrite {
+            writer: self,
+            data: data.into(),
+            options: SseOptions::default(),
+        }
     }
 
-    /// Emit one frame with per-write `options` over the defaults.
+    /// Emit one frame with per-write `options` over the defaults, blocking
+    /// while the buffer is full.
     pub fn write_with(&self, data: &str, options: &SseOptions) -> Result<(), LiveError> {
         self.stream
             .runtime()
@@ -333,8 +360,51 @@ impl BlockingSseWriter {
         self.inner.last_event_id()
     }
 
+    /// Whether the client has gone.
+    pub fn is_disconnected(&self) -> bool {
+        self.stream.is_disconnected()
+    }
+
     /// The blocking live stream underneath.
     pub fn stream(&self) -> &BlockingLiveStream {
         &self.stream
+    }
+}
+
+/// One pending blocking SSE write; see [`BlockingSseWriter::write`]. Does
+/// nothing until [`send`](Self::send).
+#[derive(Debug)]
+#[must_use = "a blocking SSE write does nothing until `.send()`"]
+pub struct BlockingSseWrite<'a> {
+    writer: &'a BlockingSseWriter,
+    data: Cow<'a, str>,
+    options: SseOptions,
+}
+
+impl BlockingSseWrite<'_> {
+    /// Override the `event:` for this frame.
+    pub fn event(mut self, event: impl Into<String>) -> Self {
+        self.options.event = Some(event.into());
+        self
+    }
+
+    /// Override the `id:` for this frame.
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.options.id = Some(id.into());
+        self
+    }
+
+    /// Override the `retry:` (milliseconds) for this frame.
+    pub fn retry(mut self, millis: u64) -> Self {
+        self.options.retry = Some(millis);
+        self
+    }
+
+    /// Emit the frame, blocking while the buffer is full. Fails like
+    /// [`SseWrite`]'s `.await`: [`LiveError::ClientDisconnected`],
+    /// [`LiveError::StreamClosed`], or [`LiveError::InvalidSseField`] for an
+    /// `event` or `id` that would break the frame (nothing is written then).
+    pub fn send(self) -> Result<(), LiveError> {
+        self.writer.write_with(&self.data, &self.options)
     }
 }

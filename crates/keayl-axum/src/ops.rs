@@ -5,7 +5,7 @@
 //! backend is healthy, 503 while its broker is down — the path AnyCable
 //! uses).
 //!
-//! Hot counters live in plain atomics ([`Stats`](crate::cable::Stats), the
+//! Hot counters live in plain atomics ([`SocketStats`](keayl_cable::socket::SocketStats), the
 //! backends' [`PubSubStats`]); a scrape copies them into a Prometheus
 //! recorder of its own and renders it, so the fan-out path never touches
 //! the metrics registry.
@@ -14,7 +14,6 @@ use std::sync::OnceLock;
 use std::sync::atomic::Ordering;
 
 use axum::Router;
-use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -230,11 +229,15 @@ fn render_listener(l: ListenerSnapshot) {
 /// `GET /metrics` and `GET /health` for `servers` (the first one's pub/sub
 /// decides health) and, when given, the listener serving them (its
 /// connection budget and timeouts appear in `/metrics`).
-pub fn ops_router(servers: Vec<CableServer>, listener: Option<ListenerStats>) -> Router {
+pub fn ops_router<S>(servers: Vec<CableServer>, listener: Option<ListenerStats>) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    let ops = std::sync::Arc::new(Ops { servers, listener });
+    let for_health = ops.clone();
     Router::new()
-        .route("/metrics", get(metrics_handler))
-        .route("/health", get(health_handler))
-        .with_state(std::sync::Arc::new(Ops { servers, listener }))
+        .route("/metrics", get(move || metrics_handler(ops.clone())))
+        .route("/health", get(move || health_handler(for_health.clone())))
 }
 
 struct Ops {
@@ -242,7 +245,7 @@ struct Ops {
     listener: Option<ListenerStats>,
 }
 
-async fn metrics_handler(State(ops): State<std::sync::Arc<Ops>>) -> Response {
+async fn metrics_handler(ops: std::sync::Arc<Ops>) -> Response {
     (
         [(
             http::header::CONTENT_TYPE,
@@ -253,7 +256,7 @@ async fn metrics_handler(State(ops): State<std::sync::Arc<Ops>>) -> Response {
         .into_response()
 }
 
-async fn health_handler(State(ops): State<std::sync::Arc<Ops>>) -> Response {
+async fn health_handler(ops: std::sync::Arc<Ops>) -> Response {
     let healthy = ops
         .servers
         .first()

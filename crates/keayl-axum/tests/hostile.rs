@@ -64,7 +64,7 @@ async fn start() -> (SocketAddr, CableServer) {
     .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let router = server.router();
+    let router = server.router().merge(server.broadcast_router());
     tokio::spawn(async move { axum::serve(listener, router).await });
     (addr, server)
 }

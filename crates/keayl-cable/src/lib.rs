@@ -3,7 +3,7 @@
 //! A **connection** holds a client; **channels** group its subscriptions;
 //! a **pub/sub** backend fans broadcasts out to everyone on a stream. This
 //! crate is the sans-IO core: no sockets. A connection talks to its client
-//! only through a [`Sink`](connection::Sink); the connection driver
+//! only through a [`Sink`]; the connection driver
 //! ([`socket`]) runs it over any stream of frames, and the WebSocket
 //! transport (`keayl-axum`) adapts a socket to that driver.
 //!
@@ -14,7 +14,7 @@
 //! | Channels, streams, transmit, reject, timers | [`channel`] |
 //! | The server: channel registry, limits, remote connections | [`server`] ([`Cable`]) |
 //! | The connection driver over any transport: command queue, outbox, pings, liveness | [`socket`] ([`Hub`](socket::Hub)) |
-//! | Pub/sub backends | [`pubsub`] ([`InMemory`](pubsub::InMemory), [`External`](pubsub::External)) |
+//! | Pub/sub backends | [`pubsub`] ([`InMemory`], [`External`]) |
 //! | Coders | [`coder`] |
 //! | Stream names from models | [`naming`] |
 //! | Broadcasting from models (Turbo Streams) | [`broadcasting`], [`turbo`] |

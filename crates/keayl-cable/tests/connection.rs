@@ -70,12 +70,11 @@ impl ConnectionHandler for AppConnection {
 }
 
 fn request_with_token(token: &str) -> Request {
-    let mut request = Request {
-        path: "/cable".into(),
-        ..Request::default()
-    };
-    request.query.insert("token".into(), token.into());
-    request
+    Request::from(
+        http::Request::get(format!("/cable?token={token}"))
+            .body(())
+            .unwrap(),
+    )
 }
 
 fn app_cable(pubsub: Arc<InMemory>, log: &Log) -> Cable {
@@ -277,11 +276,13 @@ async fn connect_sees_cookies_and_headers_of_the_request() {
     let cable = Cable::builder(InMemory::new())
         .connection_handler(CookieAuth)
         .build();
-    let mut request = Request {
-        cookies: Request::parse_cookie_header("a=1; user=dora"),
-        ..Request::default()
-    };
-    request.headers.insert("x-client".into(), "test".into());
+    let request = Request::from(
+        http::Request::get("/cable")
+            .header("cookie", "a=1; user=dora")
+            .header("x-client", "test")
+            .body(())
+            .unwrap(),
+    );
     let sink = RecordingSink::new();
     let mut conn = cable
         .connection(sink.sink(), Identifiers::new())
@@ -542,8 +543,11 @@ async fn model_identifiers_name_the_connection_by_gid_param_sorted() {
         let cable = cable.clone();
         async move {
             let sink = RecordingSink::new();
-            let mut request = Request::default();
-            request.query.insert("user".into(), id.to_string());
+            let request = Request::from(
+                http::Request::get(format!("/cable?user={id}"))
+                    .body(())
+                    .unwrap(),
+            );
             let mut conn = cable
                 .connection(sink.sink(), Identifiers::new())
                 .with_request(request);

@@ -582,6 +582,7 @@ pub fn fixture_router(pubsub: Arc<dyn PubSub>, config: &FixtureConfig) -> Router
     .expect("fixture settings are valid");
     let _ = SERVERS.set(vec![open.clone(), checked.clone()]);
     open.router()
+        .merge(open.broadcast_router())
         .merge(checked.route_at("/cable-origin"))
         .merge(keayl_axum::ops::ops_router(
             vec![open.clone(), checked],

@@ -138,6 +138,7 @@ pub fn app(config: DemoConfig, listener: Option<ListenerStats>) -> (Router, Cabl
             ),
         )
         .merge(server.router())
+        .merge(server.broadcast_router())
         .merge(keayl_axum::ops::ops_router(vec![server.clone()], listener));
     let router = if config.allowed_hosts.is_empty() {
         router

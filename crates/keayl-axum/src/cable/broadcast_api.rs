@@ -12,7 +12,6 @@
 //! visitor's browser. Refusals are logged, rate-limited.
 
 use axum::body::Body;
-use axum::extract::State;
 use axum::http::{HeaderMap, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
@@ -120,7 +119,7 @@ fn refuse(server: &CableServer, status: StatusCode, why: &'static str) -> Respon
     (status, why).into_response()
 }
 
-pub(crate) async fn handler(State(server): State<CableServer>, request: Request<Body>) -> Response {
+pub(crate) async fn handler(server: CableServer, request: Request<Body>) -> Response {
     let (parts, body) = request.into_parts();
     if let Some(resp) = refusal(&server, &parts.headers) {
         return resp;

@@ -1,9 +1,10 @@
 //! The `/cable` endpoint: Action Cable over WebSocket.
 //!
 //! [`CableServer`] wraps a [`Cable`] with the transport's settings and
-//! serves it: [`CableServer::router`] gives an axum `Router` with the
-//! WebSocket route (default `/cable`) and the HTTP broadcast API
-//! (`POST /_broadcast`), to merge into any app.
+//! serves it: [`CableServer::router`] gives an axum `Router<S>` with the
+//! WebSocket route (default `/cable`) for an app of any state `S`, and
+//! [`CableServer::broadcast_router`] the HTTP broadcast API
+//! (`POST /_broadcast`), each mounted on its own.
 //!
 //! ```no_run
 //! use keayl_axum::cable::{CableServer, ServerConfig};
@@ -12,9 +13,15 @@
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let cable = Cable::builder(InMemory::new()).build();
 //! let server = CableServer::new(cable, ServerConfig::default())?;
-//! let app = axum::Router::new().merge(server.router());
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
-//! axum::serve(listener, app).await?;
+//! #[derive(Clone)]
+//! struct AppState { name: &'static str }
+//! let app = axum::Router::new()
+//!     .route("/", axum::routing::get(|| async { "hello" }))
+//!     .merge(server.router())
+//!     .with_state(AppState { name: "demo" });
+//! let tcp = keayl_axum::listener::bind("127.0.0.1:3000".parse()?)?;
+//! let listener = keayl_axum::listener::Listener::new(tcp, Default::default())?;
+//! listener.serve(app).await?;
 //! # Ok(())
 //! # }
 //! ```
@@ -145,21 +152,50 @@ impl CableServer {
         self.inner.hub.log_allowed()
     }
 
-    /// A router with the WebSocket route at [`ServerConfig::path`] and
-    /// `POST /_broadcast`.
-    pub fn router(&self) -> Router {
-        Router::new()
-            .route(&self.inner.config.path, get(ws_handler).post(not_found))
-            .route("/_broadcast", post(broadcast_api::handler))
-            .with_state(self.clone())
+    /// The WebSocket endpoint at [`ServerConfig::path`], as a router of
+    /// any state `S`, to merge into the app's `Router<S>`. The app's state
+    /// reaches `connect` as a request extension
+    /// (`request.extension::<S>()`), next to whatever the app's tower
+    /// layers put there (sessions, cookie jars, an authenticated user).
+    /// `POST /_broadcast` is separate: [`broadcast_router`](Self::broadcast_router).
+    pub fn router<S>(&self) -> Router<S>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
+        let path = self.inner.config.path.clone();
+        self.route_at(&path)
     }
 
-    /// A router with only the WebSocket route, at `path` (for several
-    /// mounts with different settings, build one server per mount).
-    pub fn route_at(&self, path: &str) -> Router {
-        Router::new()
-            .route(path, get(ws_handler).post(not_found))
-            .with_state(self.clone())
+    /// [`router`](Self::router) at `path` (for several mounts with
+    /// different settings, build one server per mount).
+    pub fn route_at<S>(&self, path: &str) -> Router<S>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
+        let server = self.clone();
+        Router::new().route(
+            path,
+            get(
+                move |State(state): State<S>, mut req: Request<axum::body::Body>| {
+                    req.extensions_mut().insert(state);
+                    ws_handler(server.clone(), req)
+                },
+            )
+            .post(not_found),
+        )
+    }
+
+    /// The HTTP broadcast API, `POST /_broadcast` (see
+    /// [`BroadcastAuth`]), as a router of any state.
+    pub fn broadcast_router<S>(&self) -> Router<S>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
+        let server = self.clone();
+        Router::new().route(
+            "/_broadcast",
+            post(move |req: Request<axum::body::Body>| broadcast_api::handler(server.clone(), req)),
+        )
     }
 
     /// Close every connection as a restart does: each client gets
@@ -223,10 +259,7 @@ fn has_token(headers: &http::HeaderMap, name: http::header::HeaderName, token: &
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
-async fn ws_handler(
-    State(server): State<CableServer>,
-    mut req: Request<axum::body::Body>,
-) -> Response {
+async fn ws_handler(server: CableServer, mut req: Request<axum::body::Body>) -> Response {
     let stats = server.stats();
     let headers = req.headers();
     let key = headers.get(http::header::SEC_WEBSOCKET_KEY).cloned();
@@ -303,7 +336,7 @@ async fn ws_handler(
     );
     let on_upgrade = hyper::upgrade::on(&mut req);
     let (parts, _body) = req.into_parts();
-    let request = socket::request_info(&parts);
+    let request = keayl_cable::Request::from_parts(parts);
     let config = &server.inner.config;
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(1024)

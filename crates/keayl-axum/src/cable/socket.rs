@@ -8,7 +8,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{Sink, StreamExt};
-use http::request::Parts;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use keayl_cable::connection::Request;
@@ -23,32 +22,6 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use super::CableServer;
 
 pub(crate) type Ws = WebSocketStream<TokioIo<Upgraded>>;
-
-/// Capture what `connect` may look at: path, query, cookies, headers.
-pub(crate) fn request_info(parts: &Parts) -> Request {
-    let mut request = Request {
-        path: parts.uri.path().to_owned(),
-        ..Request::default()
-    };
-    if let Some(q) = parts.uri.query() {
-        request.query = form_urlencoded::parse(q.as_bytes()).into_owned().collect();
-    }
-    for (name, value) in &parts.headers {
-        let Ok(value) = value.to_str() else { continue };
-        request
-            .headers
-            .entry(name.as_str().to_owned())
-            .and_modify(|v| {
-                v.push_str(", ");
-                v.push_str(value);
-            })
-            .or_insert_with(|| value.to_owned());
-        if name == http::header::COOKIE {
-            request.cookies.extend(Request::parse_cookie_header(value));
-        }
-    }
-    request
-}
 
 /// A tungstenite read, classified by the error's type.
 fn incoming(read: Result<Message, WsError>) -> Result<Incoming, ReadError> {

@@ -117,7 +117,7 @@ enum Attack {
     BroadcastBody(BodyArgs),
     /// Many subscribes with 4 KiB identifiers on many WebSocket connections.
     Subscriptions(SubsArgs),
-    /// Open/close cycles of GET /sse/<stream>: leaked tasks and subscriptions.
+    /// Open/close cycles of `GET /sse/<stream>`: leaked tasks and subscriptions.
     SseCycles(SseArgs),
     /// 2×L WebSocket clients at once against --max-connections L.
     Storm(StormArgs),

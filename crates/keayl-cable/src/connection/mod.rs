@@ -39,8 +39,9 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
 //! let cable = Cable::builder(InMemory::new()).connection_handler(AppConnection).build();
-//! let mut request = keayl_cable::connection::Request::default();
-//! request.query.insert("token".into(), "alice".into());
+//! let request = keayl_cable::connection::Request::from(
+//!     http::Request::get("/cable?token=alice").body(()).unwrap(),
+//! );
 //! let mut conn = cable.connection(Sink::new(|_| {}), Identifiers::new()).with_request(request);
 //! conn.open().await;
 //! assert!(!conn.is_rejected());

@@ -9,7 +9,8 @@
 //! - `GET /cable` — Action Cable over WebSocket (`ChatChannel`,
 //!   `BenchmarkChannel`), `POST /_broadcast`;
 //! - `GET /chat` — a chat page on the official `@rails/actioncable` client;
-//! - `GET /sse/{stream}` — every broadcast on a cable stream, as SSE;
+//! - `GET /sse/{stream}` — every broadcast on a public cable stream, as SSE
+//!   (never `action_cable/*` or a model's stream: [`is_public_stream`]);
 //! - `GET /metrics` (Prometheus) and `GET /health`.
 
 use std::path::PathBuf;
@@ -27,9 +28,8 @@ use keayl_cable::PubSub;
 pub mod cable_app;
 pub mod fixture;
 mod live_routes;
-pub mod pubsub_config;
 
-pub use live_routes::{clock, events, numbers, stream_events};
+pub use live_routes::{clock, events, is_public_stream, numbers, stream_events};
 
 /// Options of the demo server.
 #[derive(Clone)]
@@ -133,7 +133,13 @@ pub fn app(config: DemoConfig, listener: Option<ListenerStats>) -> (Router, Cabl
             get(
                 move |axum::extract::Path(stream): axum::extract::Path<String>| {
                     let pubsub = sse_pubsub.clone();
-                    async move { stream_events(pubsub, stream) }
+                    async move {
+                        if is_public_stream(&stream) {
+                            stream_events(pubsub, stream).into_response()
+                        } else {
+                            (StatusCode::NOT_FOUND, "no such public stream").into_response()
+                        }
+                    }
                 },
             ),
         )

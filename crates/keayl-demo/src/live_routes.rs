@@ -95,6 +95,21 @@ fn resume_clock_after(last_event_id: Option<&str>) -> u64 {
 /// The writer waits for broadcasts through `or_disconnected`, so a client
 /// that leaves while the stream is quiet ends it at once; the subscription
 /// is dropped by a guard, however the writer ends.
+/// Whether the demo's `/sse/{stream}` may serve `stream`: a public name of
+/// letters, digits and `:_.-` (up to 100 bytes), never a connection's
+/// internal `action_cable/<id>` stream and never a model's stream (a
+/// GlobalID param, `Z2lkOi8v…`): those carry private updates and are only
+/// reachable through a channel that checks access, or a signed Turbo name.
+pub fn is_public_stream(stream: &str) -> bool {
+    let charset = stream
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b":_.-".contains(&b));
+    let model = stream
+        .split(':')
+        .any(|part| part.starts_with("Z2lkOi8v") || part.starts_with("gid"));
+    (1..=100).contains(&stream.len()) && charset && !stream.starts_with("action_cable") && !model
+}
+
 pub fn stream_events(pubsub: Arc<dyn PubSub>, stream: String) -> LiveResponse {
     Sse::new()
         .heartbeat(std::time::Duration::from_secs(15))

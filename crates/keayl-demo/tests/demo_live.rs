@@ -109,6 +109,23 @@ async fn index_page_uses_event_source_on_clock() {
 }
 
 #[tokio::test]
+async fn sse_refuses_internal_and_model_streams() {
+    let addr = start(DemoConfig::default()).await;
+    for path in [
+        "/sse/action_cable%2F1",
+        "/sse/action_cable:x",
+        "/sse/Z2lkOi8vdG9kby1hcHAvVG9kb0xpc3QvMQ",
+        "/sse/chat:Z2lkOi8vY2hhdC1hcHAvUm9vbS80Mg",
+        "/sse/a%20b",
+    ] {
+        let (head, _) = get_raw(addr, path, "").await;
+        assert!(head.starts_with("http/1.1 404"), "{path}: {head}");
+    }
+    assert!(keayl_demo::is_public_stream("chat:lobby"));
+    assert!(keayl_demo::is_public_stream("news"));
+}
+
+#[tokio::test]
 async fn sse_stream_carries_broadcasts_from_the_http_api() {
     let addr = start(DemoConfig::default()).await;
     let mut sse = TcpStream::connect(addr).await.unwrap();

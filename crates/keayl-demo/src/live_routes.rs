@@ -87,14 +87,6 @@ fn resume_clock_after(last_event_id: Option<&str>) -> u64 {
         .unwrap_or(0)
 }
 
-/// `GET /sse/{stream}`: every broadcast on a cable stream, as SSE frames
-/// (`data: <json>`). Broadcasts come from `BenchmarkChannel`, models, or
-/// `POST /_broadcast`. The frame is encoded once per broadcast and shared by
-/// every SSE client; a client more than 256 frames behind is disconnected.
-///
-/// The writer waits for broadcasts through `or_disconnected`, so a client
-/// that leaves while the stream is quiet ends it at once; the subscription
-/// is dropped by a guard, however the writer ends.
 /// Whether the demo's `/sse/{stream}` may serve `stream`: a public name of
 /// letters, digits and `:_.-` (up to 100 bytes), never a connection's
 /// internal `action_cable/<id>` stream and never a model's stream (a
@@ -110,6 +102,14 @@ pub fn is_public_stream(stream: &str) -> bool {
     (1..=100).contains(&stream.len()) && charset && !stream.starts_with("action_cable") && !model
 }
 
+/// `GET /sse/{stream}`: every broadcast on a cable stream, as SSE frames
+/// (`data: <json>`). Broadcasts come from `BenchmarkChannel`, models, or
+/// `POST /_broadcast`. The frame is encoded once per broadcast and shared by
+/// every SSE client; a client more than 256 frames behind is disconnected.
+///
+/// The writer waits for broadcasts through `or_disconnected`, so a client
+/// that leaves while the stream is quiet ends it at once; the subscription
+/// is dropped by a guard, however the writer ends.
 pub fn stream_events(pubsub: Arc<dyn PubSub>, stream: String) -> LiveResponse {
     Sse::new()
         .heartbeat(std::time::Duration::from_secs(15))

@@ -6,9 +6,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
+use keayl::pubsub::PubSubUrl;
 use keayl_axum::listener::ListenerConfig;
 use keayl_demo::DemoConfig;
-use keayl_demo::pubsub_config::{self, PubSubSpec};
 use tracing_subscriber::EnvFilter;
 
 /// Keayl demo server: live responses, Server-Sent Events and Action Cable.
@@ -23,8 +23,15 @@ struct Args {
     broadcast_secret: Option<String>,
     /// Pub/sub backend: `memory`, `redis://host:6379/0[?channel_prefix=app]`
     /// or `postgres://user@host/db[?channel_prefix=app]`.
-    #[arg(long, env = pubsub_config::ENV, default_value = "memory")]
-    pubsub: PubSubSpec,
+    // A `String`, parsed after clap: clap's own errors and `--help` would
+    // show the value, password included.
+    #[arg(
+        long,
+        env = keayl::pubsub::DEFAULT_ENV,
+        hide_env_values = true,
+        default_value = "memory"
+    )]
+    pubsub: String,
     /// A host name the server answers to (repeat for several; any port).
     /// Unset: any host. Others get HTTP 421 (against DNS rebinding).
     #[arg(long = "allowed-host")]
@@ -49,10 +56,18 @@ async fn main() -> anyhow::Result<()> {
     // A client that makes a channel panic in a loop cannot flood the log.
     keayl_cable::socket::limit_panic_reports(5);
     let args = Args::parse();
+    let pubsub: PubSubUrl = args.pubsub.parse()?;
     let tcp = keayl_axum::listener::bind(args.addr)?;
     tracing::info!(addr = %tcp.local_addr()?, "keayl-demo listening");
-    let backend = pubsub_config::connect(&args.pubsub, Duration::from_secs(2)).await?;
-    tracing::info!(pubsub = %args.pubsub, "pub/sub backend");
+    let backend = pubsub.connect()?;
+    if backend.health.wait_up(Duration::from_secs(2)).await {
+        tracing::info!(pubsub = %backend.url, "pub/sub backend ready");
+    } else {
+        tracing::warn!(
+            pubsub = %backend.url,
+            "pub/sub broker not reachable yet; serving local clients and reconnecting in the background"
+        );
+    }
     let listener = listener_config(&args)?;
     let config = DemoConfig {
         broadcast_secret: args.broadcast_secret,

@@ -196,6 +196,7 @@ impl RedisConfig {
     /// Defaults for `url`, taking Rails' `channel_prefix` from the URL's
     /// `channel_prefix` query parameter (percent-decoded, removed from the
     /// URL given to the client): `redis://host:6379/0?channel_prefix=myapp`.
+    /// The rest is checked as the client will read it (nothing connects).
     pub fn from_url(url: &str) -> Result<Self, ConfigError> {
         let (url, prefix) = take_query_param(url, "channel_prefix");
         if !(url.starts_with("redis://")
@@ -208,6 +209,10 @@ impl RedisConfig {
                 reason: "expected redis://…".into(),
             });
         }
+        redis::Client::open(url.as_str()).map_err(|e| ConfigError::InvalidUrl {
+            url: redact(&url),
+            reason: e.to_string(),
+        })?;
         let mut config = RedisConfig::new(url);
         config.channel_prefix = prefix;
         Ok(config)
@@ -715,6 +720,7 @@ mod tests {
         let c = RedisConfig::from_url("redis://h").unwrap();
         assert_eq!(c.channel_prefix, None);
         assert!(RedisConfig::from_url("postgres://h").is_err());
+        assert!(RedisConfig::from_url("redis://h:port/0").is_err());
     }
 
     #[test]

@@ -101,6 +101,9 @@ struct Cli {
     /// Print only the JSON lines (one per attack), no tables.
     #[arg(long, global = true)]
     json: bool,
+    /// Exit with an error when any attack is judged vulnerable (CI).
+    #[arg(long, global = true)]
+    strict: bool,
     #[command(subcommand)]
     attack: Attack,
 }
@@ -2350,11 +2353,15 @@ async fn main() -> Result<()> {
     let start = Instant::now();
     let mut summary = Vec::new();
     let mut failures = 0;
+    let mut vulnerable = Vec::new();
     for attack in &attacks {
         let t = Instant::now();
         match run_one(&ctx, attack).await {
             Ok(report) => {
                 report.print(cli.json);
+                if report.verdict == Verdict::Vulnerable {
+                    vulnerable.push(report.attack.to_string());
+                }
                 summary.push(format!(
                     "{:<16} {:<10} {:>5.1} s",
                     report.attack,
@@ -2381,6 +2388,9 @@ async fn main() -> Result<()> {
     }
     if failures > 0 {
         bail!("{failures} attack(s) could not run");
+    }
+    if cli.strict && !vulnerable.is_empty() {
+        bail!("vulnerable to: {}", vulnerable.join(", "));
     }
     Ok(())
 }

@@ -42,6 +42,7 @@ pub fn clock(headers: &HeaderMap, config: &DemoConfig) -> LiveResponse {
     Sse::new()
         .event("tick")
         .heartbeat(config.clock_heartbeat)
+        .max_duration(Some(SSE_MAX_DURATION))
         .request_headers(headers)
         .spawn(move |sse| async move {
             let mut n = resume_clock_after(sse.last_event_id());
@@ -87,6 +88,12 @@ fn resume_clock_after(last_event_id: Option<&str>) -> u64 {
         .unwrap_or(0)
 }
 
+/// How long the demo's endless SSE streams (`/clock`, `/sse/{stream}`) run
+/// before they end and the browser's `EventSource` reconnects (resuming
+/// with `Last-Event-ID`): what bounds a client that reads nothing on a
+/// quiet stream (its kernel buffers would take hours to fill).
+pub const SSE_MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Whether the demo's `/sse/{stream}` may serve `stream`: a public name of
 /// letters, digits and `:_.-` (up to 100 bytes), never a connection's
 /// internal `action_cable/<id>` stream and never a model's stream (a
@@ -113,6 +120,7 @@ pub fn is_public_stream(stream: &str) -> bool {
 pub fn stream_events(pubsub: Arc<dyn PubSub>, stream: String) -> LiveResponse {
     Sse::new()
         .heartbeat(std::time::Duration::from_secs(15))
+        .max_duration(Some(SSE_MAX_DURATION))
         .spawn(move |sse| async move {
             let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(256);
             let live = sse.stream().clone();

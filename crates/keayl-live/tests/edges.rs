@@ -610,3 +610,43 @@ async fn huge_last_event_id_over_hyper_is_ignored_without_harm() {
         handles.recv().await.unwrap().await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn max_duration_ends_a_quiet_stream_whose_client_reads_nothing() {
+    const MAX: Duration = Duration::from_millis(600);
+    let ended_with = Arc::new(Mutex::new(None));
+    let e = ended_with.clone();
+    let (addr, mut handles, _) = serve(None, move |_| {
+        let e = e.clone();
+        Sse::new()
+            .max_duration(Some(MAX))
+            .spawn(move |sse| async move {
+                // One small event every 100 ms: never enough to fill a buffer.
+                let result = async {
+                    loop {
+                        sse.write("tick").await?;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+                .await;
+                *e.lock().unwrap() = Some(result);
+                Ok(())
+            })
+    })
+    .await;
+    // A client that sends its request and never reads.
+    let tcp = get(addr, "/", "").await;
+    let handle = handles.recv().await.unwrap();
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(3), handle)
+        .await
+        .expect("the writer ends after max_duration")
+        .unwrap();
+    let took = started.elapsed();
+    assert!(took >= MAX - Duration::from_millis(100), "{took:?}");
+    assert_eq!(
+        *ended_with.lock().unwrap(),
+        Some(Err::<(), _>(LiveError::ClientDisconnected))
+    );
+    drop(tcp);
+}

@@ -99,6 +99,12 @@ impl Live {
         self
     }
 
+    /// Set [`LiveConfig::max_duration`].
+    pub fn max_duration(mut self, max: Option<Duration>) -> Self {
+        self.config.max_duration = max;
+        self
+    }
+
     /// Run `writer` on its own Tokio task and return the response at once.
     ///
     /// The stream closes when the writer returns, fails or panics; chunks it
@@ -165,7 +171,7 @@ impl Live {
         // A blocking writer cannot be interrupted, but a stalled client can
         // still be cut (which fails its next write): the watch runs on its
         // own task, for as long as there is something to deliver.
-        if self.config.stall_timeout.is_some() {
+        if self.config.needs_watch() {
             let watched = shared.clone();
             tokio::spawn(async move {
                 watched.watch().await;

@@ -68,9 +68,26 @@ pub struct LiveConfig {
     /// ([`Live::spawn_blocking`](crate::Live::spawn_blocking)) cannot be
     /// interrupted and ignore this. Default: 30 s.
     pub disconnect_grace: Option<Duration>,
+    /// End the stream this long after it started, as if the client had
+    /// left: the writer's next write fails with
+    /// [`LiveError::ClientDisconnected`] and the response ends. `None`
+    /// (the default) lets it run for ever.
+    ///
+    /// For SSE this is how a client that reads nothing is bounded in time
+    /// on a quiet stream: a trickle of small events never fills the kernel
+    /// buffers that [`stall_timeout`](Self::stall_timeout) and the
+    /// listener's stall watch depend on, but a browser's `EventSource`
+    /// reconnects on its own (after the stream's `retry`) and resumes with
+    /// `Last-Event-ID`, so a real reader loses nothing. Pick minutes.
+    pub max_duration: Option<Duration>,
 }
 
 impl LiveConfig {
+    /// Whether a watch must run beside the writer.
+    pub(crate) fn needs_watch(&self) -> bool {
+        self.stall_timeout.is_some() || self.max_duration.is_some()
+    }
+
     /// Default [`buffer_bytes`](Self::buffer_bytes): 256 KiB.
     pub const DEFAULT_BUFFER_BYTES: usize = 256 * 1024;
     /// Default [`write_timeout`](Self::write_timeout): 10 s.
@@ -88,6 +105,7 @@ impl Default for LiveConfig {
             write_timeout: Some(Self::DEFAULT_WRITE_TIMEOUT),
             stall_timeout: Some(Self::DEFAULT_STALL_TIMEOUT),
             disconnect_grace: Some(Self::DEFAULT_DISCONNECT_GRACE),
+            max_duration: None,
         }
     }
 }
@@ -110,6 +128,8 @@ pub(crate) struct Shared {
     /// Set once the queue is empty and the stream closed: lets the body's
     /// `is_end_stream` answer without the lock.
     finished: AtomicBool,
+    /// When the stream was created (for [`LiveConfig::max_duration`]).
+    started: Instant,
     config: LiveConfig,
 }
 
@@ -178,6 +198,7 @@ impl Shared {
             changed: Notify::new(),
             ended: Notify::new(),
             finished: AtomicBool::new(false),
+            started: Instant::now(),
             config,
         })
     }
@@ -419,9 +440,20 @@ impl Shared {
                     self.cut_stalled();
                     return Watched::Gone;
                 }
-                self.config
+                let end = self.config.max_duration.map(|max| self.started + max);
+                if end.is_some_and(|end| now >= end) {
+                    drop(st);
+                    self.disconnect();
+                    return Watched::Gone;
+                }
+                let stall = self
+                    .config
                     .stall_timeout
-                    .map(|limit| st.waiting_since.unwrap_or(now) + limit)
+                    .map(|limit| st.waiting_since.unwrap_or(now) + limit);
+                match (stall, end) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
             };
             match next_check {
                 Some(at) => {
@@ -455,7 +487,7 @@ impl Shared {
     /// After the writer returned: keep cutting a stalled client while its
     /// last chunks wait for delivery, so their memory is not held forever.
     pub(crate) fn watch_rest(self: &Arc<Self>) {
-        if self.config.stall_timeout.is_none() || self.is_finished() {
+        if !self.config.needs_watch() || self.is_finished() {
             return;
         }
         let shared = self.clone();

@@ -116,6 +116,14 @@ impl Sse {
         self
     }
 
+    /// End the stream after `max` so the browser reconnects (and resumes
+    /// with `Last-Event-ID`): bounds how long a client that reads nothing
+    /// holds a stream; see [`LiveConfig::max_duration`].
+    pub fn max_duration(mut self, max: Option<Duration>) -> Self {
+        self.live = self.live.max_duration(max);
+        self
+    }
+
     /// Customise the underlying [`Live`] builder (status, extra headers).
     pub fn live(mut self, f: impl FnOnce(Live) -> Live) -> Self {
         self.live = f(self.live);

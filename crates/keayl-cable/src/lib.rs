@@ -19,6 +19,7 @@
 //! | Stream names from models | [`naming`] |
 //! | Broadcasting from models (Turbo Streams) | [`broadcasting`], [`turbo`] |
 //! | Signed stream names (Rails `MessageVerifier`) | [`signing`] |
+//! | Testing channels and connections (Rails' `Channel::TestCase`) | [`testing`] |
 
 pub mod broadcasting;
 pub mod channel;
@@ -30,6 +31,7 @@ pub mod pubsub;
 pub mod server;
 pub mod signing;
 pub mod socket;
+pub mod testing;
 pub mod turbo;
 pub mod turbo_channel;
 

@@ -250,3 +250,190 @@ pub fn demo_cable(pubsub: Arc<dyn PubSub>) -> Cable {
         .channel::<BenchmarkChannel>()
         .build()
 }
+
+#[cfg(test)]
+mod tests {
+    use keayl_cable::CommandError;
+    use keayl_cable::connection::Identifiers;
+    use keayl_cable::testing::{TestCable, TestConnection};
+    use serde_json::json;
+
+    use super::*;
+
+    fn get(uri: &str) -> http::Request<()> {
+        http::Request::get(uri).body(()).unwrap()
+    }
+
+    async fn as_user(cable: &TestCable, name: &str) -> TestConnection {
+        cable
+            .stub_connection(Identifiers::new().with("current_user", name.to_string()))
+            .await
+    }
+
+    fn presence(users: &[&str]) -> Value {
+        json!({"type": "presence", "users": users})
+    }
+
+    #[tokio::test]
+    async fn connections_are_named_by_the_query_or_as_guests() {
+        let cable = TestCable::from_fn(demo_cable);
+        let alice = cable.connect(get("/cable?name=%20alice%20")).await;
+        assert!(alice.is_open());
+        assert_eq!(
+            alice
+                .identifier::<String>("current_user")
+                .map(String::as_str),
+            Some("alice")
+        );
+        let long = "x".repeat(50);
+        let named = cable.connect(get(&format!("/cable?name={long}"))).await;
+        assert_eq!(named.connection_identifier(), Some(&long[..40]));
+        for guest in ["guest-1", "guest-2"] {
+            let conn = cable.connect(get("/cable?name=%20")).await;
+            assert_eq!(conn.connection_identifier(), Some(guest));
+        }
+    }
+
+    #[tokio::test]
+    async fn chat_streams_its_room_and_shares_presence_between_clients() {
+        let cable = TestCable::from_fn(demo_cable);
+        let alice = as_user(&cable, "alice").await;
+        let a = alice
+            .subscribe::<ChatChannel>(json!({"room": " lobby "}))
+            .await
+            .unwrap();
+        assert!(a.is_confirmed());
+        assert_eq!(a.streams(), ["chat:lobby"]);
+        // The join is broadcast during `subscribed` and still reaches the
+        // joiner, after its confirmation.
+        assert_eq!(a.take_transmissions(), [presence(&["alice"])]);
+
+        // Presence lives in the cable's channel factory, shared by clients.
+        let bob = as_user(&cable, "bob").await;
+        let b = bob
+            .subscribe::<ChatChannel>(json!({"room": "lobby"}))
+            .await
+            .unwrap();
+        assert_eq!(a.take_transmissions(), [presence(&["alice", "bob"])]);
+        assert_eq!(b.take_transmissions(), [presence(&["alice", "bob"])]);
+
+        b.perform("speak", json!({"text": "hi"})).await.unwrap();
+        let said = json!({"type": "message", "from": "bob", "text": "hi"});
+        assert_eq!(a.take_transmissions(), std::slice::from_ref(&said));
+        assert_eq!(cable.broadcasts("chat:lobby").last(), Some(&said));
+
+        b.unsubscribe().await.unwrap();
+        assert_eq!(a.take_transmissions(), [presence(&["alice"])]);
+        assert!(b.streams().is_empty());
+    }
+
+    #[tokio::test]
+    async fn chat_ignores_blank_text_and_refuses_unknown_actions() {
+        let cable = TestCable::from_fn(demo_cable);
+        let alice = as_user(&cable, "alice").await;
+        let chat = alice
+            .subscribe::<ChatChannel>(json!({"room": "1"}))
+            .await
+            .unwrap();
+        cable.clear_broadcasts();
+        for data in [json!({"text": "   "}), json!({"text": 5}), json!({})] {
+            chat.perform("speak", data).await.unwrap();
+        }
+        assert!(cable.broadcasts("chat:1").is_empty());
+        let long = "y".repeat(2500);
+        chat.perform("speak", json!({"text": long})).await.unwrap();
+        assert_eq!(
+            cable.broadcasts("chat:1")[0]["text"].as_str().map(str::len),
+            Some(2000)
+        );
+        let err = chat.perform("shout", json!({"text": "hi"})).await;
+        assert!(
+            matches!(err, Err(CommandError::InvalidAction { .. })),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn chat_rejects_a_missing_blank_or_long_room() {
+        let cable = TestCable::from_fn(demo_cable);
+        let alice = as_user(&cable, "alice").await;
+        for params in [
+            json!({}),
+            json!({"room": "  "}),
+            json!({"room": "r".repeat(65)}),
+        ] {
+            let sub = alice.subscribe::<ChatChannel>(params).await.unwrap();
+            assert!(sub.is_rejected() && sub.streams().is_empty());
+        }
+        assert!(cable.broadcast_streams().is_empty(), "no presence sent");
+    }
+
+    #[tokio::test]
+    async fn benchmark_echoes_and_broadcasts_the_data_as_sent() {
+        let cable = TestCable::from_fn(demo_cable);
+        let conn = as_user(&cable, "bench").await;
+        let bench = conn.subscribe::<BenchmarkChannel>(()).await.unwrap();
+        assert!(bench.is_confirmed() && bench.has_stream("all"));
+
+        let payload = json!({"z": 1, "a": {"n": 1.50}});
+        bench.perform("echo", &payload).await.unwrap();
+        let echoed = bench.take_transmissions();
+        assert_eq!(
+            echoed,
+            [json!({"z": 1, "a": {"n": 1.50}, "action": "echo"})]
+        );
+        let keys: Vec<&str> = echoed[0]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(keys, ["z", "a", "action"], "the client's key order");
+
+        bench.perform("broadcast", json!({"n": 7})).await.unwrap();
+        assert_eq!(
+            cable.broadcasts("all"),
+            [json!({"n": 7, "action": "broadcast"})]
+        );
+        assert_eq!(
+            bench.take_transmissions(),
+            [
+                json!({"n": 7, "action": "broadcast"}),
+                json!({"n": 7, "action": "broadcastResult"}),
+            ]
+        );
+
+        let err = bench.perform("stats", ()).await;
+        assert!(
+            matches!(err, Err(CommandError::InvalidAction { .. })),
+            "{err:?}"
+        );
+        let err = bench.receive(json!({"n": 1})).await;
+        assert!(
+            matches!(err, Err(CommandError::UnknownAction { .. })),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn benchmark_streams_per_id() {
+        let cable = TestCable::from_fn(demo_cable);
+        let conn = as_user(&cable, "bench").await;
+        let by_number = conn
+            .subscribe::<BenchmarkChannel>(json!({"id": 42}))
+            .await
+            .unwrap();
+        let by_string = conn
+            .subscribe::<BenchmarkChannel>(json!({"id": "x"}))
+            .await
+            .unwrap();
+        assert_eq!(by_number.streams(), ["all42"]);
+        assert_eq!(by_string.streams(), ["allx"]);
+        by_number
+            .perform("broadcast", json!({"n": 1}))
+            .await
+            .unwrap();
+        assert_eq!(cable.broadcasts("all42").len(), 1);
+        assert!(by_string.transmissions().is_empty());
+    }
+}

@@ -313,7 +313,7 @@ fn estimated_bytes(identifier: &str, params: &Params) -> usize {
         }
     }
     let n: usize = params.values().map(values).sum();
-    identifier.len() * 6 + n * 160 + 1024
+    identifier.len() * 7 + n * 160 + 1024
 }
 
 /// One client connection. See the [module docs](self).

@@ -44,7 +44,7 @@ pub struct CableConfig {
     /// would. Default: 1 MiB.
     pub max_pending_bytes: usize,
     /// Memory the subscriptions of one connection may hold, estimated from
-    /// what the client sent (each subscription: 6 bytes per identifier byte,
+    /// what the client sent (each subscription: 7 bytes per identifier byte,
     /// 160 per JSON value of its params, 1 KiB; measured, release build).
     /// A subscribe beyond it is refused (logged, no frame). Default: 1 MiB.
     pub max_subscription_bytes: usize,

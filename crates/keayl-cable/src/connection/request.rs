@@ -84,7 +84,15 @@ impl<B> From<http::Request<B>> for Request {
 
 impl Request {
     /// The request from its parts (what a web framework hands over).
-    pub fn from_parts(parts: http::request::Parts) -> Self {
+    ///
+    /// Header names and values and the URI are copied: a server's parser
+    /// hands out slices of its read buffer (hyper's are), and a connection
+    /// that kept them would pin that buffer (8 KiB) for its whole life.
+    pub fn from_parts(mut parts: http::request::Parts) -> Self {
+        parts.headers = owned_headers(&parts.headers);
+        if let Ok(uri) = parts.uri.to_string().parse() {
+            parts.uri = uri;
+        }
         let query = parts
             .uri
             .query()
@@ -156,6 +164,20 @@ impl Request {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.parts.headers.get(name).and_then(|v| v.to_str().ok())
     }
+}
+
+/// A copy of `headers` that shares no buffer with them.
+fn owned_headers(headers: &http::HeaderMap) -> http::HeaderMap {
+    let mut owned = http::HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        let name =
+            http::HeaderName::from_bytes(name.as_str().as_bytes()).unwrap_or_else(|_| name.clone());
+        let mut copy =
+            http::HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+        copy.set_sensitive(value.is_sensitive());
+        owned.append(name, copy);
+    }
+    owned
 }
 
 /// Name/value pairs of a `Cookie:` header value.

@@ -196,7 +196,7 @@ async fn stream_from_delivers_broadcasts_as_identifier_and_message() {
     assert_eq!(
         sink.take(),
         vec![
-            r#"{"identifier":"{\"channel\":\"ChatChannel\",\"room\":\"1\"}","message":{"message":"hello room 1","from":"alice"}}"#,
+            r#"{"identifier":"{\"channel\":\"ChatChannel\",\"room\":\"1\"}","message":{"from":"alice","message":"hello room 1"}}"#,
             r#"{"identifier":"{\"channel\":\"ChatChannel\",\"room\":\"1\"}","message":"tock"}"#,
             r#"{"identifier":"{\"channel\":\"ChatChannel\",\"room\":\"1\"}","message":42}"#,
             r#"{"identifier":"{\"channel\":\"ChatChannel\",\"room\":\"1\"}","message":[1,"2",null]}"#,
@@ -421,7 +421,7 @@ async fn channel_context_exposes_identifiers_channel_and_typed_params() {
         sink.take(),
         vec![data(
             id,
-            r#"{"user":"alice","channel":"ChatChannel","params":{"channel":"ChatChannel","room":1}}"#
+            r#"{"channel":"ChatChannel","params":{"channel":"ChatChannel","room":1},"user":"alice"}"#
         )]
     );
 }
@@ -1369,8 +1369,7 @@ async fn connection_perform_dispatches_like_a_message() {
     let id = r#"{"channel":"ReceiveChannel"}"#;
     send(&mut conn, &subscribe(id)).await.unwrap();
     sink.take();
-    let mut d = Data::new();
-    d.insert("text".into(), json!("hi"));
+    let d: Data = serde_json::from_value(json!({"text": "hi"})).unwrap();
     conn.perform(id, None, &d).await.unwrap();
     conn.perform(id, Some(""), &d).await.unwrap();
     assert_eq!(

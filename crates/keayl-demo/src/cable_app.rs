@@ -228,10 +228,9 @@ impl Channel for BenchmarkChannel {
     ) -> Result<(), ChannelError> {
         match action {
             BenchmarkAction::Echo(data) => ctx.transmit(&data),
-            BenchmarkAction::Broadcast(mut data) => {
+            BenchmarkAction::Broadcast(data) => {
                 ctx.broadcast_to(&bench_stream(ctx), &data).await?;
-                data.insert("action".into(), json!("broadcastResult"));
-                ctx.transmit(&data);
+                ctx.transmit(data.with_action("broadcastResult"));
             }
         }
         Ok(())
@@ -375,20 +374,20 @@ mod tests {
         let bench = conn.subscribe::<BenchmarkChannel>(()).await.unwrap();
         assert!(bench.is_confirmed() && bench.has_stream("all"));
 
-        let payload = json!({"z": 1, "a": {"n": 1.50}});
+        // Keys in the client's order, at every depth; numbers re-encoded as Rails does.
+        let payload =
+            serde_json::value::RawValue::from_string(r#"{"z":1,"a":{"y":2,"n":1.50}}"#.to_owned())
+                .unwrap();
         bench.perform("echo", &payload).await.unwrap();
-        let echoed = bench.take_transmissions();
         assert_eq!(
-            echoed,
-            [json!({"z": 1, "a": {"n": 1.50}, "action": "echo"})]
+            bench.take_transmissions(),
+            [json!({"z": 1, "a": {"y": 2, "n": 1.5}, "action": "echo"})]
         );
-        let keys: Vec<&str> = echoed[0]
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
-        assert_eq!(keys, ["z", "a", "action"], "the client's key order");
+        let last = conn.raw_frames().pop().unwrap();
+        assert!(
+            last.ends_with(r#""message":{"z":1,"a":{"y":2,"n":1.5},"action":"echo"}}"#),
+            "the client's key order: {last}"
+        );
 
         bench.perform("broadcast", json!({"n": 7})).await.unwrap();
         assert_eq!(

@@ -15,7 +15,7 @@ use keayl_cable::signing::StreamVerifier;
 use keayl_cable::turbo_channel::TurboStreamsChannel;
 use keayl_cable::{Cable, Channel, ChannelContext, ChannelError, Data, NoActions, PubSub};
 use serde::de::Error as _;
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Value, json};
 
 /// The Turbo verifier key of the fixture.
@@ -149,13 +149,38 @@ impl<'de> Deserialize<'de> for ChatAction {
             return Ok(ChatAction::Echo(data));
         }
         Ok(
-            match ChatFields::deserialize(Value::Object(data)).map_err(D::Error::custom)? {
+            match data.decode::<ChatFields>().map_err(D::Error::custom)? {
                 ChatFields::Speak { message } => ChatAction::Speak { message },
                 ChatFields::Tick => ChatAction::Tick,
                 ChatFields::Slow { ms } => ChatAction::Slow { ms },
             },
         )
     }
+}
+
+// What `ChatChannel` sends, as structs: serde writes their fields in this
+// order, the order of the reference Rails app's hashes.
+
+/// `speak`'s broadcast.
+#[derive(Serialize)]
+struct Said {
+    message: Value,
+    from: Value,
+}
+
+/// `slow`'s answer.
+#[derive(Serialize)]
+struct SlowDone {
+    slow: &'static str,
+    ms: u64,
+}
+
+/// What `unsubscribed` broadcasts to `audit`.
+#[derive(Serialize)]
+struct Unsubscribed {
+    event: &'static str,
+    user: Value,
+    room: Value,
 }
 
 impl Channel for ChatChannel {
@@ -178,7 +203,11 @@ impl Channel for ChatChannel {
         let _ = ctx
             .broadcast_to(
                 "audit",
-                &json!({"event": "unsubscribed", "user": user, "room": room}),
+                &Unsubscribed {
+                    event: "unsubscribed",
+                    user,
+                    room,
+                },
             )
             .await;
     }
@@ -194,7 +223,10 @@ impl Channel for ChatChannel {
                 let user = current_user_json(ctx.identifiers());
                 ctx.broadcast_to(
                     &format!("room:{room}"),
-                    &json!({"message": message, "from": user}),
+                    &Said {
+                        message,
+                        from: user,
+                    },
                 )
                 .await?;
             }
@@ -205,7 +237,7 @@ impl Channel for ChatChannel {
                 // pinging, reading and writing meanwhile.
                 let ms = ms.min(SLOW_ACTION_MAX_MS);
                 tokio::time::sleep(Duration::from_millis(ms)).await;
-                ctx.transmit(json!({"slow": "done", "ms": ms}));
+                ctx.transmit(SlowDone { slow: "done", ms });
             }
         }
         Ok(())

@@ -8,9 +8,9 @@ use crate::pubsub::BoxFuture;
 /// One thing the connection asks of a channel besides the lifecycle.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Call<'a> {
-    /// A client message with an action: its data, with `action` set to
-    /// the name, decoded as the channel's `Action`.
-    Action(&'a str, &'a Data),
+    /// A client message with an action (its data's `action` key), decoded
+    /// as the channel's `Action`.
+    Action(&'a Data),
     /// A client message without an action.
     Receive(&'a Data),
     /// A periodic timer.
@@ -58,16 +58,11 @@ impl<C: Channel> DynChannel for C {
         call: Call<'a>,
     ) -> BoxFuture<'a, Result<(), ChannelError>> {
         match call {
-            Call::Action(name, data) => {
-                let mut data = data.clone();
-                data.insert("action".to_owned(), serde_json::Value::from(name));
-                match serde_json::from_value::<C::Action>(serde_json::Value::Object(data)) {
-                    Ok(action) => Box::pin(Channel::perform(self, ctx, action)),
-                    Err(e) => Box::pin(std::future::ready(Err(ChannelError::invalid(
-                        e.to_string(),
-                    )))),
-                }
-            }
+            // `data` holds `action` already: the action's name came from it.
+            Call::Action(data) => match data.decode::<C::Action>() {
+                Ok(action) => Box::pin(Channel::perform(self, ctx, action)),
+                Err(e) => Box::pin(std::future::ready(Err(e))),
+            },
             Call::Receive(data) => Box::pin(Channel::receive(self, ctx, data)),
             Call::Timer(name) => Box::pin(Channel::periodic(self, ctx, name)),
         }

@@ -56,6 +56,7 @@
 //! ```
 
 mod context;
+mod data;
 mod dynamic;
 
 use std::future::Future;
@@ -63,13 +64,11 @@ use std::time::Duration;
 
 pub use context::ChannelContext;
 pub(crate) use context::{SubState, Timer};
+pub use data::Data;
 pub(crate) use dynamic::{Call, ChannelFactory, DynChannel};
 
 use crate::naming::{self, Streamable};
 use crate::pubsub::{BoxFuture, PubSubError};
-
-/// The decoded `data` of a client message: a JSON object, `action` included.
-pub type Data = serde_json::Map<String, serde_json::Value>;
 
 /// The decoded identifier of a subscription: a JSON object, `channel`
 /// included, JSON types preserved.

@@ -820,10 +820,14 @@ impl Connection {
         let sub = &mut self.subscriptions[index].1;
         let action = action.filter(|a| !a.is_empty()).unwrap_or("receive");
         let Subscription { channel, state, .. } = &mut **sub;
+        let named;
         let call = if action == "receive" {
             Call::Receive(data)
+        } else if data.action() == Some(action) {
+            Call::Action(data)
         } else {
-            Call::Action(action, data)
+            named = data.with_action(action);
+            Call::Action(&named)
         };
         Self::run_action(&self.shared, channel.as_mut(), state, action, call).await
     }

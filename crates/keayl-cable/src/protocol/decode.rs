@@ -8,6 +8,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::ProtocolError;
+use crate::channel::Data;
 
 /// A decoded client → server command.
 ///
@@ -44,8 +45,8 @@ pub enum Command {
         /// (absent, `null`, `""` or whitespace only) means the channel's `receive` action.
         action: Option<String>,
         /// The decoded `data` object, **including** its `"action"` key (Rails passes the
-        /// whole object to the action).
-        data: Map<String, Value>,
+        /// whole object to the action), keys in the client's order.
+        data: Data,
     },
 }
 
@@ -277,7 +278,7 @@ fn decode_identifier(identifier: &str) -> Result<(String, Map<String, Value>), P
     Ok((channel, params))
 }
 
-type ActionAndData = (Option<String>, Map<String, Value>);
+type ActionAndData = (Option<String>, Data);
 
 fn decode_data(raw: Option<&RawValue>) -> Result<ActionAndData, ProtocolError> {
     let raw = match raw {
@@ -291,14 +292,22 @@ fn decode_data(raw: Option<&RawValue>) -> Result<ActionAndData, ProtocolError> {
         });
     }
     let encoded: String = serde_json::from_str(raw).map_err(|e| not_json(&e))?;
-    let data = match serde_json::from_str::<Value>(&encoded) {
-        Ok(Value::Object(data)) => data,
-        Ok(other) => {
-            return Err(ProtocolError::DataNotObject {
-                found: value_kind(&other),
+    let data = match serde_json::from_str::<Data>(&encoded) {
+        Ok(data) => data,
+        Err(e) if is_recursion_limit(&e) => return Err(ProtocolError::TooDeep),
+        Err(e) if e.classify() == serde_json::error::Category::Data => {
+            // Not an object: serde_json stops at the first byte, so check that
+            // the rest is JSON (and not too deep) before naming its type.
+            return Err(match serde_json::from_str::<Value>(&encoded) {
+                Ok(other) => ProtocolError::DataNotObject {
+                    found: value_kind(&other),
+                },
+                Err(e) if is_recursion_limit(&e) => ProtocolError::TooDeep,
+                Err(e) => ProtocolError::DataNotJson {
+                    reason: e.to_string(),
+                },
             });
         }
-        Err(e) if is_recursion_limit(&e) => return Err(ProtocolError::TooDeep),
         Err(e) => {
             return Err(ProtocolError::DataNotJson {
                 reason: e.to_string(),
@@ -326,7 +335,7 @@ fn is_recursion_limit(e: &serde_json::Error) -> bool {
 }
 
 /// The JSON type of a syntactically valid, whitespace-trimmed JSON text.
-fn raw_kind(raw: &str) -> &'static str {
+pub(crate) fn raw_kind(raw: &str) -> &'static str {
     match raw.as_bytes().first() {
         Some(b'{') => "object",
         Some(b'[') => "array",
@@ -337,7 +346,8 @@ fn raw_kind(raw: &str) -> &'static str {
     }
 }
 
-fn value_kind(value: &Value) -> &'static str {
+/// The JSON type name of `value`, as [`ProtocolError`] spells it.
+pub(crate) fn value_kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "boolean",

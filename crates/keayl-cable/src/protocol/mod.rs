@@ -54,6 +54,7 @@ mod encode;
 mod error;
 
 pub use decode::{Command, parse_command};
+pub(crate) use decode::{raw_kind, value_kind};
 pub use encode::{
     DisconnectReason, EncodedIdentifier, confirm_subscription, disconnect, message, ping,
     reject_subscription, welcome,

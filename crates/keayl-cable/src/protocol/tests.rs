@@ -77,7 +77,7 @@ fn message_from_transcript() {
     assert_eq!(action.as_deref(), Some("speak"));
     // The action stays in the data handed to the channel.
     assert_eq!(
-        Value::Object(data),
+        Value::Object(data.into_map()),
         json!({"action": "speak", "message": "hi"})
     );
 }

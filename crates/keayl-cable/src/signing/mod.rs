@@ -207,7 +207,7 @@ impl StreamVerifier {
         match serde_json::from_slice::<Value>(&json) {
             Ok(Value::String(name)) => Ok(name),
             Ok(other) => Err(VerifyError::NotAString {
-                found: json_kind(&other),
+                found: crate::protocol::value_kind(&other),
             }),
             Err(_) => Err(VerifyError::InvalidJson),
         }
@@ -249,17 +249,6 @@ impl fmt::Debug for StreamVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never print key material.
         f.debug_struct("StreamVerifier").finish_non_exhaustive()
-    }
-}
-
-fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
     }
 }
 

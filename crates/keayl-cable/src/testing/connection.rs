@@ -28,6 +28,7 @@ pub(super) struct FrameLog {
 #[derive(Debug)]
 struct Frame {
     seq: u64,
+    raw: Bytes,
     value: Value,
     taken: bool,
 }
@@ -48,6 +49,7 @@ impl FrameLog {
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(frame).into_owned()));
         self.frames.push(Frame {
             seq: self.next,
+            raw: frame.clone(),
             value,
             taken: false,
         });
@@ -194,6 +196,17 @@ impl TestConnection {
             .frames
             .iter()
             .map(|f| f.value.clone())
+            .collect()
+    }
+
+    /// [`frames`](Self::frames) as the client received them: the exact
+    /// text, key order and spacing included.
+    pub fn raw_frames(&self) -> Vec<String> {
+        self.shared
+            .frames()
+            .frames
+            .iter()
+            .map(|f| String::from_utf8_lossy(&f.raw).into_owned())
             .collect()
     }
 

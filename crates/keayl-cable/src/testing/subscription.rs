@@ -71,12 +71,7 @@ impl<C: Channel> Channel for Probe<C> {
         ctx: &mut ChannelContext<'_>,
         data: Data,
     ) -> Result<(), ChannelError> {
-        let action = data
-            .get("action")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
-        let result = self.inner.call(ctx, Call::Action(&action, &data)).await;
+        let result = self.inner.call(ctx, Call::Action(&data)).await;
         self.record(ctx);
         result
     }
@@ -106,39 +101,34 @@ impl<C: Channel> Channel for Probe<C> {
     }
 }
 
-/// The JSON type name of `value`, as [`ProtocolError`] spells it.
-pub(super) fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
-}
-
 /// The identifier a client subscribing to `C` with `params` sends:
 /// `{"channel":C::NAME, …params}`, compact, `channel` first.
 pub(super) fn identifier_for<C: Channel>(params: impl Serialize) -> Result<String, CommandError> {
-    let params = serde_json::to_value(params).map_err(|e| ProtocolError::IdentifierNotJson {
+    let params = serde_json::to_string(&params).map_err(|e| ProtocolError::IdentifierNotJson {
         reason: e.to_string(),
     })?;
-    let mut identifier = serde_json::Map::new();
-    identifier.insert("channel".to_owned(), Value::from(C::NAME));
-    match params {
-        Value::Object(params) => {
-            identifier.extend(params.into_iter().filter(|(k, _)| k != "channel"));
-        }
-        Value::Null => {}
-        other => {
-            return Err(ProtocolError::IdentifierNotObject {
-                found: kind(&other),
+    let rest = match params.as_str() {
+        "null" => String::new(),
+        text => match serde_json::from_str::<Data>(text) {
+            // `params`' own key order after `channel`, as a client writes it.
+            Ok(params) => {
+                let json = params.without("channel").as_json().to_owned();
+                // `{…}` → `…`
+                json[1..json.len() - 1].to_owned()
             }
-            .into());
-        }
-    }
-    Ok(Value::Object(identifier).to_string())
+            Err(_) => {
+                return Err(ProtocolError::IdentifierNotObject {
+                    found: crate::protocol::raw_kind(text),
+                }
+                .into());
+            }
+        },
+    };
+    let comma = if rest.is_empty() { "" } else { "," };
+    Ok(format!(
+        "{{\"channel\":{}{comma}{rest}}}",
+        Value::from(C::NAME)
+    ))
 }
 
 /// One subscription made with [`TestConnection::subscribe`](super::TestConnection::subscribe)
@@ -259,15 +249,8 @@ impl<C: Channel> TestSubscription<C> {
     /// [`CommandError::UnknownSubscription`]. Data that is not an object is
     /// refused as on the wire ([`ProtocolError::DataNotObject`]).
     pub async fn perform(&self, action: &str, data: impl Serialize) -> Result<(), CommandError> {
-        let data = match to_data(data)? {
-            Value::Null => json!({ "action": action }),
-            Value::Object(mut data) => {
-                data.insert("action".to_owned(), Value::from(action));
-                Value::Object(data)
-            }
-            other => other,
-        };
-        self.message(data).await
+        let data = to_data(data)?.unwrap_or_default();
+        self.message(data.with_action(action)).await
     }
 
     /// Send `data` without an action (the client's `send(data)`), which the
@@ -275,18 +258,14 @@ impl<C: Channel> TestSubscription<C> {
     /// `action` key in `data` still names an action. A channel that does
     /// not override `receive` answers [`CommandError::UnknownAction`].
     pub async fn receive(&self, data: impl Serialize) -> Result<(), CommandError> {
-        let data = match to_data(data)? {
-            Value::Null => json!({}),
-            other => other,
-        };
-        self.message(data).await
+        self.message(to_data(data)?.unwrap_or_default()).await
     }
 
-    async fn message(&self, data: Value) -> Result<(), CommandError> {
+    async fn message(&self, data: Data) -> Result<(), CommandError> {
         let frame = json!({
             "command": "message",
             "identifier": self.identifier,
-            "data": data.to_string(),
+            "data": data.as_json(),
         });
         self.shared.handle_frame(&frame).await
     }
@@ -301,10 +280,18 @@ impl<C: Channel> TestSubscription<C> {
     }
 }
 
-fn to_data(data: impl Serialize) -> Result<Value, CommandError> {
-    serde_json::to_value(data).map_err(|e| {
-        ProtocolError::DataNotJson {
-            reason: e.to_string(),
+/// `data` as the client would send it: a JSON object in `data`'s own key
+/// order (a struct's field order, a map's order), `None` for `()` / `null`.
+fn to_data(data: impl Serialize) -> Result<Option<Data>, CommandError> {
+    let text = serde_json::to_string(&data).map_err(|e| ProtocolError::DataNotJson {
+        reason: e.to_string(),
+    })?;
+    if text == "null" {
+        return Ok(None);
+    }
+    serde_json::from_str::<Data>(&text).map(Some).map_err(|_| {
+        ProtocolError::DataNotObject {
+            found: crate::protocol::raw_kind(&text),
         }
         .into()
     })

@@ -8,6 +8,7 @@
 //! use keayl_postgres::{PostgresConfig, PostgresPubSub};
 //!
 //! let pg = PostgresPubSub::new(PostgresConfig::from_url("postgres://app@127.0.0.1/app_production")?)?;
+//! let spilled = pg.client().spill_stats().spilled; // this backend's own counters
 //! let health = pg.health(); // up/down, reconnects, lost broadcasts
 //! let pubsub: Arc<dyn keayl_cable::PubSub> = Arc::new(pg);
 //! # let _ = (health, pubsub); Ok(()) }
@@ -25,7 +26,7 @@
 //!   from any task through prepared statements. `LISTEN`s and `UNLISTEN`s
 //!   are batched into one round trip.
 //! * A health-check `SELECT 1` every
-//!   [`PostgresConfig::health_check_interval`] notices a silent network cut.
+//!   [`BrokerConfig::health_check_interval`] notices a silent network cut.
 //!
 //! # Naming (Rails compatible)
 //!
@@ -130,7 +131,7 @@
 //! [`Subscribed::ready`] completes once the `LISTEN` executed (PostgreSQL
 //! answered it), so `confirm_subscription` means broadcasts from any process
 //! reach the client. While the database is down the readiness waits for the
-//! reconnection, at most [`PostgresConfig::subscribe_timeout`], then fails
+//! reconnection, at most [`BrokerConfig::subscribe_timeout`], then fails
 //! with [`PubSubError::Unavailable`]. Local subscribers of one stream share
 //! its `LISTEN` ([`External`]): a later local subscriber of a stream that is
 //! already live is confirmed at once.
@@ -147,7 +148,7 @@
 //!   [`Health::lost_broadcast_count`]. Notifications sent while this process
 //!   was disconnected are not received (LISTEN/NOTIFY is at-most-once).
 //! * Local clients keep being served meanwhile. No panics on database
-//!   errors; dropping the backend (or [`PostgresPubSub::shutdown`]) ends the
+//!   errors; dropping the backend (or [`BrokerPubSub::shutdown`](keayl_broker::BrokerPubSub::shutdown)) ends the
 //!   task and closes the connection.
 //!
 //! [`External`]: keayl_cable::pubsub::External
@@ -163,19 +164,24 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
-use keayl_cable::pubsub::broker::{
-    Backoff, OpError, Registry, SessionEnd, Supervisor, health_check_interval, in_flight,
-    take_query_param,
+use keayl_broker::{
+    BrokerClient, BrokerConfig, OpError, Registry, SessionEnd, Supervisor, health_check_interval,
+    in_flight,
 };
 use keayl_cable::pubsub::{
-    BoxFuture, Callback, ClientHealth, External, PubSub, PubSubClient, PubSubError, PubSubStats,
-    RemoteCallback, Subscribed, SubscriptionId,
+    BoxFuture, ClientHealth, PubSubClient, PubSubError, RemoteCallback, Subscribed, SubscriptionId,
 };
 use sha1::{Digest, Sha1};
 use tokio_postgres::{AsyncMessage, Client, NoTls, Statement};
 use tokio_util::sync::CancellationToken;
 
-pub use keayl_cable::pubsub::broker::{Health, HealthStatus, LinkState};
+pub use keayl_broker::{ConfigError, Health, HealthStatus, LinkState, redact};
+
+/// The PostgreSQL pub/sub backend: put it in an `Arc` and hand it to the
+/// cable. Spill-table specifics are on its [`client`](keayl_broker::BrokerPubSub::client).
+pub type PostgresPubSub = keayl_broker::BrokerPubSub<PostgresClient>;
+
+const BACKEND: &str = "postgres";
 
 /// PostgreSQL's `NOTIFY` payload limit: payloads must be shorter than this
 /// many bytes.
@@ -227,26 +233,9 @@ fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// Errors from configuring the backend.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// Not a connection string `tokio-postgres` accepts.
-    #[error("invalid PostgreSQL URL {url}: {reason}")]
-    InvalidUrl {
-        /// The URL, password redacted.
-        url: String,
-        /// Why it was refused.
-        reason: String,
-    },
-    /// [`PostgresPubSub::new`] was called outside a Tokio runtime.
-    #[error("the PostgreSQL backend must be created inside a Tokio runtime")]
-    NoRuntime,
-}
-
 /// Why a broadcast was not published, for callers that branch on the
-/// spill table's limits ([`PostgresPubSub::broadcast_checked`]). Through
-/// the [`PubSub`] trait the same refusals arrive as
+/// spill table's limits ([`PostgresClient::broadcast_checked`]). Through
+/// the [`PubSub`](keayl_cable::PubSub) trait the same refusals arrive as
 /// [`PubSubError::Failed`] carrying this error's text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -317,31 +306,19 @@ impl SpillCounters {
     }
 }
 
-/// Configuration of the PostgreSQL backend.
-#[derive(Clone)]
+/// Configuration of the PostgreSQL backend: the shared [`BrokerConfig`]
+/// (reachable through `Deref`: `config.subscribe_timeout`) plus the spill
+/// table's bounds.
+#[derive(Clone, Debug)]
 pub struct PostgresConfig {
-    /// `postgres://user[:password]@host[:port]/database[?…]` (or a
-    /// `key=value` string), the `channel_prefix` parameter removed.
-    pub url: String,
-    /// Rails' `channel_prefix`: every channel becomes `"<prefix>:<stream>"`
-    /// (hashed when over 63 bytes).
-    pub channel_prefix: Option<String>,
-    /// First reconnect delay. Default 100 ms.
-    pub reconnect_min: Duration,
-    /// Longest reconnect delay. Default 2 s.
-    pub reconnect_max: Duration,
-    /// How long a subscription waits for its `LISTEN` (across a
-    /// reconnection or a hang) before its readiness fails and the
-    /// subscription is rejected; the connection keeps serving its other
-    /// commands meanwhile. Default 60 s.
-    pub subscribe_timeout: Duration,
-    /// Timeout of one statement (`NOTIFY`, a `LISTEN` batch, a spill fetch,
-    /// the health check). Default 2 s (10 s for spilled payloads).
-    pub command_timeout: Duration,
-    /// Timeout of establishing a connection. Default 2 s.
-    pub connect_timeout: Duration,
-    /// Interval of the health check (`SELECT 1`) and maintenance. Default 5 s.
-    pub health_check_interval: Duration,
+    /// URL (`postgres://user[:password]@host[:port]/database[?…]`, or a
+    /// `key=value` string, the `channel_prefix` parameter removed), Rails'
+    /// `channel_prefix` (hashed with the stream when over 63 bytes, see
+    /// [`channel_name`]), reconnect and timeouts. `command_timeout` is
+    /// one statement's (`NOTIFY`, a `LISTEN` batch, a spill fetch, the
+    /// health check `SELECT 1`; 10 s for spilled payloads); the health
+    /// check interval also runs the spill table's maintenance.
+    pub broker: BrokerConfig,
     /// How long a spilled payload is kept for a listener that has not
     /// fetched it yet (listeners fetch right after the `NOTIFY`, so only a
     /// stuck or dead listener needs more than milliseconds). Older rows are
@@ -360,36 +337,28 @@ pub struct PostgresConfig {
     pub max_payload_bytes: usize,
 }
 
-impl std::fmt::Debug for PostgresConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PostgresConfig")
-            .field("url", &redact(&self.url))
-            .field("channel_prefix", &self.channel_prefix)
-            .field("reconnect_min", &self.reconnect_min)
-            .field("reconnect_max", &self.reconnect_max)
-            .field("subscribe_timeout", &self.subscribe_timeout)
-            .field("command_timeout", &self.command_timeout)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("health_check_interval", &self.health_check_interval)
-            .field("spill_ttl", &self.spill_ttl)
-            .field("max_spill_bytes", &self.max_spill_bytes)
-            .field("max_payload_bytes", &self.max_payload_bytes)
-            .finish()
+impl std::ops::Deref for PostgresConfig {
+    type Target = BrokerConfig;
+    fn deref(&self) -> &BrokerConfig {
+        &self.broker
+    }
+}
+
+impl std::ops::DerefMut for PostgresConfig {
+    fn deref_mut(&mut self) -> &mut BrokerConfig {
+        &mut self.broker
     }
 }
 
 impl PostgresConfig {
     /// Defaults for `url` (taken verbatim).
     pub fn new(url: impl Into<String>) -> Self {
+        Self::with_broker(BrokerConfig::new(url))
+    }
+
+    fn with_broker(broker: BrokerConfig) -> Self {
         PostgresConfig {
-            url: url.into(),
-            channel_prefix: None,
-            reconnect_min: Duration::from_millis(100),
-            reconnect_max: Duration::from_secs(2),
-            subscribe_timeout: Duration::from_secs(60),
-            command_timeout: Duration::from_secs(2),
-            connect_timeout: Duration::from_secs(2),
-            health_check_interval: Duration::from_secs(5),
+            broker,
             spill_ttl: Duration::from_secs(30),
             max_spill_bytes: DEFAULT_MAX_SPILL_BYTES,
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
@@ -398,48 +367,20 @@ impl PostgresConfig {
 
     /// Defaults for `url`, taking Rails' `channel_prefix` from the URL's
     /// `channel_prefix` query parameter (removed from the URL given to the
-    /// driver): `postgres://app@db/app?channel_prefix=myapp`.
+    /// driver): `postgres://app@db/app?channel_prefix=myapp`. The rest is
+    /// checked as the driver will read it (nothing connects).
     pub fn from_url(url: &str) -> Result<Self, ConfigError> {
-        let (url, prefix) = take_query_param(url, "channel_prefix");
-        tokio_postgres::Config::from_str(&url).map_err(|e| ConfigError::InvalidUrl {
-            url: redact(&url),
-            reason: e.to_string(),
-        })?;
-        let mut config = PostgresConfig::new(url);
-        config.channel_prefix = prefix;
-        Ok(config)
+        let broker = BrokerConfig::from_url_unchecked(url);
+        tokio_postgres::Config::from_str(&broker.url)
+            .map_err(|e| ConfigError::invalid_url(BACKEND, &broker.url, e))?;
+        Ok(Self::with_broker(broker))
     }
 
     /// Set Rails' `channel_prefix`.
     pub fn with_channel_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.channel_prefix = Some(prefix.into());
+        self.broker.channel_prefix = Some(prefix.into());
         self
     }
-}
-
-/// `url` with the password replaced by `***`, for logs (URLs and
-/// `password=` in key/value strings).
-pub fn redact(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://") {
-        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-        return match rest[..authority_end].rfind('@') {
-            Some(at) => match rest[..at].split_once(':') {
-                Some((user, _password)) => format!("{scheme}://{user}:***@{}", &rest[at + 1..]),
-                None => url.to_owned(),
-            },
-            None => url.to_owned(),
-        };
-    }
-    url.split_whitespace()
-        .map(|kv| {
-            if kv.starts_with("password=") {
-                "password=***"
-            } else {
-                kv
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// One live connection's statements, shared with publishers.
@@ -512,27 +453,30 @@ impl Drop for PostgresClient {
     }
 }
 
-impl PostgresClient {
-    /// Start the client: the supervisor task connects in the background.
-    /// Must run inside a Tokio runtime.
-    pub fn new(config: PostgresConfig) -> Result<Self, ConfigError> {
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| ConfigError::NoRuntime)?;
-        let mut pg_config =
-            tokio_postgres::Config::from_str(&config.url).map_err(|e| ConfigError::InvalidUrl {
-                url: redact(&config.url),
-                reason: e.to_string(),
-            })?;
+impl BrokerClient for PostgresClient {
+    const BACKEND: &'static str = BACKEND;
+    type Config = PostgresConfig;
+
+    fn config_from_url(url: &str) -> Result<PostgresConfig, ConfigError> {
+        PostgresConfig::from_url(url)
+    }
+
+    fn start(config: PostgresConfig) -> Result<Self, ConfigError> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| ConfigError::NoRuntime { backend: BACKEND })?;
+        let mut pg_config = tokio_postgres::Config::from_str(&config.url)
+            .map_err(|e| ConfigError::invalid_url(BACKEND, &config.url, e))?;
         pg_config.connect_timeout(config.connect_timeout);
         if pg_config.get_application_name().is_none() {
             pg_config.application_name(format!("keayl-cable-{}", std::process::id()));
         }
         let cancel = CancellationToken::new();
         let shared = Arc::new(Shared {
-            broker: redact(&config.url),
+            broker: config.redacted_url(),
             config,
             pg_config,
             registry: Registry::default(),
-            health: Health::new("postgres"),
+            health: Health::new(BACKEND),
             spill: SpillCounters::default(),
             vacuuming: AtomicBool::new(false),
             cancel: cancel.clone(),
@@ -542,11 +486,16 @@ impl PostgresClient {
         Ok(PostgresClient { shared, cancel })
     }
 
-    /// The health handle.
-    pub fn health(&self) -> Health {
+    fn link(&self) -> Health {
         self.shared.health.clone()
     }
 
+    fn shutdown(&self) {
+        self.cancel.cancel();
+    }
+}
+
+impl PostgresClient {
     /// The configuration.
     pub fn config(&self) -> &PostgresConfig {
         &self.shared.config
@@ -562,9 +511,12 @@ impl PostgresClient {
         self.shared.spill.snapshot()
     }
 
-    /// [`PubSubClient::publish`] with the spill table's refusals typed:
-    /// [`BroadcastError::PayloadTooLarge`], [`BroadcastError::SpillFull`].
-    pub fn publish_checked(
+    /// A broadcast with the spill table's refusals typed
+    /// ([`BroadcastError::PayloadTooLarge`], [`BroadcastError::SpillFull`]),
+    /// for callers that branch on them (say, to tell a user a message is
+    /// too large, or to retry later). Through the [`PubSub`](keayl_cable::PubSub)
+    /// trait the same refusals arrive as [`PubSubError::Failed`].
+    pub fn broadcast_checked(
         &self,
         stream: &str,
         message: Bytes,
@@ -594,12 +546,6 @@ impl PostgresClient {
             }
             result.map(|_| ())
         })
-    }
-
-    /// Stop: the supervisor ends, the connection closes, pending and later
-    /// subscriptions fail with [`PubSubError::Closed`], broadcasts fail.
-    pub fn shutdown(&self) {
-        self.cancel.cancel();
     }
 }
 
@@ -806,7 +752,7 @@ impl PubSubClient for PostgresClient {
     }
 
     fn publish(&self, stream: &str, message: Bytes) -> BoxFuture<'static, Result<(), PubSubError>> {
-        let published = self.publish_checked(stream, message);
+        let published = self.broadcast_checked(stream, message);
         Box::pin(async move { published.await.map_err(PubSubError::from) })
     }
 
@@ -845,104 +791,6 @@ impl PubSubClient for PostgresClient {
     }
 }
 
-/// The PostgreSQL pub/sub backend: [`External`] over a [`PostgresClient`],
-/// plus its [`Health`]. Put it in an `Arc` and hand it to the cable.
-pub struct PostgresPubSub {
-    external: External,
-    client: Arc<PostgresClient>,
-}
-
-impl std::fmt::Debug for PostgresPubSub {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PostgresPubSub")
-            .field("client", &self.client)
-            .field("local", self.external.local())
-            .finish()
-    }
-}
-
-impl PostgresPubSub {
-    /// Start the backend (connects in the background). Must run inside a
-    /// Tokio runtime.
-    pub fn new(config: PostgresConfig) -> Result<Self, ConfigError> {
-        let client = Arc::new(PostgresClient::new(config)?);
-        Ok(PostgresPubSub {
-            external: External::from_arc(client.clone()),
-            client,
-        })
-    }
-
-    /// [`PostgresConfig::from_url`] then [`new`](Self::new).
-    pub fn from_url(url: &str) -> Result<Self, ConfigError> {
-        Self::new(PostgresConfig::from_url(url)?)
-    }
-
-    /// The health handle (clone it freely).
-    pub fn health(&self) -> Health {
-        self.client.health()
-    }
-
-    /// [`PubSub::broadcast`] with the spill table's refusals typed
-    /// ([`BroadcastError::PayloadTooLarge`], [`BroadcastError::SpillFull`]),
-    /// for callers that branch on them (say, to tell a user a message is too
-    /// large, or to retry later).
-    pub fn broadcast_checked(
-        &self,
-        stream: &str,
-        message: Bytes,
-    ) -> BoxFuture<'static, Result<(), BroadcastError>> {
-        self.client.publish_checked(stream, message)
-    }
-
-    /// This process's spill table counters.
-    pub fn spill_stats(&self) -> SpillStats {
-        self.client.spill_stats()
-    }
-
-    /// The networked client.
-    pub fn client(&self) -> &PostgresClient {
-        &self.client
-    }
-
-    /// The [`External`] wrapper (local subscriber registry).
-    pub fn external(&self) -> &External {
-        &self.external
-    }
-
-    /// See [`PostgresClient::shutdown`].
-    pub fn shutdown(&self) {
-        self.client.shutdown();
-    }
-}
-
-impl PubSub for PostgresPubSub {
-    fn subscribe(&self, stream: &str, callback: Callback) -> Subscribed {
-        self.external.subscribe(stream, callback)
-    }
-
-    fn unsubscribe(&self, id: SubscriptionId) {
-        self.external.unsubscribe(id)
-    }
-
-    fn broadcast(
-        &self,
-        stream: &str,
-        message: Bytes,
-    ) -> BoxFuture<'static, Result<(), PubSubError>> {
-        self.external.broadcast(stream, message)
-    }
-
-    fn subscriber_count(&self, stream: &str) -> BoxFuture<'static, Result<usize, PubSubError>> {
-        self.external.subscriber_count(stream)
-    }
-
-    /// Local counters plus the broker link from [`Health`] (for `/metrics`
-    /// and `/health`).
-    fn stats(&self) -> PubSubStats {
-        self.external.stats()
-    }
-}
-
 // ---------------------------------------------------------------------------
 // The supervisor.
 
@@ -952,7 +800,7 @@ async fn supervise(shared: Arc<Shared>, cancel: CancellationToken) {
         registry: &shared.registry,
         health: &shared.health,
         broker: &shared.broker,
-        backoff: Backoff::new(shared.config.reconnect_min, shared.config.reconnect_max),
+        backoff: shared.config.backoff(),
     }
     .run(
         || cancel.cancelled(),

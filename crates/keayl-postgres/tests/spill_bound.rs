@@ -211,7 +211,7 @@ async fn a_flood_from_eight_processes_stays_within_the_bound_and_the_rest_is_ref
                 let mut results = Vec::new();
                 for i in 0..5 {
                     let message = payload(&format!("{n}-{t}-{i}"), LEN);
-                    results.push(p.broadcast_checked(&stream, message.into()).await);
+                    results.push(p.client().broadcast_checked(&stream, message.into()).await);
                 }
                 results
             }));
@@ -256,9 +256,12 @@ async fn a_flood_from_eight_processes_stays_within_the_bound_and_the_rest_is_ref
     let sum_of = |f: &dyn Fn(&keayl_postgres::PostgresPubSub) -> u64| -> usize {
         processes.iter().map(|p| f(p) as usize).sum()
     };
-    assert_eq!(sum_of(&|p| p.spill_stats().spilled), ok);
-    assert_eq!(sum_of(&|p| p.spill_stats().refused_spill_full), full);
-    assert_eq!(sum_of(&|p| p.spill_stats().refused_too_large), 0);
+    assert_eq!(sum_of(&|p| p.client().spill_stats().spilled), ok);
+    assert_eq!(
+        sum_of(&|p| p.client().spill_stats().refused_spill_full),
+        full
+    );
+    assert_eq!(sum_of(&|p| p.client().spill_stats().refused_too_large), 0);
     assert_eq!(sum_of(&|p| p.health().lost_broadcast_count()), full);
 
     // Through the PubSub trait a refusal is an error too, never a silent drop.
@@ -293,7 +296,8 @@ async fn a_flood_from_eight_processes_stays_within_the_bound_and_the_rest_is_ref
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     eprintln!("stuck rows expired {:?} after the flood", started.elapsed());
-    a.broadcast_checked(&stream, payload("after", LEN).into())
+    a.client()
+        .broadcast_checked(&stream, payload("after", LEN).into())
         .await
         .unwrap();
     drop(c);
@@ -330,6 +334,7 @@ async fn large_broadcasts_arrive_intact_through_a_small_bound() {
         // the table full (listeners behind) is told so and retried.
         loop {
             match publisher
+                .client()
                 .broadcast_checked(&stream, message.clone().into())
                 .await
             {
@@ -365,7 +370,7 @@ async fn large_broadcasts_arrive_intact_through_a_small_bound() {
         "intact: {N} x {LEN} bytes in {took:?} ({retries} retries after SpillFull); max payload sum seen {max_seen}, {disk} bytes on disk; bound {BOUND}"
     );
     assert!(max_seen as usize <= BOUND, "{max_seen}");
-    assert_eq!(publisher.spill_stats().spilled as usize, N);
+    assert_eq!(publisher.client().spill_stats().spilled as usize, N);
     assert_eq!(listener.health().failed_delivery_count(), 0);
     assert_eq!(publisher.health().failed_delivery_count(), 0);
 }
@@ -384,6 +389,7 @@ async fn a_payload_over_max_payload_bytes_is_refused() {
     let _id = subscribe_live(&p, &stream, &inbox, T).await;
 
     let err = p
+        .client()
         .broadcast_checked(&stream, payload("over", 100_001).into())
         .await
         .unwrap_err();
@@ -404,12 +410,13 @@ async fn a_payload_over_max_payload_bytes_is_refused() {
     );
     // At the limit: spilled and delivered intact.
     let at_limit = payload("at-limit", 100_000);
-    p.broadcast_checked(&stream, at_limit.clone().into())
+    p.client()
+        .broadcast_checked(&stream, at_limit.clone().into())
         .await
         .unwrap();
     assert!(inbox.wait_for(1, T).await);
     assert_eq!(inbox.texts(), [at_limit]);
-    let stats = p.spill_stats();
+    let stats = p.client().spill_stats();
     assert_eq!(
         (stats.refused_too_large, stats.spilled),
         (2, 1),
@@ -424,14 +431,16 @@ async fn a_payload_over_max_payload_bytes_is_refused() {
     small.max_payload_bytes = 1000;
     let q = connected(small).await;
     assert!(matches!(
-        q.broadcast_checked(&stream, payload("small", 1001).into())
+        q.client()
+            .broadcast_checked(&stream, payload("small", 1001).into())
             .await,
         Err(BroadcastError::PayloadTooLarge {
             len: 1001,
             max: 1000
         })
     ));
-    q.broadcast_checked(&stream, payload("fits", 1000).into())
+    q.client()
+        .broadcast_checked(&stream, payload("fits", 1000).into())
         .await
         .unwrap();
     assert!(inbox.wait_for(2, T).await);
@@ -465,14 +474,16 @@ async fn a_spill_table_from_before_the_bound_is_upgraded_and_counted() {
     let (rows, sum, _) = table_size(&old).await;
     assert_eq!((rows, sum), (3, 600_000));
     for i in 0..3 {
-        p.broadcast_checked(&stream, payload(&i.to_string(), 300_000).into())
+        p.client()
+            .broadcast_checked(&stream, payload(&i.to_string(), 300_000).into())
             .await
             .unwrap();
     }
     let (rows, sum, _) = table_size(&old).await;
     assert_eq!((rows, sum), (3, 900_000), "old rows not reclaimed");
     assert!(matches!(
-        p.broadcast_checked(&stream, payload("over", 300_000).into())
+        p.client()
+            .broadcast_checked(&stream, payload("over", 300_000).into())
             .await,
         Err(BroadcastError::SpillFull { .. })
     ));
@@ -503,6 +514,7 @@ async fn vacuuming_keeps_the_disk_size_near_the_bound() {
         let message = payload(&i.to_string(), LEN);
         loop {
             match publisher
+                .client()
                 .broadcast_checked(&stream, message.clone().into())
                 .await
             {
@@ -548,7 +560,8 @@ async fn a_row_is_deleted_once_every_awaited_listener_read_it() {
     let second = stuck_listener(&schema, &channel).await;
     let latecomer = schema.client().await; // listening, but not registered
     let big = payload("readers", 50_000);
-    p.broadcast_checked(&stream, big.clone().into())
+    p.client()
+        .broadcast_checked(&stream, big.clone().into())
         .await
         .unwrap();
     let inspect = schema.client().await;
@@ -589,13 +602,15 @@ async fn rows_awaited_only_by_a_dead_listener_are_reclaimed() {
     let stream = unique_stream("dead-reader");
     let stuck = stuck_listener(&schema, &channel_name(None, &stream)).await;
     for i in 0..3 {
-        p.broadcast_checked(&stream, payload(&i.to_string(), 300_000).into())
+        p.client()
+            .broadcast_checked(&stream, payload(&i.to_string(), 300_000).into())
             .await
             .unwrap();
     }
     // Full of rows a live listener has not read: refused, nothing evicted.
     assert!(matches!(
-        p.broadcast_checked(&stream, payload("full", 300_000).into())
+        p.client()
+            .broadcast_checked(&stream, payload("full", 300_000).into())
             .await,
         Err(BroadcastError::SpillFull { .. })
     ));
@@ -625,7 +640,8 @@ async fn rows_awaited_only_by_a_dead_listener_are_reclaimed() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Its rows no longer hold the table, long before their TTL.
-    p.broadcast_checked(&stream, payload("after", 300_000).into())
+    p.client()
+        .broadcast_checked(&stream, payload("after", 300_000).into())
         .await
         .unwrap();
     let (rows, sum, _) = table_size(&inspect).await;

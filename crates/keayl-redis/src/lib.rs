@@ -5,9 +5,9 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), keayl_redis::ConfigError> {
 //! use std::sync::Arc;
-//! use keayl_redis::{RedisConfig, RedisPubSub};
+//! use keayl_redis::RedisPubSub;
 //!
-//! let redis = RedisPubSub::new(RedisConfig::from_url("redis://127.0.0.1:6379/0?channel_prefix=myapp")?)?;
+//! let redis = RedisPubSub::from_url("redis://127.0.0.1:6379/0?channel_prefix=myapp")?;
 //! let health = redis.health(); // up/down, reconnects, lost broadcasts
 //! let pubsub: Arc<dyn keayl_cable::PubSub> = Arc::new(redis);
 //! # let _ = (health, pubsub); Ok(()) }
@@ -26,7 +26,7 @@
 //! * One supervisor task owns the subscriber connection. It reconciles the
 //!   wanted set of channels with the broker in batches (one `SUBSCRIBE` for
 //!   many channels), dispatches messages, and sends a `PING` every
-//!   [`RedisConfig::health_check_interval`] to notice a silent network cut.
+//!   [`BrokerConfig::health_check_interval`] to notice a silent network cut.
 //!
 //! # Naming (Rails compatible)
 //!
@@ -37,7 +37,7 @@
 //! `"<prefix>:action_cable/alice"`, so `ActionCable.server.remote_connections`
 //! in a Rails app disconnects Keayl clients and vice versa. Payloads are
 //! published verbatim (cable broadcasts are JSON text, as Rails' coder
-//! produces). See [`channel_name`].
+//! produces). See [`BrokerConfig::prefixed`].
 //!
 //! # Confirmation
 //!
@@ -45,7 +45,7 @@
 //! acknowledged the `SUBSCRIBE`, so the cable sends `confirm_subscription`
 //! only when broadcasts from any process reach the client. When Redis is down
 //! the readiness waits for the reconnection, at most
-//! [`RedisConfig::subscribe_timeout`], then fails with
+//! [`BrokerConfig::subscribe_timeout`], then fails with
 //! [`PubSubError::Unavailable`] (the cable rejects that subscription). The
 //! connection is not held meanwhile: the socket driver handles the client's
 //! later commands and confirms the subscription when Redis acknowledges. Local subscribers of one stream
@@ -56,8 +56,8 @@
 //!
 //! * When Redis goes away (restart, network cut, `CLIENT KILL`) the
 //!   supervisor reconnects **forever** with exponential backoff and jitter
-//!   ([`RedisConfig::reconnect_min`] doubling to
-//!   [`RedisConfig::reconnect_max`]), then re-subscribes every live stream
+//!   ([`BrokerConfig::reconnect_min`] doubling to
+//!   [`BrokerConfig::reconnect_max`]), then re-subscribes every live stream
 //!   in one command. The outage is logged (`error` when it starts, `warn`
 //!   with its duration and the number of lost broadcasts when it ends) and
 //!   visible through [`Health`] (state, outage and reconnect counts).
@@ -69,7 +69,7 @@
 //! * Local clients keep being served: connections, transmissions, timers
 //!   and pings do not depend on Redis.
 //! * No panics on broker errors; dropping the backend (or
-//!   [`RedisPubSub::shutdown`]) ends the supervisor task, fails pending
+//!   [`BrokerPubSub::shutdown`](keayl_broker::BrokerPubSub::shutdown)) ends the supervisor task, fails pending
 //!   readiness futures with [`PubSubError::Closed`] and closes both
 //!   connections.
 //!
@@ -87,154 +87,45 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use keayl_cable::pubsub::broker::{
-    Backoff, OpError, Registry, SessionEnd, Supervisor, health_check_interval, in_flight,
-    take_query_param,
+use keayl_broker::{
+    BrokerClient, BrokerConfig, OpError, Registry, SessionEnd, Supervisor, health_check_interval,
+    in_flight,
 };
 use keayl_cable::pubsub::{
-    BoxFuture, Callback, ClientHealth, External, PubSub, PubSubClient, PubSubError, PubSubStats,
-    RemoteCallback, Subscribed, SubscriptionId,
+    BoxFuture, ClientHealth, PubSubClient, PubSubError, RemoteCallback, Subscribed, SubscriptionId,
 };
 use redis::AsyncConnectionConfig;
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use tokio_util::sync::CancellationToken;
 
-pub use keayl_cable::pubsub::broker::{Health, HealthStatus, LinkState};
+pub use keayl_broker::{ConfigError, Health, HealthStatus, LinkState, redact};
 
-/// The broker channel Rails' Redis adapter uses for `stream`:
-/// `"<prefix>:<stream>"` with a prefix, else `stream` unchanged.
-///
-/// ```
-/// assert_eq!(keayl_redis::channel_name(None, "chat:1"), "chat:1");
-/// assert_eq!(keayl_redis::channel_name(Some("app"), "chat:1"), "app:chat:1");
-/// // Rails' `compact.join(":")` keeps an empty prefix:
-/// assert_eq!(keayl_redis::channel_name(Some(""), "x"), ":x");
-/// ```
-pub fn channel_name(prefix: Option<&str>, stream: &str) -> String {
-    match prefix {
-        Some(p) => format!("{p}:{stream}"),
-        None => stream.to_owned(),
+/// The Redis backend's configuration: the shared [`BrokerConfig`] (Redis
+/// needs nothing more). Build it with [`config_from_url`].
+pub type RedisConfig = BrokerConfig;
+
+/// The Redis pub/sub backend: put it in an `Arc` and hand it to the cable.
+pub type RedisPubSub = keayl_broker::BrokerPubSub<RedisClient>;
+
+const BACKEND: &str = "redis";
+
+/// The configuration for a Redis URL
+/// (`redis://[user:password@]host[:port][/db]`, `rediss://`, `unix://`),
+/// Rails' `channel_prefix` taken from its `channel_prefix` query parameter:
+/// `redis://host:6379/0?channel_prefix=myapp`. The rest is checked as the
+/// client will read it (nothing connects).
+pub fn config_from_url(url: &str) -> Result<RedisConfig, ConfigError> {
+    let config = BrokerConfig::from_url_unchecked(url);
+    let url = &config.url;
+    if !(url.starts_with("redis://")
+        || url.starts_with("rediss://")
+        || url.starts_with("unix://")
+        || url.starts_with("redis+unix://"))
+    {
+        return Err(ConfigError::invalid_url(BACKEND, url, "expected redis://…"));
     }
-}
-
-/// Errors from configuring the backend.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// The URL is not a Redis URL the client accepts.
-    #[error("invalid Redis URL {url}: {reason}")]
-    InvalidUrl {
-        /// The URL, password redacted.
-        url: String,
-        /// Why it was refused.
-        reason: String,
-    },
-    /// [`RedisPubSub::new`] was called outside a Tokio runtime.
-    #[error("the Redis backend must be created inside a Tokio runtime")]
-    NoRuntime,
-}
-
-/// Configuration of the Redis backend.
-#[derive(Clone)]
-pub struct RedisConfig {
-    /// `redis://[user:password@]host[:port][/db]` (the `channel_prefix`
-    /// query parameter, if any, already removed).
-    pub url: String,
-    /// Rails' `channel_prefix`: every channel becomes `"<prefix>:<stream>"`.
-    pub channel_prefix: Option<String>,
-    /// First reconnect delay. Default 100 ms.
-    pub reconnect_min: Duration,
-    /// Longest reconnect delay (the backoff doubles up to it). Default 2 s.
-    pub reconnect_max: Duration,
-    /// How long a subscription waits for Redis' acknowledgement (across a
-    /// reconnection or a hang) before its readiness fails and the
-    /// subscription is rejected. The connection keeps serving its other
-    /// commands meanwhile (the socket driver defers the confirmation).
-    /// Default 60 s.
-    pub subscribe_timeout: Duration,
-    /// Timeout of one command (`PUBLISH`, `PUBSUB NUMSUB`, a `SUBSCRIBE`
-    /// batch, the health-check `PING`). Default 2 s.
-    pub command_timeout: Duration,
-    /// Timeout of establishing a connection. Default 2 s.
-    pub connect_timeout: Duration,
-    /// Interval of the health-check `PING` on the subscriber connection.
-    /// Default 5 s.
-    pub health_check_interval: Duration,
-}
-
-impl std::fmt::Debug for RedisConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisConfig")
-            .field("url", &redact(&self.url))
-            .field("channel_prefix", &self.channel_prefix)
-            .field("reconnect_min", &self.reconnect_min)
-            .field("reconnect_max", &self.reconnect_max)
-            .field("subscribe_timeout", &self.subscribe_timeout)
-            .field("command_timeout", &self.command_timeout)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("health_check_interval", &self.health_check_interval)
-            .finish()
-    }
-}
-
-impl RedisConfig {
-    /// Defaults for `url` (taken verbatim; see [`from_url`](Self::from_url)
-    /// for `?channel_prefix=`).
-    pub fn new(url: impl Into<String>) -> Self {
-        RedisConfig {
-            url: url.into(),
-            channel_prefix: None,
-            reconnect_min: Duration::from_millis(100),
-            reconnect_max: Duration::from_secs(2),
-            subscribe_timeout: Duration::from_secs(60),
-            command_timeout: Duration::from_secs(2),
-            connect_timeout: Duration::from_secs(2),
-            health_check_interval: Duration::from_secs(5),
-        }
-    }
-
-    /// Defaults for `url`, taking Rails' `channel_prefix` from the URL's
-    /// `channel_prefix` query parameter (percent-decoded, removed from the
-    /// URL given to the client): `redis://host:6379/0?channel_prefix=myapp`.
-    /// The rest is checked as the client will read it (nothing connects).
-    pub fn from_url(url: &str) -> Result<Self, ConfigError> {
-        let (url, prefix) = take_query_param(url, "channel_prefix");
-        if !(url.starts_with("redis://")
-            || url.starts_with("rediss://")
-            || url.starts_with("unix://")
-            || url.starts_with("redis+unix://"))
-        {
-            return Err(ConfigError::InvalidUrl {
-                url: redact(&url),
-                reason: "expected redis://…".into(),
-            });
-        }
-        redis::Client::open(url.as_str()).map_err(|e| ConfigError::InvalidUrl {
-            url: redact(&url),
-            reason: e.to_string(),
-        })?;
-        let mut config = RedisConfig::new(url);
-        config.channel_prefix = prefix;
-        Ok(config)
-    }
-
-    /// Set Rails' `channel_prefix`.
-    pub fn with_channel_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.channel_prefix = Some(prefix.into());
-        self
-    }
-}
-
-/// `url` with the password (userinfo) replaced by `***`, for logs.
-pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
-        None => url.to_owned(),
-    }
+    redis::Client::open(url.as_str()).map_err(|e| ConfigError::invalid_url(BACKEND, url, e))?;
+    Ok(config)
 }
 
 struct Shared {
@@ -249,7 +140,7 @@ struct Shared {
 
 impl Shared {
     fn channel(&self, stream: &str) -> String {
-        channel_name(self.config.channel_prefix.as_deref(), stream)
+        self.config.prefixed(stream)
     }
 
     fn publisher(&self) -> Option<MultiplexedConnection> {
@@ -266,7 +157,8 @@ impl Shared {
 
 /// The networked half: a [`PubSubClient`] over Redis, one subscriber
 /// connection and one publisher connection, kept alive by a supervisor task.
-/// Most applications use [`RedisPubSub`], which wraps it in [`External`].
+/// Most applications use [`RedisPubSub`], which wraps it in
+/// [`External`](keayl_cable::pubsub::External).
 pub struct RedisClient {
     shared: Arc<Shared>,
     cancel: CancellationToken,
@@ -288,23 +180,25 @@ impl Drop for RedisClient {
     }
 }
 
-impl RedisClient {
-    /// Start the client: the supervisor task connects in the background (no
-    /// waiting here; see [`Health::wait_up`]). Must run inside a Tokio
-    /// runtime.
-    pub fn new(config: RedisConfig) -> Result<Self, ConfigError> {
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| ConfigError::NoRuntime)?;
-        let client =
-            redis::Client::open(config.url.as_str()).map_err(|e| ConfigError::InvalidUrl {
-                url: redact(&config.url),
-                reason: e.to_string(),
-            })?;
+impl BrokerClient for RedisClient {
+    const BACKEND: &'static str = BACKEND;
+    type Config = RedisConfig;
+
+    fn config_from_url(url: &str) -> Result<RedisConfig, ConfigError> {
+        config_from_url(url)
+    }
+
+    fn start(config: RedisConfig) -> Result<Self, ConfigError> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| ConfigError::NoRuntime { backend: BACKEND })?;
+        let client = redis::Client::open(config.url.as_str())
+            .map_err(|e| ConfigError::invalid_url(BACKEND, &config.url, e))?;
         let shared = Arc::new(Shared {
-            broker: redact(&config.url),
+            broker: config.redacted_url(),
             config,
             client,
             registry: Registry::default(),
-            health: Health::new("redis"),
+            health: Health::new(BACKEND),
             publisher: Mutex::new(None),
             publisher_broken: AtomicBool::new(false),
         });
@@ -313,11 +207,16 @@ impl RedisClient {
         Ok(RedisClient { shared, cancel })
     }
 
-    /// The health handle.
-    pub fn health(&self) -> Health {
+    fn link(&self) -> Health {
         self.shared.health.clone()
     }
 
+    fn shutdown(&self) {
+        self.cancel.cancel();
+    }
+}
+
+impl RedisClient {
     /// The configuration.
     pub fn config(&self) -> &RedisConfig {
         &self.shared.config
@@ -326,12 +225,6 @@ impl RedisClient {
     /// Number of broker channels this process wants subscribed.
     pub fn channel_count(&self) -> usize {
         self.shared.registry.channel_count()
-    }
-
-    /// Stop: the supervisor ends, connections close, pending and later
-    /// subscriptions fail with [`PubSubError::Closed`], broadcasts fail.
-    pub fn shutdown(&self) {
-        self.cancel.cancel();
     }
 }
 
@@ -429,87 +322,6 @@ impl PubSubClient for RedisClient {
     }
 }
 
-/// The Redis pub/sub backend: [`External`] over a [`RedisClient`], plus its
-/// [`Health`]. Put it in an `Arc` and hand it to the cable.
-pub struct RedisPubSub {
-    external: External,
-    client: Arc<RedisClient>,
-}
-
-impl std::fmt::Debug for RedisPubSub {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisPubSub")
-            .field("client", &self.client)
-            .field("local", self.external.local())
-            .finish()
-    }
-}
-
-impl RedisPubSub {
-    /// Start the backend (connects in the background). Must run inside a
-    /// Tokio runtime.
-    pub fn new(config: RedisConfig) -> Result<Self, ConfigError> {
-        let client = Arc::new(RedisClient::new(config)?);
-        Ok(RedisPubSub {
-            external: External::from_arc(client.clone()),
-            client,
-        })
-    }
-
-    /// [`RedisConfig::from_url`] then [`new`](Self::new).
-    pub fn from_url(url: &str) -> Result<Self, ConfigError> {
-        Self::new(RedisConfig::from_url(url)?)
-    }
-
-    /// The health handle (clone it freely).
-    pub fn health(&self) -> Health {
-        self.client.health()
-    }
-
-    /// The networked client.
-    pub fn client(&self) -> &RedisClient {
-        &self.client
-    }
-
-    /// The [`External`] wrapper (local subscriber registry).
-    pub fn external(&self) -> &External {
-        &self.external
-    }
-
-    /// See [`RedisClient::shutdown`].
-    pub fn shutdown(&self) {
-        self.client.shutdown();
-    }
-}
-
-impl PubSub for RedisPubSub {
-    fn subscribe(&self, stream: &str, callback: Callback) -> Subscribed {
-        self.external.subscribe(stream, callback)
-    }
-
-    fn unsubscribe(&self, id: SubscriptionId) {
-        self.external.unsubscribe(id)
-    }
-
-    fn broadcast(
-        &self,
-        stream: &str,
-        message: Bytes,
-    ) -> BoxFuture<'static, Result<(), PubSubError>> {
-        self.external.broadcast(stream, message)
-    }
-
-    fn subscriber_count(&self, stream: &str) -> BoxFuture<'static, Result<usize, PubSubError>> {
-        self.external.subscriber_count(stream)
-    }
-
-    /// Local counters plus the broker link from [`Health`] (for `/metrics`
-    /// and `/health`).
-    fn stats(&self) -> PubSubStats {
-        self.external.stats()
-    }
-}
-
 // ---------------------------------------------------------------------------
 // The supervisor.
 
@@ -525,7 +337,7 @@ async fn supervise(shared: Arc<Shared>, cancel: CancellationToken) {
         registry: &shared.registry,
         health: &shared.health,
         broker: &shared.broker,
-        backoff: Backoff::new(shared.config.reconnect_min, shared.config.reconnect_max),
+        backoff: shared.config.backoff(),
     }
     .run(
         || cancel.cancelled(),
@@ -708,24 +520,22 @@ mod tests {
 
     #[test]
     fn url_parsing_takes_the_prefix() {
-        let c = RedisConfig::from_url(
-            "redis://127.0.0.1:6379/0?channel_prefix=my%20app&protocol=resp2",
-        )
-        .unwrap();
+        let c = config_from_url("redis://127.0.0.1:6379/0?channel_prefix=my%20app&protocol=resp2")
+            .unwrap();
         assert_eq!(c.url, "redis://127.0.0.1:6379/0?protocol=resp2");
         assert_eq!(c.channel_prefix.as_deref(), Some("my app"));
-        let c = RedisConfig::from_url("redis://h/?channel_prefix=").unwrap();
+        let c = config_from_url("redis://h/?channel_prefix=").unwrap();
         assert_eq!(c.url, "redis://h/");
         assert_eq!(c.channel_prefix.as_deref(), Some(""));
-        let c = RedisConfig::from_url("redis://h").unwrap();
+        let c = config_from_url("redis://h").unwrap();
         assert_eq!(c.channel_prefix, None);
-        assert!(RedisConfig::from_url("postgres://h").is_err());
-        assert!(RedisConfig::from_url("redis://h:port/0").is_err());
+        assert!(config_from_url("postgres://h").is_err());
+        assert!(config_from_url("redis://h:port/0").is_err());
     }
 
     #[test]
     fn redaction_hides_passwords() {
-        assert_eq!(redact("redis://:s3cret@h:1/0"), "redis://***@h:1/0");
+        assert_eq!(redact("redis://:s3cret@h:1/0"), "redis://:***@h:1/0");
         assert_eq!(redact("redis://h:1/0"), "redis://h:1/0");
         let c = RedisConfig::new("redis://u:pw@h");
         assert!(!format!("{c:?}").contains("pw"));

@@ -13,11 +13,10 @@ use common::*;
 use futures_util::StreamExt;
 use keayl_cable::pubsub::PubSub;
 use keayl_cable::pubsub::conformance::{self, Factory, Inbox, Options};
-use keayl_redis::{RedisConfig, channel_name};
 
 fn factory(prefix: Option<&'static str>) -> impl Factory {
     move || async move {
-        let mut config = RedisConfig::from_url(&redis_url()).unwrap();
+        let mut config = keayl_redis::config_from_url(&redis_url()).unwrap();
         config.channel_prefix = prefix.map(str::to_owned);
         Arc::new(connected(config).await) as Arc<dyn PubSub>
     }
@@ -88,7 +87,11 @@ async fn rails_channel_names_both_ways() {
     for prefix in [None, Some("rails_app_production")] {
         let keayl = factory(prefix).instance().await;
         let stream = conformance::unique_stream("rails");
-        let channel = channel_name(prefix, &stream);
+        // Rails: `[channel_prefix, broadcasting].compact.join(":")`.
+        let channel = match prefix {
+            Some(p) => format!("{p}:{stream}"),
+            None => stream.clone(),
+        };
 
         // Rails -> Keayl.
         let got = Inbox::new();

@@ -30,7 +30,6 @@
 //! block (the cable's callbacks only push onto a connection's bounded
 //! outbound queue), so one slow subscriber never holds up the rest.
 
-pub mod broker;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod external;

@@ -52,7 +52,7 @@ pub fn require_program(program: &str) -> bool {
 
 /// Fast-reconnecting test configuration for `url`.
 pub fn fast_config(url: &str) -> RedisConfig {
-    let mut c = RedisConfig::from_url(url).expect("valid Redis URL");
+    let mut c = keayl_redis::config_from_url(url).expect("valid Redis URL");
     c.reconnect_min = Duration::from_millis(50);
     c.reconnect_max = Duration::from_millis(400);
     c.command_timeout = Duration::from_secs(1);

@@ -5,7 +5,7 @@
 /// broker URL: `redis://host/0?channel_prefix=myapp`).
 ///
 /// ```
-/// use keayl_cable::pubsub::broker::take_query_param;
+/// use keayl_broker::take_query_param;
 /// let (url, prefix) = take_query_param("redis://h/0?channel_prefix=my%20app&x=1", "channel_prefix");
 /// assert_eq!(url, "redis://h/0?x=1");
 /// assert_eq!(prefix.as_deref(), Some("my app"));

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::pubsub::ClientHealth;
+use keayl_cable::pubsub::ClientHealth;
 
 /// The state of the link to the broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -198,7 +198,7 @@ impl Health {
         self.inner.backend
     }
 
-    /// The link as [`External`](crate::pubsub::External) reports it to the
+    /// The link as [`External`](keayl_cable::pubsub::External) reports it to the
     /// cable's metrics and health hooks.
     pub fn client_health(&self) -> ClientHealth {
         ClientHealth {

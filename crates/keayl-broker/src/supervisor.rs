@@ -4,8 +4,8 @@
 use std::future::Future;
 use std::time::Duration;
 
-use super::{Backoff, Health, Registry};
-use crate::pubsub::BoxFuture;
+use crate::{Backoff, Health, Registry};
+use keayl_cable::pubsub::BoxFuture;
 
 /// How a session (one connection to the broker) ended.
 #[derive(Debug, Clone, PartialEq, Eq)]

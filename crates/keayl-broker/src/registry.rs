@@ -7,8 +7,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::pubsub::{BoxFuture, PubSubError, RemoteCallback, Subscribed, SubscriptionId};
 use bytes::Bytes;
+use keayl_cable::pubsub::{BoxFuture, PubSubError, RemoteCallback, Subscribed, SubscriptionId};
 use tokio::sync::{Notify, oneshot};
 
 type Waiter = oneshot::Sender<Result<(), PubSubError>>;
@@ -110,7 +110,7 @@ impl Registry {
     }
 
     /// Register a subscriber of `stream` on broker channel `channel`, as
-    /// [`PubSubClient::subscribe`](crate::pubsub::PubSubClient::subscribe)
+    /// [`PubSubClient::subscribe`](keayl_cable::pubsub::PubSubClient::subscribe)
     /// returns it (see [`add`](Self::add)).
     pub fn subscribe(
         &self,

@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use keayl_bench::client::{Frames, Target};
-use keayl_bench::load::{self, BroadcastSettings, Feed};
+use keayl_bench::load::{self, BroadcastSettings, EchoSettings, Fanout, Feed, Rig};
 use keayl_bench::suite::{self, SuiteConfig};
 use serde_json::json;
 
@@ -193,6 +193,15 @@ impl TargetArgs {
     fn frames(&self) -> Frames {
         Frames::new(self.stream_id.as_deref())
     }
+
+    fn rig(&self) -> Rig {
+        Rig {
+            target: self.target(),
+            frames: self.frames(),
+            concurrency: self.concurrency,
+            server_pid: self.pid,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -215,11 +224,15 @@ struct BroadcastArgs {
 }
 
 impl BroadcastArgs {
-    fn settings(&self) -> BroadcastSettings {
-        BroadcastSettings {
-            samples: self.samples,
-            pause: Duration::from_millis(self.pause_ms),
-            wait: Duration::from_millis(self.wait_ms),
+    fn fanout(&self) -> Fanout {
+        Fanout {
+            senders: self.senders,
+            feed: self.feed,
+            settings: BroadcastSettings {
+                samples: self.samples,
+                pause: Duration::from_millis(self.pause_ms),
+                wait: Duration::from_millis(self.wait_ms),
+            },
         }
     }
 }
@@ -268,11 +281,8 @@ async fn run(cmd: Cmd) -> Result<()> {
             idle_secs,
         } => {
             let r = load::measure_connect(
-                &target.target(),
-                &target.frames(),
+                &target.rig(),
                 clients,
-                target.concurrency,
-                target.pid,
                 Duration::from_secs(if target.pid.is_some() { idle_secs } else { 0 }),
             )
             .await?;
@@ -322,14 +332,9 @@ async fn run(cmd: Cmd) -> Result<()> {
                 "connect s"
             );
             let steps = load::measure_broadcast_series(
-                &target.target(),
-                &target.frames(),
+                &target.rig(),
+                &bcast.fanout(),
                 &steps,
-                bcast.senders,
-                bcast.feed,
-                &bcast.settings(),
-                target.concurrency,
-                target.pid,
                 limit_p95_ms,
                 |s| {
                     let r = &s.round;
@@ -363,16 +368,12 @@ async fn run(cmd: Cmd) -> Result<()> {
             messages,
             interval_ms,
         } => {
-            let r = load::measure_echo(
-                &target.target(),
-                &target.frames(),
+            let echo = EchoSettings {
                 clients,
                 messages,
-                Duration::from_millis(interval_ms),
-                target.concurrency,
-                target.pid,
-            )
-            .await?;
+                interval: Duration::from_millis(interval_ms),
+            };
+            let r = load::measure_echo(&target.rig(), &echo).await?;
             println!(
                 "echo {} clients: p50 {:.2} p95 {:.2} p99 {:.2} max {:.2} ms, {:.0}/s, {} timeouts",
                 r.clients,
@@ -390,17 +391,7 @@ async fn run(cmd: Cmd) -> Result<()> {
             clients,
             bcast,
         } => {
-            let s = load::measure_sse(
-                &target.target(),
-                &target.frames(),
-                clients,
-                bcast.senders,
-                bcast.feed,
-                &bcast.settings(),
-                target.concurrency,
-                target.pid,
-            )
-            .await?;
+            let s = load::measure_sse(&target.rig(), &bcast.fanout(), clients).await?;
             let r = &s.round;
             println!(
                 "sse {}: p50 {:.2} p95 {:.2} p99 {:.2} max {:.2} ms, last {:.2} ms, lost {}",

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use keayl_bench::client::{Frames, Target};
-use keayl_bench::load::{self, BroadcastSettings, Feed};
+use keayl_bench::load::{self, BroadcastSettings, EchoSettings, Fanout, Feed, Rig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn measures_keayl_demo() {
@@ -14,48 +14,50 @@ async fn measures_keayl_demo() {
         listener,
         keayl_demo::DemoConfig::default(),
     ));
-    let target = Target::new(addr);
-    let frames = Frames::new(None);
+    let rig = Rig {
+        concurrency: 16,
+        ..Rig::new(Target::new(addr))
+    };
     let settings = BroadcastSettings {
         samples: 5,
         pause: Duration::from_millis(5),
         wait: Duration::from_secs(5),
     };
 
-    let c = load::measure_connect(&target, &frames, 40, 16, None, Duration::ZERO)
+    let c = load::measure_connect(&rig, 40, Duration::ZERO)
         .await
         .unwrap();
     assert_eq!(c.failed, 0, "{:?}", c.first_error);
 
     for feed in [Feed::Ws, Feed::Http] {
-        let steps = load::measure_broadcast_series(
-            &target,
-            &frames,
-            &[10, 30],
-            1,
+        let fanout = Fanout {
+            senders: 1,
             feed,
-            &settings,
-            16,
-            None,
-            5_000.0,
-            |_| {},
-        )
-        .await
-        .unwrap();
+            settings: settings.clone(),
+        };
+        let steps = load::measure_broadcast_series(&rig, &fanout, &[10, 30], 5_000.0, |_| {})
+            .await
+            .unwrap();
         for s in &steps {
             assert_eq!(s.round.lost, 0, "{feed:?}");
             assert_eq!(s.round.duplicates, 0);
         }
     }
 
-    let e = load::measure_echo(&target, &frames, 10, 3, Duration::from_millis(10), 16, None)
-        .await
-        .unwrap();
+    let echo = EchoSettings {
+        clients: 10,
+        messages: 3,
+        interval: Duration::from_millis(10),
+    };
+    let e = load::measure_echo(&rig, &echo).await.unwrap();
     assert_eq!((e.latency.count, e.timeouts), (30, 0));
 
-    let s = load::measure_sse(&target, &frames, 20, 1, Feed::Ws, &settings, 16, None)
-        .await
-        .unwrap();
+    let fanout = Fanout {
+        senders: 1,
+        feed: Feed::Ws,
+        settings,
+    };
+    let s = load::measure_sse(&rig, &fanout, 20).await.unwrap();
     assert_eq!(s.round.lost, 0);
     assert_eq!(s.round.latency.count, 100);
 }

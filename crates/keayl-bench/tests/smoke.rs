@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use keayl_bench::client::{Frames, Target};
-use keayl_bench::load::{self, BroadcastSettings, Feed};
+use keayl_bench::load::{self, BroadcastSettings, EchoSettings, Fanout, Feed, Rig};
 
 async fn baseline() -> Target {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -23,31 +23,27 @@ fn settings() -> BroadcastSettings {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_measurement_runs_against_the_baseline() {
-    let target = baseline().await;
-    let frames = Frames::new(None);
-    let pid = Some(std::process::id());
+    let rig = Rig {
+        concurrency: 16,
+        server_pid: Some(std::process::id()),
+        ..Rig::new(baseline().await)
+    };
 
-    let c = load::measure_connect(&target, &frames, 50, 16, pid, Duration::from_millis(200))
+    let c = load::measure_connect(&rig, 50, Duration::from_millis(200))
         .await
         .unwrap();
     assert_eq!(c.failed, 0, "{:?}", c.first_error);
     assert!(c.rss_per_conn_kib.is_some() && c.idle_cpu_pct.is_some());
 
     for feed in [Feed::Ws, Feed::Http] {
-        let steps = load::measure_broadcast_series(
-            &target,
-            &frames,
-            &[10, 40],
-            2,
+        let fanout = Fanout {
+            senders: 2,
             feed,
-            &settings(),
-            16,
-            pid,
-            5_000.0,
-            |_| {},
-        )
-        .await
-        .unwrap();
+            settings: settings(),
+        };
+        let steps = load::measure_broadcast_series(&rig, &fanout, &[10, 40], 5_000.0, |_| {})
+            .await
+            .unwrap();
         assert_eq!(steps.len(), 2);
         for s in &steps {
             assert_eq!(s.round.lost, 0, "{feed:?}");
@@ -57,15 +53,20 @@ async fn every_measurement_runs_against_the_baseline() {
         assert_eq!(load::largest_within(&steps, 5_000.0), Some(40));
     }
 
-    let e = load::measure_echo(&target, &frames, 20, 3, Duration::from_millis(10), 16, pid)
-        .await
-        .unwrap();
+    let echo = EchoSettings {
+        clients: 20,
+        messages: 3,
+        interval: Duration::from_millis(10),
+    };
+    let e = load::measure_echo(&rig, &echo).await.unwrap();
     assert_eq!(e.latency.count, 60);
     assert_eq!(e.timeouts, 0);
 
-    let s = load::measure_sse(&target, &frames, 30, 1, Feed::Ws, &settings(), 16, pid)
-        .await
-        .unwrap();
+    let fanout = Fanout {
+        settings: settings(),
+        ..Fanout::default()
+    };
+    let s = load::measure_sse(&rig, &fanout, 30).await.unwrap();
     assert_eq!(s.round.lost, 0);
     assert_eq!(s.round.latency.count, 150);
 }

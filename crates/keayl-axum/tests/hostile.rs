@@ -200,27 +200,54 @@ async fn invalid_utf8_text_frame_closes_only_that_connection() {
     frame.extend_from_slice(&mask);
     frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
     tcp.write_all(&frame).await.unwrap();
-    // That connection gets a close frame with 1007, then the server closes.
+    // That connection gets a close frame with 1007, then the server closes
+    // it: the read ends (EOF, not a reset) within the timeout.
     let mut wire = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut wire))
         .await
         .expect("the server closes the connection")
-        .unwrap();
+        .expect("closed cleanly, not reset");
     let head_end = wire.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
     assert!(wire.starts_with(b"HTTP/1.1 101"));
-    let mut frames = &wire[head_end..];
-    let mut close_code = None;
-    while frames.len() >= 2 {
-        let (opcode, len) = (frames[0] & 0x0f, (frames[1] & 0x7f) as usize);
-        assert!(len < 126, "small unmasked server frames");
-        if opcode == 0x8 {
-            close_code = Some(u16::from_be_bytes([frames[2], frames[3]]));
-        }
-        frames = &frames[2 + len..];
+    // The server's frames: (opcode, payload), each whole.
+    let mut frames = Vec::new();
+    let mut rest = &wire[head_end..];
+    while !rest.is_empty() {
+        assert!(rest.len() >= 2, "a cut frame header: {rest:?}");
+        let (opcode, len) = (rest[0] & 0x0f, (rest[1] & 0x7f) as usize);
+        assert_eq!(rest[1] & 0x80, 0, "server frames are unmasked");
+        assert!(len < 126, "small server frames");
+        assert!(rest.len() >= 2 + len, "a cut frame: {rest:?}");
+        frames.push((opcode, &rest[2..2 + len]));
+        rest = &rest[2 + len..];
     }
-    assert_eq!(close_code, Some(1007));
+    // The welcome (and perhaps pings), then the close frame, last.
+    assert_eq!(
+        frames.first(),
+        Some(&(0x1, &br#"{"type":"welcome"}"#[..])),
+        "{frames:?}"
+    );
+    let (opcode, payload) = *frames.last().unwrap();
+    assert_eq!(opcode, 0x8, "the last frame is a close frame: {frames:?}");
+    assert!(payload.len() >= 2, "the close frame carries a code");
+    assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1007);
+    assert_eq!(
+        frames.iter().filter(|(op, _)| *op == 0x8).count(),
+        1,
+        "{frames:?}"
+    );
     assert_eq!(server.stats().invalid_utf8.load(Ordering::Relaxed), 1);
+    // Only that connection is gone; the probe still works.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while server.connection_count() != 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the closed connection was not torn down"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     check_probe(&mut p, &server, 2).await;
+    assert_eq!(server.connection_count(), 1);
 }
 
 #[tokio::test]
@@ -291,7 +318,11 @@ async fn a_command_flood_from_a_client_that_does_not_read_is_cut_off() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let _ = tokio::time::timeout(Duration::from_secs(20), writer).await;
+    // Once cut, the flooding client's writes fail and its writer ends.
+    tokio::time::timeout(Duration::from_secs(20), writer)
+        .await
+        .expect("the flooding writer ends once the server cuts it")
+        .unwrap();
     check_probe(&mut p, &server, 20).await;
     assert!(
         server.stats().queued_bytes.load(Ordering::Relaxed) < 1024 * 1024,

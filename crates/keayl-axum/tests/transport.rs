@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use keayl_axum::cable::{CableServer, OriginPolicy, ServerConfig, SocketConfig};
+use keayl_axum::cable::{AllowedOrigin, CableServer, OriginPolicy, ServerConfig, SocketConfig};
 use keayl_cable::{Cable, Channel, ChannelContext, ChannelError, Data, InMemory};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -42,18 +42,21 @@ impl Channel for StreamChannel {
     }
 }
 
+/// A server that accepts every origin (the test clients send none).
 async fn start(config: ServerConfig) -> (SocketAddr, CableServer) {
+    start_with_origins(ServerConfig {
+        origins: OriginPolicy::AllowAll,
+        ..config
+    })
+    .await
+}
+
+/// A server with `config` as given, its origin policy included.
+async fn start_with_origins(config: ServerConfig) -> (SocketAddr, CableServer) {
     let cable = Cable::builder(InMemory::new())
         .channel::<StreamChannel>()
         .build();
-    let server = CableServer::new(
-        cable,
-        ServerConfig {
-            origins: OriginPolicy::AllowAll,
-            ..config
-        },
-    )
-    .unwrap();
+    let server = CableServer::new(cable, config).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let router = server.router().merge(server.broadcast_router());
@@ -179,28 +182,106 @@ async fn slow_client_is_cut_at_the_byte_bound_and_others_keep_up() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // Reading what the slow socket got: frames, maybe the too_slow notice,
-    // then the end. Never more than was broadcast.
+    // Reading what the slow socket got: the broadcasts that were already in
+    // the kernel's buffers, in order, then the end of the connection. The
+    // `too_slow` notice is queued behind a write that never completes
+    // (nobody reads), so the write timeout normally drops the socket before
+    // it goes out; if it does get out, nothing but the close may follow it.
+    // That a cut client that still reads is told is checked deterministically
+    // by `a_client_over_the_byte_bound_is_told_too_slow_then_closed_with_1000`.
     let mut frames = 0;
-    let mut saw_too_slow = false;
-    while let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::from_secs(2), slow.next()).await {
-        if let Message::Text(t) = msg {
-            if t.contains("too_slow") {
-                assert_eq!(
-                    t.as_str(),
-                    r#"{"type":"disconnect","reason":"too_slow","reconnect":true}"#
+    let mut told_too_slow = false;
+    let ended = loop {
+        match tokio::time::timeout(Duration::from_secs(5), slow.next()).await {
+            Err(_) => panic!("the server never closed the slow client's socket"),
+            // End of stream, a reset, or a frame cut off by the close.
+            Ok(None) | Ok(Some(Err(_))) => break "closed",
+            Ok(Some(Ok(Message::Close(_)))) => break "close frame",
+            Ok(Some(Ok(Message::Text(t)))) => {
+                assert!(!told_too_slow, "a frame after the too_slow notice: {t}");
+                if t.contains("too_slow") {
+                    assert_eq!(
+                        t.as_str(),
+                        r#"{"type":"disconnect","reason":"too_slow","reconnect":true}"#
+                    );
+                    told_too_slow = true;
+                    continue;
+                }
+                if t.contains("\"type\":\"ping\"") {
+                    continue;
+                }
+                let expected_prefix = format!(r#"{{"identifier":"{ID}","message":{{"n":{frames},"#);
+                assert!(
+                    t.starts_with(&expected_prefix),
+                    "expected broadcast {frames}, got: {}",
+                    &t[..80.min(t.len())]
                 );
-                saw_too_slow = true;
-            } else {
                 frames += 1;
             }
+            Ok(Some(Ok(_))) => {}
         }
-    }
+    };
     assert!(
         frames < count,
-        "the slow client cannot have received everything"
+        "the slow client cannot have received everything ({ended} after {frames})"
     );
-    let _ = saw_too_slow; // delivered only when the socket still takes it
+}
+
+#[tokio::test]
+async fn a_client_over_the_byte_bound_is_told_too_slow_then_closed_with_1000() {
+    // Frames of ~2.5 KiB against a 4 KiB bound: two pushed before the writer
+    // drains the first overflow it.
+    let (addr, server) = start(ServerConfig {
+        socket: SocketConfig {
+            outbound_queue_bytes: 4 * 1024,
+            ..SocketConfig::default()
+        },
+        ..ServerConfig::default()
+    })
+    .await;
+    let mut ws = connect(addr).await;
+    subscribe(&mut ws).await;
+    // In-memory fan-out pushes into the connection's queue within
+    // `broadcast` itself, and on this single-threaded runtime the
+    // connection's writer cannot run before the test yields: both frames
+    // are queued together, and the second is over the bound.
+    let payload = "x".repeat(2500);
+    let cable = server.cable().clone();
+    for n in 0..2 {
+        cable
+            .broadcast("s", &serde_json::json!({"n": n, "pad": payload}))
+            .await
+            .unwrap();
+    }
+    assert_eq!(server.stats().slow_disconnects.load(Ordering::Relaxed), 1);
+    // The client reads, so the socket takes the notice: what was queued is
+    // dropped, the notice goes out, then a close frame with 1000.
+    assert_eq!(
+        next_text(&mut ws).await,
+        r#"{"type":"disconnect","reason":"too_slow","reconnect":true}"#
+    );
+    let close = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("a close frame after the notice")
+        .expect("the stream is still open")
+        .expect("readable");
+    match close {
+        Message::Close(Some(f)) => assert_eq!(f.code, CloseCode::Normal),
+        other => panic!("expected close 1000, got {other:?}"),
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while server.connection_count() != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "cut connection not torn down"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        server.stats().slow_disconnects.load(Ordering::Relaxed),
+        1,
+        "counted once"
+    );
 }
 
 #[tokio::test]
@@ -295,9 +376,40 @@ async fn restart_closes_connections_but_keeps_accepting() {
     subscribe(&mut again).await;
 }
 
+/// Upgrade `/cable` with `origin` (none: no `Origin` header): the HTTP
+/// status of the answer, and its body when it was not an upgrade.
+async fn upgrade_with_origin(addr: SocketAddr, origin: Option<&str>) -> (u16, Option<String>) {
+    let mut req = format!("ws://{addr}/cable").into_client_request().unwrap();
+    if let Some(origin) = origin {
+        req.headers_mut().insert("origin", origin.parse().unwrap());
+    }
+    match tokio_tungstenite::connect_async(req).await {
+        Ok((mut ws, resp)) => {
+            assert_eq!(next_text(&mut ws).await, r#"{"type":"welcome"}"#);
+            (resp.status().as_u16(), None)
+        }
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => (
+            resp.status().as_u16(),
+            resp.body()
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b).into_owned()),
+        ),
+        Err(e) => panic!("upgrade failed otherwise: {e}"),
+    }
+}
+
 #[tokio::test]
 async fn plain_get_and_refused_origin_get_404() {
-    let (addr, _server) = start(ServerConfig::default()).await;
+    let (addr, server) = start_with_origins(ServerConfig {
+        origins: OriginPolicy::Check {
+            allowed: vec![AllowedOrigin::Exact("https://allowed.example".into())],
+            allow_same_origin_as_host: false,
+        },
+        ..ServerConfig::default()
+    })
+    .await;
+    let refused = || server.stats().refused.load(Ordering::Relaxed);
+    // A plain GET (no upgrade).
     let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     tcp.write_all(b"GET /cable HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -306,7 +418,25 @@ async fn plain_get_and_refused_origin_get_404() {
     let mut out = String::new();
     tcp.read_to_string(&mut out).await.unwrap();
     assert!(out.starts_with("HTTP/1.1 404"), "{out}");
-    assert!(out.ends_with("Page not found"));
+    assert!(out.ends_with("Page not found"), "{out}");
+    assert_eq!(refused(), 1);
+    // Upgrades from a refused origin, and without any: 404, never upgraded.
+    for origin in [
+        Some("https://evil.example"),
+        Some("http://allowed.example"),
+        None,
+    ] {
+        let (status, body) = upgrade_with_origin(addr, origin).await;
+        assert_eq!(status, 404, "{origin:?}");
+        assert_eq!(body.as_deref(), Some("Page not found"), "{origin:?}");
+    }
+    assert_eq!(refused(), 4);
+    assert_eq!(server.connection_count(), 0);
+    // The allowed origin upgrades (and is welcomed).
+    let (status, _) = upgrade_with_origin(addr, Some("https://allowed.example")).await;
+    assert_eq!(status, 101);
+    assert_eq!(refused(), 4);
+    assert_eq!(server.stats().connections_total.load(Ordering::Relaxed), 1);
 }
 
 #[tokio::test]

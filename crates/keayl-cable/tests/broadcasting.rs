@@ -329,11 +329,23 @@ async fn model_broadcasts_reach_every_subscriber_of_the_stream_and_no_other() {
         )]
     );
     assert!(b_sink.take().is_empty());
+    // And the other model's stream reaches only its own subscriber.
+    other
+        .broadcast_remove_to(&other.global_id(), "y")
+        .await
+        .unwrap();
+    assert_eq!(
+        b_sink.take(),
+        vec![data(
+            &b_id,
+            r#""<turbo-stream action=\"remove\" target=\"y\"></turbo-stream>""#
+        )]
+    );
+    assert!(a_sink.take().is_empty());
     // A model can broadcast to another streamable (a plain name).
     let c_id = stream(&mut b, &b_sink, "announcements").await;
     post.broadcast_to(&"announcements", &json!("hello"))
         .await
         .unwrap();
     assert_eq!(b_sink.take(), vec![data(&c_id, r#""hello""#)]);
-    let _ = b_id;
 }

@@ -186,16 +186,19 @@ async fn a_stream_stopped_inside_subscribed_is_not_waited_for() {
     let frame = subscribe(id);
     {
         let mut fut = std::pin::pin!(conn.handle_frame(frame.as_bytes()));
-        // Today this completes at once, with a rejection.
-        if fut.as_mut().now_or_never().is_none() {
-            assert_eq!(
-                s.broker.remote_subscriptions("a"),
-                0,
-                "a was dropped at the broker"
-            );
-            s.broker.ack("b");
-            fut.await.unwrap();
-        }
+        // It waits for `b`, the stream still wanted, and only for it.
+        assert!(
+            fut.as_mut().now_or_never().is_none(),
+            "waits for b's acknowledgement"
+        );
+        assert!(sink.frames().is_empty(), "no confirmation before b's ack");
+        assert_eq!(
+            s.broker.remote_subscriptions("a"),
+            0,
+            "a was dropped at the broker"
+        );
+        assert_eq!(s.broker.ack("b"), 1);
+        fut.await.unwrap();
     }
     assert_eq!(sink.take(), vec![confirm(id)], "confirmed once b is live");
     assert!(

@@ -2,9 +2,12 @@
 
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use keayl_demo::DemoConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 async fn start(config: DemoConfig) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -166,23 +169,108 @@ async fn sse_stream_carries_broadcasts_from_the_http_api() {
     }
 }
 
+/// The samples of metric `name` in Prometheus text: each sample's labels
+/// (the text between `{` and `}`, empty without labels) and value. Only
+/// lines naming exactly `name` count: `keayl_connections` is not
+/// `keayl_connections_total`.
+fn samples(text: &str, name: &str) -> Vec<(String, f64)> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            let (labels, rest) = if let Some(after) = rest.strip_prefix('{') {
+                let end = after.find('}').expect("labels end with `}`");
+                (&after[..end], &after[end + 1..])
+            } else {
+                ("", rest)
+            };
+            // The name (and labels) end at a space; anything else is
+            // another metric that starts with `name`.
+            let value = rest.strip_prefix(' ')?.split_whitespace().next()?;
+            Some((labels.to_owned(), value.parse().expect("a numeric value")))
+        })
+        .collect()
+}
+
+/// The value of the one sample of metric `name`.
+fn sample(text: &str, name: &str) -> f64 {
+    match samples(text, name).as_slice() {
+        [(_, value)] => *value,
+        other => panic!("expected one sample of {name}, found {other:?} in:\n{text}"),
+    }
+}
+
+#[test]
+fn sample_parsing_matches_whole_names_only() {
+    let text = "# HELP keayl_connections Open WebSocket connections\n\
+                # TYPE keayl_connections gauge\n\
+                keayl_connections_total 7\n\
+                keayl_connections 2\n\
+                keayl_command_errors_total{kind=\"not_json\"} 3\n\
+                keayl_command_errors_total{kind=\"unknown_channel\"} 1 1700000000\n";
+    assert_eq!(sample(text, "keayl_connections"), 2.0);
+    assert_eq!(sample(text, "keayl_connections_total"), 7.0);
+    assert_eq!(
+        samples(text, "keayl_command_errors_total"),
+        [
+            ("kind=\"not_json\"".to_owned(), 3.0),
+            ("kind=\"unknown_channel\"".to_owned(), 1.0)
+        ]
+    );
+    assert!(samples(text, "keayl_conn").is_empty());
+    assert!(samples(text, "keayl_broker_up").is_empty());
+}
+
+async fn metrics(addr: std::net::SocketAddr) -> String {
+    let (head, body) = get_raw(addr, "/metrics", "").await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    String::from_utf8(body).unwrap()
+}
+
 #[tokio::test]
 async fn metrics_and_health_endpoints() {
     let addr = start(DemoConfig::default()).await;
     let (head, body) = get_raw(addr, "/health", "").await;
     assert!(head.starts_with("http/1.1 200"), "{head}");
     assert_eq!(body, b"ok");
-    let (head, body) = get_raw(addr, "/metrics", "").await;
-    assert!(head.starts_with("http/1.1 200"));
-    let text = String::from_utf8(body).unwrap();
-    for name in [
-        "keayl_connections",
-        "keayl_broker_up 1",
-        "keayl_broadcasts_total",
-        "keayl_runtime_alive_tasks",
-    ] {
-        assert!(text.contains(name), "missing {name} in:\n{text}");
-    }
+    let text = metrics(addr).await;
+    assert_eq!(sample(&text, "keayl_connections"), 0.0, "{text}");
+    assert_eq!(sample(&text, "keayl_connections_total"), 0.0, "{text}");
+    assert_eq!(sample(&text, "keayl_broker_up"), 1.0, "{text}");
+    assert_eq!(sample(&text, "keayl_broadcasts_total"), 0.0, "{text}");
+    assert!(sample(&text, "keayl_runtime_alive_tasks") > 0.0, "{text}");
+
+    // One cable connection (from an allowed origin) and one broadcast.
+    let mut req = format!("ws://{addr}/cable").into_client_request().unwrap();
+    req.headers_mut()
+        .insert("origin", "http://localhost:3000".parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let welcome = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("a welcome")
+        .unwrap()
+        .unwrap();
+    assert_eq!(welcome, Message::text(r#"{"type":"welcome"}"#));
+    let body = r#"{"stream":"news","data":"{}"}"#;
+    let mut post = TcpStream::connect(addr).await.unwrap();
+    post.write_all(
+        format!(
+            "POST /_broadcast HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut resp = String::new();
+    post.read_to_string(&mut resp).await.unwrap();
+    assert!(resp.starts_with("HTTP/1.1 201"), "{resp}");
+    let text = metrics(addr).await;
+    assert_eq!(sample(&text, "keayl_connections"), 1.0, "{text}");
+    assert_eq!(sample(&text, "keayl_connections_total"), 1.0, "{text}");
+    assert_eq!(sample(&text, "keayl_broadcasts_total"), 1.0, "{text}");
+    assert_eq!(sample(&text, "keayl_broker_up"), 1.0, "{text}");
+    drop(ws);
 }
 
 #[tokio::test]

@@ -335,10 +335,18 @@ async fn response_reports_live_and_streaming() {
         stream.write("x").await?;
         Ok(())
     });
-    assert!(response.is_live());
+    // The writer waits on the gate: streaming, the client still there.
     assert!(response.is_streaming());
     assert!(!response.is_disconnected());
+    let state = response.state();
     let (http_response, handle) = response.into_parts();
+    // What makes it live for an adapter or a middleware: the converted
+    // response carries its `LiveState`, which a plain response does not.
+    assert!(
+        LiveState::of(&http_response).is_some_and(LiveState::is_streaming),
+        "the converted response carries the streaming state"
+    );
+    assert!(LiveState::of(&http::Response::new(())).is_none());
     gate_tx.send(()).unwrap();
     // Drain the body like an adapter would.
     let body = http_body_util::BodyExt::collect(http_response.into_body())
@@ -347,6 +355,9 @@ async fn response_reports_live_and_streaming() {
         .to_bytes();
     assert_eq!(&body[..], b"x");
     assert!(handle.await.is_ok());
+    // The state `is_streaming` read before reports the end now.
+    assert!(!state.is_streaming(), "closed and everything taken");
+    assert!(!state.is_disconnected(), "the body was read to its end");
 }
 
 #[tokio::test]
@@ -364,7 +375,6 @@ async fn live_state_extension_reports_streaming_until_the_body_finishes() {
         .get::<LiveState>()
         .expect("into_parts inserts the LiveState")
         .clone();
-    assert!(state.is_live());
     assert!(state.is_streaming(), "the writer has not even started");
     assert!(!state.is_disconnected());
 
@@ -380,9 +390,15 @@ async fn live_state_extension_reports_streaming_until_the_body_finishes() {
         .unwrap()
         .to_bytes();
     assert_eq!(&bytes[..], b"abc");
-    assert!(state.is_live());
-    assert!(!state.is_streaming(), "closed and everything taken");
-    assert!(!state.is_disconnected());
+    // Still a live response once its body has ended: the response's own
+    // extension (not only the clone taken above) reports the end.
+    let in_response = parts
+        .extensions
+        .get::<LiveState>()
+        .expect("the extension stays after the body ends");
+    assert!(!in_response.is_streaming(), "closed and everything taken");
+    assert!(!in_response.is_disconnected());
+    assert!(!state.is_streaming());
     drop(parts);
     assert!(!state.is_streaming(), "a clone outlives the response");
 }
@@ -409,7 +425,7 @@ async fn live_state_from_into_http_sees_a_client_that_leaves_over_hyper() {
     let mut buf = [0u8; 256];
     assert!(tcp.read(&mut buf).await.unwrap() > 0);
     let state = states.recv().await.unwrap();
-    assert!(state.is_live() && state.is_streaming() && !state.is_disconnected());
+    assert!(state.is_streaming() && !state.is_disconnected());
     drop(tcp);
     let deadline = Instant::now() + Duration::from_secs(1);
     while state.is_streaming() {
@@ -420,7 +436,9 @@ async fn live_state_from_into_http_sees_a_client_that_leaves_over_hyper() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert!(state.is_disconnected());
-    assert!(state.is_live(), "still a live response, just not streaming");
+    // For good: it does not turn back on a moment later.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!state.is_streaming() && state.is_disconnected());
 }
 
 #[tokio::test]

@@ -376,9 +376,9 @@ where
                 true
             }
             Err(_) => {
-                // A client cut for its queue was counted then; count the
-                // others here, once.
-                if closing != Some(CloseReason::TooSlow) {
+                // A client cut for its queue was counted then (possibly
+                // while this write was blocked); count the others here, once.
+                if outbox.closing() != Some(CloseReason::TooSlow) {
                     outbox
                         .stats
                         .slow_disconnects

@@ -193,6 +193,11 @@ impl Outbox {
         self.welcomed.load(Ordering::Acquire)
     }
 
+    /// Why the outbox is closing now, if it is.
+    pub(crate) fn closing(&self) -> Option<CloseReason> {
+        self.lock().close
+    }
+
     /// Take everything queued; also says whether the outbox is closing.
     pub(crate) fn drain(&self, into: &mut Vec<Bytes>) -> Option<CloseReason> {
         let mut st = self.lock();

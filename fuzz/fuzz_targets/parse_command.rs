@@ -106,7 +106,7 @@ fn same_command(a: &Command, b: &Command) -> bool {
                 action: ab,
                 data: db,
             },
-        ) => ia == ib && aa == ab && same_map(da, db),
+        ) => ia == ib && aa == ab && same_map(da.as_map(), db.as_map()),
         // Subscribe params are decoded from the identical identifier string both times.
         _ => a == b,
     }

@@ -4,6 +4,8 @@
 
 #[path = "../../../keayl-cable/tests/support/broker.rs"]
 mod support;
+#[path = "../../../keayl-cable/tests/support/faults.rs"]
+pub mod faults;
 
 pub use support::*;
 
@@ -53,10 +55,7 @@ pub fn require_program(program: &str) -> bool {
 /// Fast-reconnecting test configuration for `url`.
 pub fn fast_config(url: &str) -> RedisConfig {
     let mut c = keayl_redis::config_from_url(url).expect("valid Redis URL");
-    c.reconnect_min = Duration::from_millis(50);
-    c.reconnect_max = Duration::from_millis(400);
-    c.command_timeout = Duration::from_secs(1);
-    c.connect_timeout = Duration::from_secs(1);
+    faults::fast(&mut c);
     c
 }
 
@@ -148,6 +147,65 @@ impl PrivateRedis {
     /// Thaw it (SIGCONT).
     pub fn thaw(&self) {
         self.signal("-CONT");
+    }
+}
+
+/// Connected clients, from `INFO clients` (the probe's own included).
+async fn connected_clients(url: &str) -> usize {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("clients")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("connected_clients:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap()
+}
+
+impl faults::PrivateBroker for PrivateRedis {
+    fn start_on(port: u16) -> Option<Self> {
+        require_program("redis-server").then(|| PrivateRedis::start_on(port))
+    }
+    fn port(&self) -> u16 {
+        self.port
+    }
+    fn kill(&mut self) {
+        PrivateRedis::kill(self)
+    }
+    fn restart(&mut self) {
+        PrivateRedis::restart(self)
+    }
+    fn freeze(&self) {
+        PrivateRedis::freeze(self)
+    }
+    fn thaw(&self) {
+        PrivateRedis::thaw(self)
+    }
+    async fn connected_clients(&self) -> usize {
+        connected_clients(&self.url()).await
+    }
+}
+
+/// The Redis backend under the shared fault checks.
+pub struct Redis;
+
+impl faults::TestBackend for Redis {
+    type Client = keayl_redis::RedisClient;
+    type Broker = PrivateRedis;
+    /// One subscriber and one publisher connection.
+    const CONNECTIONS: usize = 2;
+
+    fn url(port: u16) -> String {
+        format!("redis://127.0.0.1:{port}")
+    }
+
+    fn config(url: &str, tweak: &dyn Fn(&mut keayl_broker::BrokerConfig)) -> RedisConfig {
+        let mut c = fast_config(url);
+        tweak(&mut c);
+        c
     }
 }
 

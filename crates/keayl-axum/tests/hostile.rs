@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use keayl_axum::cable::{CableServer, OriginPolicy, ServerConfig, SocketConfig};
-use keayl_cable::{Cable, CableConfig, Channel, ChannelContext, ChannelError, Data, InMemory};
+use keayl_cable::{Cable, CableConfig, InMemory};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -15,30 +15,10 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-#[derive(Default)]
-struct EchoChannel;
-
-impl Channel for EchoChannel {
-    const NAME: &'static str = "EchoChannel";
-    // `echo` transmits the data back whole (`action` included, keys in the
-    // client's order); any other action is invalid.
-    type Action = Data;
-    async fn subscribed(&mut self, ctx: &mut ChannelContext<'_>) -> Result<(), ChannelError> {
-        ctx.stream_from("probe");
-        Ok(())
-    }
-    async fn perform(
-        &mut self,
-        ctx: &mut ChannelContext<'_>,
-        data: Data,
-    ) -> Result<(), ChannelError> {
-        if data.get("action").and_then(|a| a.as_str()) != Some("echo") {
-            return Err(ChannelError::invalid("unknown action"));
-        }
-        ctx.transmit(&data);
-        Ok(())
-    }
-}
+// The echo probe of keayl-cable's tests, streaming the `stream` param.
+#[path = "../../keayl-cable/tests/common/echo.rs"]
+mod echo;
+use echo::EchoChannel;
 
 async fn start() -> (SocketAddr, CableServer) {
     let cable = Cable::builder(InMemory::new())
@@ -92,8 +72,9 @@ async fn next_text(ws: &mut Ws) -> String {
     }
 }
 
+/// Subscription `n` of the echo channel, on the `probe` stream.
 fn id(n: usize) -> String {
-    format!(r#"{{\"channel\":\"EchoChannel\",\"n\":{n}}}"#)
+    format!(r#"{{\"channel\":\"EchoChannel\",\"stream\":\"probe\",\"n\":{n}}}"#)
 }
 
 fn subscribe_cmd(n: usize) -> String {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use keayl_axum::cable::{AllowedOrigin, CableServer, OriginPolicy, ServerConfig, SocketConfig};
-use keayl_cable::{Cable, Channel, ChannelContext, ChannelError, Data, InMemory};
+use keayl_cable::{Cable, InMemory};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -15,32 +15,10 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-#[derive(Default)]
-struct StreamChannel;
-
-impl Channel for StreamChannel {
-    const NAME: &'static str = "StreamChannel";
-    // `echo` transmits the data back whole (`action` included, keys in the
-    // client's order); any other action is invalid.
-    type Action = Data;
-
-    async fn subscribed(&mut self, ctx: &mut ChannelContext<'_>) -> Result<(), ChannelError> {
-        ctx.stream_from("s");
-        Ok(())
-    }
-
-    async fn perform(
-        &mut self,
-        ctx: &mut ChannelContext<'_>,
-        data: Data,
-    ) -> Result<(), ChannelError> {
-        if data.get("action").and_then(|a| a.as_str()) != Some("echo") {
-            return Err(ChannelError::invalid("unknown action"));
-        }
-        ctx.transmit(&data);
-        Ok(())
-    }
-}
+// The echo probe of keayl-cable's tests, streaming the `stream` param.
+#[path = "../../keayl-cable/tests/common/echo.rs"]
+mod echo;
+use echo::EchoChannel;
 
 /// A server that accepts every origin (the test clients send none).
 async fn start(config: ServerConfig) -> (SocketAddr, CableServer) {
@@ -54,7 +32,7 @@ async fn start(config: ServerConfig) -> (SocketAddr, CableServer) {
 /// A server with `config` as given, its origin policy included.
 async fn start_with_origins(config: ServerConfig) -> (SocketAddr, CableServer) {
     let cable = Cable::builder(InMemory::new())
-        .channel::<StreamChannel>()
+        .channel::<EchoChannel>()
         .build();
     let server = CableServer::new(cable, config).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -97,7 +75,7 @@ async fn next_text(ws: &mut Ws) -> String {
     }
 }
 
-const ID: &str = r#"{\"channel\":\"StreamChannel\"}"#;
+const ID: &str = r#"{\"channel\":\"EchoChannel\",\"stream\":\"s\"}"#;
 
 async fn subscribe(ws: &mut Ws) {
     assert_eq!(next_text(ws).await, r#"{"type":"welcome"}"#);

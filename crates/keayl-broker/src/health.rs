@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use keayl_cable::pubsub::ClientHealth;
+use keayl_cable::pubsub::{ClientHealth, PubSubError};
 
 /// The state of the link to the broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -294,6 +294,26 @@ impl Health {
                 "broadcast not published"
             );
         }
+    }
+
+    /// A broadcast was not published because the broker is unavailable
+    /// (down, timed out, failed): [`record_lost`](Self::record_lost)s
+    /// `what` and returns it as the caller's
+    /// [`PubSubError::Unavailable`].
+    ///
+    /// ```
+    /// use keayl_broker::Health;
+    /// use keayl_cable::pubsub::PubSubError;
+    ///
+    /// let health = Health::new("redis");
+    /// let err = health.lost("PUBLISH failed");
+    /// assert_eq!(err, PubSubError::Unavailable("PUBLISH failed".into()));
+    /// assert_eq!(health.lost_broadcast_count(), 1);
+    /// ```
+    pub fn lost(&self, what: impl Into<String>) -> PubSubError {
+        let what = what.into();
+        self.record_lost(&what);
+        PubSubError::Unavailable(what)
     }
 
     /// A message received from the broker could not be delivered locally

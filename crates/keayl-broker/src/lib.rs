@@ -15,7 +15,9 @@
 //!   - the **client half** records which broker channels are wanted
 //!     ([`Registry::subscribe`], [`Registry::remove`]), publishes on the
 //!     current connection, and counts a failed publish with
-//!     [`Health::record_lost`];
+//!     [`Health::record_lost`] (or [`Health::lost`], which also makes the
+//!     caller's error); it holds a [`Background`], which spawns the
+//!     supervisor on the current runtime and cancels it on shutdown or drop;
 //!   - a **supervisor task**, [`Supervisor::run`], connects, runs a session
 //!     (the broker crate's loop, which reconciles the connection with
 //!     [`Registry::take_changes`] / [`Registry::applied`], delivers messages
@@ -28,6 +30,7 @@
 //!     broadcasts when it ends).
 
 mod backend;
+mod background;
 mod config;
 mod health;
 mod registry;
@@ -35,6 +38,7 @@ mod supervisor;
 mod url;
 
 pub use backend::{BrokerClient, BrokerPubSub};
+pub use background::Background;
 pub use config::{BrokerConfig, ConfigError, redact};
 pub use health::{Health, HealthStatus, LinkState};
 pub use registry::{Backoff, Registry};

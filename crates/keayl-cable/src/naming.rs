@@ -137,7 +137,9 @@ pub fn broadcasting_for(channel_class: &str, streamables: &[&dyn Streamable]) ->
 }
 
 /// Turbo's `stream_name_from`: the streamables' params joined with `:`, no
-/// channel prefix.
+/// channel prefix (`turbo_stream_from @room, :messages` is
+/// `stream_name_from(&[&room, &"messages"])`). The name a
+/// [`StreamVerifier`](crate::signing::StreamVerifier) signs for a Turbo page.
 pub fn stream_name_from(streamables: &[&dyn Streamable]) -> String {
     streamables
         .iter()
@@ -180,5 +182,18 @@ mod tests {
             stream_name_from(&[&room42, &"messages"]),
             "Z2lkOi8vY2hhdC1hcHAvUm9vbS80Mg:messages"
         );
+    }
+
+    #[test]
+    fn stream_names_join_plain_values_with_colons() {
+        assert_eq!(
+            stream_name_from(&[&"Z2lkOi8vY2hhdC1hcHAvUm9vbS80Mg", &"messages"]),
+            "Z2lkOi8vY2hhdC1hcHAvUm9vbS80Mg:messages"
+        );
+        assert_eq!(stream_name_from(&[&"only"]), "only");
+        assert_eq!(stream_name_from(&[]), "");
+        let (a, b) = ("a".to_owned(), String::from("b"));
+        assert_eq!(stream_name_from(&[&a, &1_u64, &b]), "a:1:b");
+        assert_eq!(stream_name_from(&[&a.as_str(), &-2_i64]), "a:-2");
     }
 }

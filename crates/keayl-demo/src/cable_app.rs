@@ -1,5 +1,12 @@
 //! The demo's Action Cable application: a chat with rooms and presence, and
 //! the de-facto benchmark channel.
+//!
+//! The demo's [`ChatChannel`] is not the fixture's
+//! ([`fixture::ChatChannel`](crate::fixture::ChatChannel)): that one is the
+//! reference Rails app's, its frames a contract checked against Rails
+//! transcripts (`room:<room>`, `{"message","from"}`, `echo`/`tick`/`slow`);
+//! this one is a chat for people (`chat:<room>`, presence lists, trimmed and
+//! capped text). They share the lenient field decoding (`lenient.rs`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,6 +16,8 @@ use keayl_cable::connection::{ConnectError, Connection, ConnectionHandler};
 use keayl_cable::{Cable, Channel, ChannelContext, ChannelError, Data, PubSub};
 use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
+
+use crate::lenient::str_or_empty;
 
 /// Connections are identified by a display name from the `name` query
 /// parameter (a generated guest name without one).
@@ -98,15 +107,6 @@ pub enum ChatAction {
         #[serde(default, deserialize_with = "str_or_empty")]
         text: String,
     },
-}
-
-/// A string field; `""` when it is not a string (rather than an invalid
-/// action).
-fn str_or_empty<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    Ok(match Value::deserialize(d)? {
-        Value::String(s) => s,
-        _ => String::new(),
-    })
 }
 
 impl Channel for ChatChannel {

@@ -18,6 +18,9 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Value, json};
 
+// Action fields are lenient: a field of another JSON type counts as missing.
+use crate::lenient::{bool_or_true, str_or_empty, u64_or_zero, yes};
+
 /// The Turbo verifier key of the fixture.
 pub const TURBO_KEY: &str = "s3Krit";
 
@@ -68,35 +71,16 @@ fn param_text(ctx: &ChannelContext<'_>, key: &str) -> String {
     }
 }
 
-// Action fields are lenient (as the fixture always was): a field of another
-// JSON type counts as missing rather than making the action invalid.
-
-/// A string field; `""` when it is not a string.
-fn str_or_empty<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    Ok(match Value::deserialize(d)? {
-        Value::String(s) => s,
-        _ => String::new(),
-    })
-}
-
-/// A non-negative integer field; 0 when it is not one.
-fn u64_or_zero<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    Ok(Value::deserialize(d)?.as_u64().unwrap_or(0))
-}
-
-/// A boolean field; `true` when it is not a boolean.
-fn bool_or_true<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
-    Ok(Value::deserialize(d)?.as_bool().unwrap_or(true))
-}
-
-fn yes() -> bool {
-    true
-}
-
 /// `ChatChannel`: streams `room:<room>`; rejects room `forbidden`; `slow`
 /// (`{"ms": N}`, N capped at [`SLOW_ACTION_MAX_MS`]) awaits N ms, then
 /// transmits `{"slow": "done", "ms": N}`; messages without an action are
 /// transmitted back as `{"received": data}`.
+///
+/// The reference Rails app's `ChatChannel`, whose frames test suites compare
+/// byte for byte with Rails transcripts; not the demo's chat
+/// ([`cable_app::ChatChannel`](crate::cable_app::ChatChannel): rooms on
+/// `chat:<room>`, presence, `{"type":"message","from","text"}`), which shares
+/// only the name and the lenient field decoding.
 #[derive(Debug, Default)]
 pub struct ChatChannel;
 

@@ -27,7 +27,9 @@ use keayl_cable::PubSub;
 
 pub mod cable_app;
 pub mod fixture;
+mod lenient;
 mod live_routes;
+pub mod startup;
 
 pub use live_routes::{clock, events, is_public_stream, numbers, stream_events};
 

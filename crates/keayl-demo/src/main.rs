@@ -6,10 +6,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use keayl::pubsub::PubSubUrl;
 use keayl_axum::listener::ListenerConfig;
 use keayl_demo::DemoConfig;
-use tracing_subscriber::EnvFilter;
+use keayl_demo::startup::{PubSubArgs, init_process};
 
 /// Keayl demo server: live responses, Server-Sent Events and Action Cable.
 #[derive(Debug, Parser)]
@@ -21,17 +20,8 @@ struct Args {
     /// Bearer secret required by `POST /_broadcast` (open when unset).
     #[arg(long, env = "KEAYL_BROADCAST_SECRET")]
     broadcast_secret: Option<String>,
-    /// Pub/sub backend: `memory`, `redis://host:6379/0[?channel_prefix=app]`
-    /// or `postgres://user@host/db[?channel_prefix=app]`.
-    // A `String`, parsed after clap: clap's own errors and `--help` would
-    // show the value, password included.
-    #[arg(
-        long,
-        env = keayl::pubsub::DEFAULT_ENV,
-        hide_env_values = true,
-        default_value = "memory"
-    )]
-    pubsub: String,
+    #[command(flatten)]
+    pubsub: PubSubArgs,
     /// A host name the server answers to (repeat for several; any port).
     /// Unset: any host. Others get HTTP 421 (against DNS rebinding).
     #[arg(long = "allowed-host")]
@@ -48,26 +38,11 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
-    // A client that makes a channel panic in a loop cannot flood the log.
-    keayl_cable::socket::limit_panic_reports(5);
+    init_process("info");
     let args = Args::parse();
-    let pubsub: PubSubUrl = args.pubsub.parse()?;
     let tcp = keayl_axum::listener::bind(args.addr)?;
     tracing::info!(addr = %tcp.local_addr()?, "keayl-demo listening");
-    let backend = pubsub.connect()?;
-    if backend.health.wait_up(Duration::from_secs(2)).await {
-        tracing::info!(pubsub = %backend.url, "pub/sub backend ready");
-    } else {
-        tracing::warn!(
-            pubsub = %backend.url,
-            "pub/sub broker not reachable yet; serving local clients and reconnecting in the background"
-        );
-    }
+    let backend = args.pubsub.connect().await?;
     let listener = listener_config(&args)?;
     let config = DemoConfig {
         broadcast_secret: args.broadcast_secret,

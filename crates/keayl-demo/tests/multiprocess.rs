@@ -1,5 +1,5 @@
 //! Two `cable-fixture` processes on different ports sharing one broker
-//! (Redis, then PostgreSQL), driven by WebSocket clients:
+//! (Redis, PostgreSQL, NATS), driven by WebSocket clients:
 //! - a client on A receives what a client on B speaks;
 //! - a `POST /_broadcast` on A reaches clients on B;
 //! - a remote disconnect issued on A closes the user's connection on B;
@@ -11,10 +11,18 @@
 //! Tests needing a service skip loudly when it is absent, and fail instead
 //! under `KEAYL_REQUIRE_SERVICES=1`.
 
-#![cfg(any(feature = "redis", feature = "postgres"))]
+#![cfg(any(feature = "redis", feature = "postgres", feature = "nats"))]
+
+#[path = "support/metrics.rs"]
+mod metrics;
+#[path = "../../keayl-cable/tests/support/private.rs"]
+mod private;
+#[allow(dead_code)]
+#[path = "../../keayl-cable/tests/support/broker.rs"]
+mod support;
 
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -26,15 +34,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-/// Print to the real stderr, bypassing the test harness' capture (which
-/// would hide a SKIPPED notice of a passing test).
-macro_rules! loud {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
-}
-
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -43,42 +42,7 @@ const T: Duration = Duration::from_secs(5);
 // ---------------------------------------------------------------------------
 // Services.
 
-fn services_required() -> bool {
-    std::env::var("KEAYL_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
-}
-
-fn skip(what: &str) {
-    loud!(
-        "\n************************************************************\n\
-         SKIPPED: {what}.\n\
-         Set KEAYL_REQUIRE_SERVICES=1 to fail instead.\n\
-         ************************************************************\n"
-    );
-}
-
-/// Whether `addr` accepts TCP connections; a loud SKIPPED (or, under
-/// `KEAYL_REQUIRE_SERVICES=1`, a panic) when it does not.
-fn require_service(what: &str, addr: &str) -> bool {
-    let reachable = addr
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .map(|a| TcpStream::connect_timeout(&a, Duration::from_millis(500)));
-    match reachable {
-        Some(Ok(_)) => true,
-        other => {
-            let why = match other {
-                Some(Err(e)) => e.to_string(),
-                _ => "address does not resolve".into(),
-            };
-            if services_required() {
-                panic!("{what} at {addr} is not reachable ({why}) and KEAYL_REQUIRE_SERVICES=1");
-            }
-            skip(&format!("{what} at {addr} not reachable ({why})"));
-            false
-        }
-    }
-}
+use support::require_service;
 
 #[cfg(feature = "redis")]
 fn redis_url() -> String {
@@ -102,14 +66,6 @@ fn host_port(url: &str, default_port: u16) -> String {
     } else {
         format!("{hp}:{default_port}")
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn unique(label: &str) -> String {
@@ -138,7 +94,10 @@ impl Fixture {
     async fn start(pubsub: &str) -> Fixture {
         let mut child = Command::new(env!("CARGO_BIN_EXE_cable-fixture"))
             .args(["--addr", "127.0.0.1:0", "--pubsub", pubsub])
-            .env("RUST_LOG", "warn,keayl_redis=info,keayl_postgres=info")
+            .env(
+                "RUST_LOG",
+                "warn,keayl_broker=info,keayl_redis=info,keayl_postgres=info,keayl_nats=info",
+            )
             .env_remove("KEAYL_PUBSUB")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -469,7 +428,11 @@ async fn broker_restart(pubsub: &str, kill: impl FnOnce(), restart: impl FnOnce(
     let (status, _) = http(a.addr, "GET", "/health", None).await;
     assert_eq!(status, 503, "GET /health during the outage");
     let (_, metrics) = http(a.addr, "GET", "/metrics", None).await;
-    assert!(metrics.contains("keayl_broker_up 0"), "{metrics}");
+    assert_eq!(
+        metrics::sample(&metrics, "keayl_broker_up"),
+        0.0,
+        "{metrics}"
+    );
     // Local clients are still served (transmissions need no broker).
     bob.perform(&room, json!({"action": "echo", "during": "outage"}))
         .await;
@@ -581,75 +544,13 @@ mod redis {
         }
     }
 
-    /// A private `redis-server`, killed on drop.
-    struct PrivateRedis {
-        port: u16,
-        child: Option<Child>,
-    }
-
-    impl PrivateRedis {
-        fn start() -> Option<Arc<Mutex<PrivateRedis>>> {
-            let found = Command::new("redis-server")
-                .arg("--version")
-                .stdout(Stdio::null())
-                .status()
-                .is_ok();
-            if !found {
-                if services_required() {
-                    panic!("redis-server is not installed and KEAYL_REQUIRE_SERVICES=1");
-                }
-                skip("redis-server is not installed (needed for a private broker)");
-                return None;
-            }
-            let mut r = PrivateRedis {
-                port: free_port(),
-                child: None,
-            };
-            r.restart();
-            Some(Arc::new(Mutex::new(r)))
-        }
-
-        fn restart(&mut self) {
-            self.child = Some(
-                Command::new("redis-server")
-                    .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-                    .args(["--save", "", "--appendonly", "no"])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("start redis-server"),
-            );
-            let addr = format!("127.0.0.1:{}", self.port);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while TcpStream::connect(&addr).is_err() {
-                assert!(
-                    Instant::now() < deadline,
-                    "private redis-server did not start"
-                );
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
-
-        fn kill(&mut self) {
-            if let Some(mut c) = self.child.take() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-    }
-
-    impl Drop for PrivateRedis {
-        fn drop(&mut self) {
-            self.kill();
-        }
-    }
-
     #[tokio::test]
     async fn redis_restart_mid_test() {
-        let Some(redis) = PrivateRedis::start() else {
+        let Some(redis) = private::PrivateRedis::start() else {
             return;
         };
-        let url = format!("redis://127.0.0.1:{}", redis.lock().unwrap().port);
+        let url = redis.url();
+        let redis = Arc::new(Mutex::new(redis));
         let (k, r) = (redis.clone(), redis.clone());
         broker_restart(
             &url,
@@ -665,8 +566,6 @@ mod redis {
 
 #[cfg(feature = "postgres")]
 mod postgres {
-    use std::path::PathBuf;
-
     use super::*;
 
     fn available() -> bool {
@@ -694,184 +593,75 @@ mod postgres {
         }
     }
 
-    fn pg_bindir() -> Option<PathBuf> {
-        if let Some(dir) = std::env::var_os("KEAYL_PG_BINDIR") {
-            return Some(dir.into());
-        }
-        let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-            .ok()?
-            .filter_map(|e| e.ok())
-            .map(|e| e.path().join("bin"))
-            .filter(|b| b.join("initdb").exists())
-            .collect();
-        found.sort();
-        found.pop()
+    #[tokio::test]
+    async fn postgres_restart_mid_test() {
+        let Some(pg) = private::PrivatePostgres::start() else {
+            return;
+        };
+        let url = pg.url();
+        let pg = Arc::new(Mutex::new(pg));
+        let (k, r) = (pg.clone(), pg.clone());
+        broker_restart(
+            &url,
+            move || k.lock().unwrap().kill(),
+            move || r.lock().unwrap().restart(),
+        )
+        .await;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// NATS.
+
+#[cfg(feature = "nats")]
+mod nats {
+    use super::*;
+
+    fn nats_url() -> String {
+        std::env::var("KEAYL_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
     }
 
-    fn as_postgres(program: PathBuf) -> Command {
-        let root = Command::new("id")
-            .arg("-u")
-            .output()
-            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-        if root {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(program);
-            c
-        } else {
-            Command::new(program)
-        }
+    fn available() -> bool {
+        require_service("NATS", &host_port(&nats_url(), 4222))
     }
 
-    /// An `initdb`-ed cluster to copy (initdb takes seconds, a copy a
-    /// fraction): made once, atomically, in the temporary directory and kept
-    /// for later runs (`keayl-pg-template-<version>`, shared with
-    /// keayl-postgres' tests).
-    fn template(bindir: &std::path::Path) -> PathBuf {
-        let version = bindir
-            .parent()
-            .and_then(|p| p.file_name())
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let dir = std::env::temp_dir().join(format!("keayl-pg-template-{version}"));
-        if dir.join("PG_VERSION").exists() {
-            return dir;
-        }
-        let tmp = std::env::temp_dir().join(unique(&format!("keayl-pg-template-{version}")));
-        let ok = as_postgres(bindir.join("initdb"))
-            .arg("-D")
-            .arg(&tmp)
-            .args([
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--no-sync",
-                "--no-instructions",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "initdb failed");
-        match std::fs::rename(&tmp, &dir) {
-            Ok(()) => dir,
-            Err(_) if dir.join("PG_VERSION").exists() => {
-                let _ = std::fs::remove_dir_all(&tmp);
-                dir
-            }
-            Err(_) => tmp,
-        }
-    }
-
-    /// A private PostgreSQL (a copy of the template cluster in a temporary
-    /// directory); stopped and removed on drop.
-    struct PrivatePostgres {
-        port: u16,
-        bindir: PathBuf,
-        dir: PathBuf,
-        child: Option<Child>,
-    }
-
-    impl PrivatePostgres {
-        fn start() -> Option<Arc<Mutex<PrivatePostgres>>> {
-            let Some(bindir) = pg_bindir() else {
-                if services_required() {
-                    panic!("PostgreSQL server binaries not found and KEAYL_REQUIRE_SERVICES=1");
-                }
-                skip("PostgreSQL server binaries (initdb) not found; set KEAYL_PG_BINDIR");
-                return None;
-            };
-            let dir = std::env::temp_dir().join(unique("keayl-pg-demo"));
-            let ok = Command::new("cp")
-                .arg("-a")
-                .arg(template(&bindir))
-                .arg(&dir)
-                .status()
-                .is_ok_and(|s| s.success());
-            assert!(ok, "copying the template cluster failed");
-            let mut pg = PrivatePostgres {
-                port: free_port(),
-                bindir,
-                dir,
-                child: None,
-            };
-            pg.restart();
-            Some(Arc::new(Mutex::new(pg)))
-        }
-
-        fn restart(&mut self) {
-            self.child = Some(
-                as_postgres(self.bindir.join("postgres"))
-                    .arg("-D")
-                    .arg(&self.dir)
-                    .args(["-p", &self.port.to_string()])
-                    .args([
-                        "-c",
-                        "listen_addresses=127.0.0.1",
-                        "-c",
-                        "unix_socket_directories=",
-                    ])
-                    .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("start postgres"),
-            );
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
-                let ready = Command::new(self.bindir.join("pg_isready"))
-                    .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-q"])
-                    .status()
-                    .is_ok_and(|s| s.success());
-                if ready {
-                    break;
-                }
-                assert!(Instant::now() < deadline, "private postgres did not start");
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-
-        /// Immediate shutdown (SIGQUIT to the postmaster): a crash.
-        fn kill(&mut self) {
-            if let Some(pid) = std::fs::read_to_string(self.dir.join("postmaster.pid"))
-                .ok()
-                .and_then(|t| t.lines().next().map(|l| l.trim().to_owned()))
-            {
-                let _ = Command::new("kill").args(["-QUIT", &pid]).status();
-            }
-            if let Some(mut c) = self.child.take() {
-                let deadline = Instant::now() + Duration::from_secs(10);
-                while c.try_wait().ok().flatten().is_none() {
-                    if Instant::now() > deadline {
-                        let _ = c.kill();
-                        let _ = c.wait();
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-            }
-            let _ = std::fs::remove_file(self.dir.join("postmaster.pid"));
-        }
-    }
-
-    impl Drop for PrivatePostgres {
-        fn drop(&mut self) {
-            self.kill();
-            let _ = std::fs::remove_dir_all(&self.dir);
+    #[tokio::test]
+    async fn speak_on_b_reaches_a() {
+        if available() {
+            speak_across(&nats_url()).await;
         }
     }
 
     #[tokio::test]
-    async fn postgres_restart_mid_test() {
-        let Some(pg) = PrivatePostgres::start() else {
+    async fn http_broadcast_on_a_reaches_b() {
+        if available() {
+            http_broadcast_across(&nats_url()).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn remote_disconnect_on_a_closes_the_connection_on_b() {
+        if available() {
+            remote_disconnect_across(&nats_url()).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn prefixed_processes_share_broadcasts() {
+        if available() {
+            let url = format!("{}?channel_prefix={}", nats_url(), unique("app"));
+            speak_across(&url).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn nats_restart_mid_test() {
+        let Some(nats) = private::PrivateNats::start() else {
             return;
         };
-        let url = format!(
-            "postgres://postgres@127.0.0.1:{}/postgres",
-            pg.lock().unwrap().port
-        );
-        let (k, r) = (pg.clone(), pg.clone());
+        let url = nats.url();
+        let nats = Arc::new(Mutex::new(nats));
+        let (k, r) = (nats.clone(), nats.clone());
         broker_restart(
             &url,
             move || k.lock().unwrap().kill(),

@@ -4,16 +4,15 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use async_nats::connection::State;
 use async_nats::Client;
 use async_nats::client::PublishErrorKind;
+use async_nats::connection::State;
 use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
-use keayl_broker::{BrokerClient, ConfigError, Health, Registry};
+use keayl_broker::{Background, BrokerClient, ConfigError, Health, Registry};
 use keayl_cable::pubsub::{
     BoxFuture, ClientHealth, PubSubClient, PubSubError, RemoteCallback, Subscribed, SubscriptionId,
 };
-use tokio_util::sync::CancellationToken;
 
 use crate::subject::{census_subject, subject_for};
 use crate::{BACKEND, NatsConfig, config_from_url};
@@ -44,13 +43,15 @@ impl Shared {
     fn connected(&self) -> Result<(Client, Arc<Confirmations>), String> {
         match lock(&self.client).clone() {
             Some((c, confirm)) if c.connection_state() == State::Connected => Ok((c, confirm)),
-            _ => Err(format!("nats {} is unreachable (reconnecting)", self.broker)),
+            _ => Err(format!(
+                "nats {} is unreachable (reconnecting)",
+                self.broker
+            )),
         }
     }
 
     fn lost(&self, what: String) -> PubSubError {
-        self.health.record_lost(&what);
-        PubSubError::Unavailable(what)
+        self.health.lost(what)
     }
 }
 
@@ -64,7 +65,7 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// [`External`](keayl_cable::pubsub::External).
 pub struct NatsClient {
     shared: Arc<Shared>,
-    cancel: CancellationToken,
+    task: Background,
 }
 
 impl std::fmt::Debug for NatsClient {
@@ -74,12 +75,6 @@ impl std::fmt::Debug for NatsClient {
             .field("channel_prefix", &self.shared.config.channel_prefix)
             .field("health", &self.shared.health)
             .finish_non_exhaustive()
-    }
-}
-
-impl Drop for NatsClient {
-    fn drop(&mut self) {
-        self.cancel.cancel();
     }
 }
 
@@ -110,8 +105,7 @@ impl BrokerClient for NatsClient {
     }
 
     fn start(config: NatsConfig) -> Result<Self, ConfigError> {
-        let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|_| ConfigError::NoRuntime { backend: BACKEND })?;
+        let task = Background::current(BACKEND)?;
         let (servers, credentials) = crate::config::servers(&config.url)?;
         let shared = Arc::new(Shared {
             broker: config.redacted_url(),
@@ -121,14 +115,9 @@ impl BrokerClient for NatsClient {
             client: Mutex::new(None),
             actual: Mutex::new(HashSet::new()),
         });
-        let cancel = CancellationToken::new();
-        runtime.spawn(crate::session::supervise(
-            shared.clone(),
-            servers,
-            credentials,
-            cancel.clone(),
-        ));
-        Ok(NatsClient { shared, cancel })
+        let supervised = shared.clone();
+        task.spawn(|cancel| crate::session::supervise(supervised, servers, credentials, cancel));
+        Ok(NatsClient { shared, task })
     }
 
     fn link(&self) -> Health {
@@ -136,7 +125,7 @@ impl BrokerClient for NatsClient {
     }
 
     fn shutdown(&self) {
-        self.cancel.cancel();
+        self.task.cancel();
     }
 }
 
@@ -206,7 +195,10 @@ impl PubSubClient for NatsClient {
                 PubSubError::Unavailable(format!("NATS subscriber count failed: {e}"))
             };
             let inbox = client.new_inbox();
-            let mut answers = client.subscribe(inbox.clone()).await.map_err(|e| failed(&e))?;
+            let mut answers = client
+                .subscribe(inbox.clone())
+                .await
+                .map_err(|e| failed(&e))?;
             client
                 .publish_with_reply(subject, inbox, Bytes::new())
                 .await

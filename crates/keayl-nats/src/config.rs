@@ -131,7 +131,12 @@ mod tests {
         let (addrs, _) = servers("nats://a:1, nats://b:2").unwrap();
         assert_eq!(addrs.len(), 2);
         assert_eq!(addrs[1].port(), 2);
-        for bad in ["redis://h", "h:4222", "nats://a:1,redis://b", "nats://h:port"] {
+        for bad in [
+            "redis://h",
+            "h:4222",
+            "nats://a:1,redis://b",
+            "nats://h:port",
+        ] {
             let e = config_from_url(bad).unwrap_err();
             assert_eq!(e.backend(), "nats", "{bad}");
         }

@@ -152,9 +152,7 @@ fn change_op(
         };
         let result = match tokio::time::timeout(timeout, work).await {
             Ok(r) => r,
-            Err(_) => Err(format!(
-                "SUB/UNSUB not acknowledged within {timeout:?}"
-            )),
+            Err(_) => Err(format!("SUB/UNSUB not acknowledged within {timeout:?}")),
         };
         Op::Changed {
             sub,
@@ -173,10 +171,8 @@ async fn run_session(
     let Session { client, mut events } = session;
     shared.set_client(Some(client.clone()));
     let timeout = shared.config.command_timeout;
-    let _census = AbortOnDropHandle::new(tokio::spawn(answer_census(
-        shared.clone(),
-        client.clone(),
-    )));
+    let _census =
+        AbortOnDropHandle::new(tokio::spawn(answer_census(shared.clone(), client.clone())));
     let mut forwarders: HashMap<String, Forwarder> = HashMap::new();
     // Everything wanted is subscribed again (a no-op batch when nothing is).
     let mut op: Option<BoxFuture<'static, Op>> = Some(change_op(

@@ -74,8 +74,22 @@ mod tests {
     #[test]
     fn every_name_becomes_one_literal_token() {
         for name in [
-            "", " ", "a b", "a.b", "*", ">", "a.>", "$SYS.REQ", "tab\there", "new\nline",
-            "ünïcödé", "日本", "%", "%25", "%h00", "chat:room/1?x=y",
+            "",
+            " ",
+            "a b",
+            "a.b",
+            "*",
+            ">",
+            "a.>",
+            "$SYS.REQ",
+            "tab\there",
+            "new\nline",
+            "ünïcödé",
+            "日本",
+            "%",
+            "%25",
+            "%h00",
+            "chat:room/1?x=y",
         ] {
             let s = subject_for(name);
             assert!(is_literal_token(&s), "{name:?} -> {s:?}");
@@ -98,7 +112,10 @@ mod tests {
         assert_ne!(subject_for(&a), subject_for(&b));
         assert_eq!(subject_for(&a), subject_for(&a.clone()));
         // Exactly at the limit: kept.
-        assert_eq!(subject_for(&"a".repeat(MAX_SUBJECT_LEN)).len(), MAX_SUBJECT_LEN);
+        assert_eq!(
+            subject_for(&"a".repeat(MAX_SUBJECT_LEN)).len(),
+            MAX_SUBJECT_LEN
+        );
         // Non-ASCII triples in length when encoded.
         assert!(subject_for(&"é".repeat(200)).starts_with("%h"));
     }

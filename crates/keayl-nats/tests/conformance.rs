@@ -61,8 +61,14 @@ async fn prefixed_and_unprefixed_processes_do_not_mix() {
     let stream = conformance::unique_stream("prefix-isolation");
     let got = Inbox::new();
     let id = conformance::subscribe_live(&*plain, &stream, &got, Duration::from_secs(5)).await;
-    prefixed.broadcast(&stream, "\"other app\"".into()).await.unwrap();
-    plain.broadcast(&stream, "\"same app\"".into()).await.unwrap();
+    prefixed
+        .broadcast(&stream, "\"other app\"".into())
+        .await
+        .unwrap();
+    plain
+        .broadcast(&stream, "\"same app\"".into())
+        .await
+        .unwrap();
     assert!(got.wait_for(1, Duration::from_secs(5)).await);
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(got.texts(), ["\"same app\""]);
@@ -85,7 +91,10 @@ async fn other_nats_clients_use_the_documented_subjects() {
 
         let got = Inbox::new();
         let id = conformance::subscribe_live(&*keayl, &stream, &got, Duration::from_secs(5)).await;
-        plain.publish(subject.clone(), r#"{"from":"nats"}"#.into()).await.unwrap();
+        plain
+            .publish(subject.clone(), r#"{"from":"nats"}"#.into())
+            .await
+            .unwrap();
         plain.flush().await.unwrap();
         assert!(got.wait_for(1, Duration::from_secs(5)).await, "{subject}");
         assert_eq!(got.streams(), std::slice::from_ref(&stream));
@@ -93,7 +102,10 @@ async fn other_nats_clients_use_the_documented_subjects() {
         let mut sub = plain.subscribe(subject.clone()).await.unwrap();
         // A round trip (a request nobody answers) puts the SUB in place.
         let _ = plain.request(plain.new_inbox(), "".into()).await;
-        keayl.broadcast(&stream, r#"{"from":"keayl"}"#.into()).await.unwrap();
+        keayl
+            .broadcast(&stream, r#"{"from":"keayl"}"#.into())
+            .await
+            .unwrap();
         let msg = tokio::time::timeout(Duration::from_secs(5), sub.next())
             .await
             .expect("the plain client got nothing")

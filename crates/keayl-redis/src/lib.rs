@@ -88,8 +88,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use keayl_broker::{
-    BrokerClient, BrokerConfig, OpError, Registry, SessionEnd, Supervisor, health_check_interval,
-    in_flight,
+    Background, BrokerClient, BrokerConfig, OpError, Registry, SessionEnd, Supervisor,
+    health_check_interval, in_flight,
 };
 use keayl_cable::pubsub::{
     BoxFuture, ClientHealth, PubSubClient, PubSubError, RemoteCallback, Subscribed, SubscriptionId,
@@ -161,7 +161,7 @@ impl Shared {
 /// [`External`](keayl_cable::pubsub::External).
 pub struct RedisClient {
     shared: Arc<Shared>,
-    cancel: CancellationToken,
+    task: Background,
 }
 
 impl std::fmt::Debug for RedisClient {
@@ -174,12 +174,6 @@ impl std::fmt::Debug for RedisClient {
     }
 }
 
-impl Drop for RedisClient {
-    fn drop(&mut self) {
-        self.cancel.cancel();
-    }
-}
-
 impl BrokerClient for RedisClient {
     const BACKEND: &'static str = BACKEND;
     type Config = RedisConfig;
@@ -189,8 +183,7 @@ impl BrokerClient for RedisClient {
     }
 
     fn start(config: RedisConfig) -> Result<Self, ConfigError> {
-        let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|_| ConfigError::NoRuntime { backend: BACKEND })?;
+        let task = Background::current(BACKEND)?;
         let client = redis::Client::open(config.url.as_str())
             .map_err(|e| ConfigError::invalid_url(BACKEND, &config.url, e))?;
         let shared = Arc::new(Shared {
@@ -202,9 +195,8 @@ impl BrokerClient for RedisClient {
             publisher: Mutex::new(None),
             publisher_broken: AtomicBool::new(false),
         });
-        let cancel = CancellationToken::new();
-        runtime.spawn(supervise(shared.clone(), cancel.clone()));
-        Ok(RedisClient { shared, cancel })
+        task.spawn(|cancel| supervise(shared.clone(), cancel));
+        Ok(RedisClient { shared, task })
     }
 
     fn link(&self) -> Health {
@@ -212,7 +204,7 @@ impl BrokerClient for RedisClient {
     }
 
     fn shutdown(&self) {
-        self.cancel.cancel();
+        self.task.cancel();
     }
 }
 
@@ -226,11 +218,6 @@ impl RedisClient {
     pub fn channel_count(&self) -> usize {
         self.shared.registry.channel_count()
     }
-}
-
-fn unavailable(shared: &Shared, what: String) -> PubSubError {
-    shared.health.record_lost(&what);
-    PubSubError::Unavailable(what)
 }
 
 /// Whether a Redis error means the connection is unusable.
@@ -262,13 +249,10 @@ impl PubSubClient for RedisClient {
         let conn = shared.publisher();
         Box::pin(async move {
             let Some(mut conn) = conn else {
-                return Err(unavailable(
-                    &shared,
-                    format!(
-                        "redis {} is unreachable (reconnecting); broadcast not sent",
-                        shared.broker
-                    ),
-                ));
+                return Err(shared.health.lost(format!(
+                    "redis {} is unreachable (reconnecting); broadcast not sent",
+                    shared.broker
+                )));
             };
             let result: redis::RedisResult<i64> = redis::cmd("PUBLISH")
                 .arg(&channel)
@@ -282,10 +266,9 @@ impl PubSubClient for RedisClient {
                         shared.publisher_broken.store(true, Ordering::Relaxed);
                         shared.registry.poke();
                     }
-                    Err(unavailable(
-                        &shared,
-                        format!("PUBLISH to {channel:?} failed: {e}"),
-                    ))
+                    Err(shared
+                        .health
+                        .lost(format!("PUBLISH to {channel:?} failed: {e}")))
                 }
             }
         })

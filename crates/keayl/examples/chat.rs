@@ -1,5 +1,5 @@
 //! Chat rooms behind a cookie session, on the official `@rails/actioncable`
-//! client.
+//! client, in one process or in several sharing a broker.
 //!
 //! - `GET /login?name=alice` signs a session cookie with axum-extra's
 //!   [`SignedCookieJar`] (keyed by the app state's [`Key`]) and redirects to
@@ -18,11 +18,28 @@
 //! # open http://127.0.0.1:3000/ in two browsers, log in with two names, talk
 //! ```
 //!
+//! The pub/sub backend comes from a URL ([`keayl::pubsub::from_url`];
+//! `--pubsub`, or the `KEAYL_PUBSUB` environment variable): `memory` (the
+//! default, one process), `redis://…` with the `redis` feature (add
+//! `?channel_prefix=myapp` to match a Rails `cable.yml`), or `postgres://…`
+//! with the `postgres` feature. Nothing else in the app changes. Run it twice
+//! against one Redis and a message spoken to either process reaches the
+//! clients of both (and of any Rails app using the same Redis and
+//! `channel_prefix`):
+//!
+//! ```sh
+//! cargo run -p keayl --features redis --example chat -- --addr 127.0.0.1:3000 --pubsub redis://127.0.0.1:6379/0 &
+//! cargo run -p keayl --features redis --example chat -- --addr 127.0.0.1:3001 --pubsub redis://127.0.0.1:6379/0 &
+//! # log in as alice on :3000 and as bob on :3001: messages cross over
+//! ```
+//!
 //! Sessions are signed with a key generated at start-up (so they end when the
-//! process does) unless `SESSION_SECRET` holds at least 64 bytes: give every
-//! process of a deployment the same secret.
+//! process does, and each process only knows its own) unless
+//! `SESSION_SECRET` holds at least 64 bytes: give every process of a
+//! deployment the same secret.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{FromRef, Query};
@@ -33,7 +50,7 @@ use axum_extra::extract::cookie::{Cookie, Key, SameSite, SignedCookieJar};
 use clap::Parser;
 use keayl::cable::{
     Cable, Channel, ChannelContext, ChannelError, ConnectError, Connection, ConnectionHandler,
-    InMemory, Request,
+    Request,
 };
 use keayl::transport::cable::{CableServer, ServerConfig};
 use keayl::transport::listener::{self, Listener, ListenerConfig};
@@ -43,12 +60,24 @@ use serde_json::json;
 /// The session cookie: the signed user name.
 const SESSION_COOKIE: &str = "chat_user";
 
-/// Chat rooms behind a signed-cookie session.
+/// Chat rooms behind a signed-cookie session, sharing broadcasts with every
+/// process on the same pub/sub backend.
 #[derive(Debug, Parser)]
 struct Args {
     /// Address to listen on.
     #[arg(long, env = "ADDR", default_value = "127.0.0.1:3000")]
     addr: SocketAddr,
+    /// Pub/sub backend: `memory`, `redis://host:6379/0[?channel_prefix=app]`
+    /// (feature `redis`) or `postgres://…` (feature `postgres`).
+    // A String parsed by keayl, not by clap: clap's errors would print it,
+    // password included; keayl's never do.
+    #[arg(
+        long,
+        env = keayl::pubsub::DEFAULT_ENV,
+        hide_env_values = true,
+        default_value = "memory"
+    )]
+    pubsub: String,
 }
 
 /// The app's state. HTTP handlers get it through axum's `State`; the cable's
@@ -175,6 +204,10 @@ impl Channel for ChatChannel {
             ctx.reject();
             return Ok(());
         }
+        // A stream is a broker channel: every process subscribed to
+        // `chat:<room>` (on Redis: `<channel_prefix>:chat:<room>`) gets
+        // every broadcast to it. The subscription is confirmed once the
+        // broker acknowledged the SUBSCRIBE.
         self.stream = format!("chat:{room}");
         ctx.stream_from(self.stream.clone());
         Ok(())
@@ -194,6 +227,9 @@ impl Channel for ChatChannel {
                 }
                 // Set by `connect`: the speaker cannot choose it.
                 let user = ctx.identifiers().param("current_user").unwrap_or_default();
+                // Published to the broker, which delivers it to every
+                // subscribed process, this one included. While the broker
+                // is down the broadcast fails with an error.
                 ctx.broadcast_to(&self.stream, &json!({ "user": user, "message": message }))
                     .await?;
             }
@@ -212,7 +248,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Err(_) => Key::generate(),
     };
 
-    let cable = Cable::builder(InMemory::new())
+    // Connects in the background and reconnects forever: the server starts
+    // even while the broker is unreachable, and re-subscribes every stream
+    // when it is back.
+    let backend = keayl::pubsub::from_url(&args.pubsub)?;
+    if backend.health.wait_up(Duration::from_secs(2)).await {
+        println!("pub/sub: {}", backend.url); // password redacted
+    } else {
+        eprintln!(
+            "pub/sub: {} not reachable yet; serving local clients and retrying",
+            backend.url
+        );
+    }
+
+    let cable = Cable::builder_shared(backend.pubsub)
         .connection_handler(ChatConnection)
         .channel::<ChatChannel>()
         .build();

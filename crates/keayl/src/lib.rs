@@ -8,11 +8,13 @@
 //! - `transport` — the axum transport: `/cable` over WebSocket and
 //!   `POST /_broadcast` (`keayl-axum`, feature `axum`, on by default);
 //! - [`pubsub`] — choosing the pub/sub backend from a URL (`memory`,
-//!   `redis://…`, `postgres://…`), with its health;
+//!   `redis://…`, `postgres://…`, `nats://…`), with its health;
 //! - `redis` — the Redis backend (`keayl-redis`, feature `redis`, off by
 //!   default);
 //! - `postgres` — the PostgreSQL backend (`keayl-postgres`, feature
-//!   `postgres`, off by default).
+//!   `postgres`, off by default);
+//! - `nats` — the NATS backend (`keayl-nats`, feature `nats`, off by
+//!   default).
 //!
 //! See the README for an example of each.
 
@@ -24,6 +26,8 @@ pub mod pubsub;
 #[cfg(feature = "axum")]
 pub use keayl_axum as transport;
 
+#[cfg(feature = "nats")]
+pub use keayl_nats as nats;
 #[cfg(feature = "postgres")]
 pub use keayl_postgres as postgres;
 #[cfg(feature = "redis")]

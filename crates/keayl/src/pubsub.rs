@@ -5,6 +5,7 @@
 //! | `memory` (also `in-memory`, or empty) | [`InMemory`]: in-process, one process only | always there |
 //! | `redis://[user:password@]host[:port][/db]`, `rediss://…`, `unix://…`, `redis+unix://…` | `keayl-redis` (`keayl::redis`): shares broadcasts with every process (Keayl or Rails) on that Redis | `redis` |
 //! | `postgres://user[:password]@host[:port]/database`, `postgresql://…` | `keayl-postgres` (`keayl::postgres`): `LISTEN`/`NOTIFY` | `postgres` |
+//! | `nats://[user:password@\|token@]host[:port]`, `tls://…`, several comma-separated | `keayl-nats` (`keayl::nats`): NATS core pub/sub | `nats` |
 //!
 //! (`rediss://` is recognised, but `keayl-redis` builds its client without
 //! TLS, so it is refused with [`FromUrlError::InvalidUrl`].)
@@ -43,16 +44,19 @@ pub enum BackendKind {
     Redis,
     /// PostgreSQL (`postgres://`, `postgresql://`).
     Postgres,
+    /// NATS (`nats://`, `tls://`).
+    Nats,
 }
 
 impl BackendKind {
-    /// `"memory"`, `"redis"` or `"postgres"` (also what
+    /// `"memory"`, `"redis"`, `"postgres"` or `"nats"` (also what
     /// [`HealthStatus::backend`] says).
     pub fn as_str(self) -> &'static str {
         match self {
             BackendKind::Memory => "memory",
             BackendKind::Redis => "redis",
             BackendKind::Postgres => "postgres",
+            BackendKind::Nats => "nats",
         }
     }
 
@@ -63,6 +67,7 @@ impl BackendKind {
             BackendKind::Memory => None,
             BackendKind::Redis => Some("redis"),
             BackendKind::Postgres => Some("postgres"),
+            BackendKind::Nats => Some("nats"),
         }
     }
 
@@ -72,6 +77,7 @@ impl BackendKind {
             BackendKind::Memory => true,
             BackendKind::Redis => cfg!(feature = "redis"),
             BackendKind::Postgres => cfg!(feature = "postgres"),
+            BackendKind::Nats => cfg!(feature = "nats"),
         }
     }
 }
@@ -87,9 +93,11 @@ impl std::fmt::Display for BackendKind {
 #[non_exhaustive]
 pub enum FromUrlError {
     /// Neither `memory` nor a scheme this crate knows.
-    #[error("unknown pub/sub backend {url:?}: expected `memory`, `redis://…` or `postgres://…`")]
+    #[error(
+        "unknown pub/sub backend {url:?}: expected `memory`, `redis://…`, `postgres://…` or `nats://…`"
+    )]
     UnknownScheme {
-        /// The URL's scheme, lowercased, when it has one (`nats`).
+        /// The URL's scheme, lowercased, when it has one (`mysql`).
         scheme: Option<String>,
         /// The URL, password redacted.
         url: String,
@@ -156,6 +164,8 @@ enum Target {
     Redis(keayl_redis::RedisConfig),
     #[cfg(feature = "postgres")]
     Postgres(keayl_postgres::PostgresConfig),
+    #[cfg(feature = "nats")]
+    Nats(keayl_nats::NatsConfig),
 }
 
 impl PubSubUrl {
@@ -184,6 +194,7 @@ impl PubSubUrl {
         let kind = match scheme.as_str() {
             "redis" | "rediss" | "unix" | "redis+unix" => BackendKind::Redis,
             "postgres" | "postgresql" => BackendKind::Postgres,
+            "nats" | "tls" => BackendKind::Nats,
             _ => {
                 return Err(FromUrlError::UnknownScheme {
                     scheme: Some(scheme),
@@ -194,6 +205,7 @@ impl PubSubUrl {
         let normalized = format!("{scheme}://{rest}");
         let target = match kind {
             BackendKind::Redis => redis_target(&normalized, &redacted)?,
+            BackendKind::Nats => nats_target(&normalized, &redacted)?,
             _ => postgres_target(&normalized, &redacted)?,
         };
         Ok(PubSubUrl { target, redacted })
@@ -207,6 +219,8 @@ impl PubSubUrl {
             Target::Redis(_) => BackendKind::Redis,
             #[cfg(feature = "postgres")]
             Target::Postgres(_) => BackendKind::Postgres,
+            #[cfg(feature = "nats")]
+            Target::Nats(_) => BackendKind::Nats,
         }
     }
 
@@ -219,6 +233,8 @@ impl PubSubUrl {
             Target::Redis(c) => c.channel_prefix.as_deref(),
             #[cfg(feature = "postgres")]
             Target::Postgres(c) => c.channel_prefix.as_deref(),
+            #[cfg(feature = "nats")]
+            Target::Nats(c) => c.channel_prefix.as_deref(),
         }
     }
 
@@ -251,6 +267,18 @@ impl PubSubUrl {
         }
     }
 
+    /// The NATS backend's configuration (defaults plus what the URL says),
+    /// to adjust it before starting it with
+    /// [`NatsPubSub::new`](keayl_nats::NatsPubSub::new); `None` for another
+    /// backend.
+    #[cfg(feature = "nats")]
+    pub fn nats_config(&self) -> Option<&keayl_nats::NatsConfig> {
+        match &self.target {
+            Target::Nats(c) => Some(c),
+            _ => None,
+        }
+    }
+
     /// Start the backend. A networked one connects in the background (this
     /// does not wait; see [`BackendHealth::wait_up`]) and must be started
     /// inside a Tokio runtime.
@@ -258,25 +286,29 @@ impl PubSubUrl {
         let (pubsub, health): (Arc<dyn PubSub>, BackendHealth) = match &self.target {
             Target::Memory => (Arc::new(InMemory::new()), BackendHealth::in_process()),
             #[cfg(feature = "redis")]
-            Target::Redis(config) => {
-                let redis = keayl_redis::RedisPubSub::new(config.clone())
-                    .map_err(|e| config_error(BackendKind::Redis, e, &self.redacted))?;
-                let health = redis.health().into();
-                (Arc::new(redis), health)
-            }
+            Target::Redis(config) => self.start::<keayl_redis::RedisClient>(config)?,
             #[cfg(feature = "postgres")]
-            Target::Postgres(config) => {
-                let pg = keayl_postgres::PostgresPubSub::new(config.clone())
-                    .map_err(|e| config_error(BackendKind::Postgres, e, &self.redacted))?;
-                let health = pg.health().into();
-                (Arc::new(pg), health)
-            }
+            Target::Postgres(config) => self.start::<keayl_postgres::PostgresClient>(config)?,
+            #[cfg(feature = "nats")]
+            Target::Nats(config) => self.start::<keayl_nats::NatsClient>(config)?,
         };
         Ok(Backend {
             pubsub,
             health,
             url: self.clone(),
         })
+    }
+
+    /// Start a networked backend from its configuration.
+    #[allow(dead_code)] // unused without networked backends
+    fn start<C: keayl_broker::BrokerClient>(
+        &self,
+        config: &C::Config,
+    ) -> Result<(Arc<dyn PubSub>, BackendHealth), FromUrlError> {
+        let backend = keayl_broker::BrokerPubSub::<C>::new(config.clone())
+            .map_err(|e| config_error(self.kind(), e, &self.redacted))?;
+        let health = backend.health().into();
+        Ok((Arc::new(backend), health))
     }
 }
 
@@ -323,6 +355,18 @@ fn postgres_target(_url: &str, redacted: &str) -> Result<Target, FromUrlError> {
     Err(disabled(BackendKind::Postgres, redacted))
 }
 
+#[cfg(feature = "nats")]
+fn nats_target(url: &str, redacted: &str) -> Result<Target, FromUrlError> {
+    keayl_nats::config_from_url(url)
+        .map(Target::Nats)
+        .map_err(|e| config_error(BackendKind::Nats, e, redacted))
+}
+
+#[cfg(not(feature = "nats"))]
+fn nats_target(_url: &str, redacted: &str) -> Result<Target, FromUrlError> {
+    Err(disabled(BackendKind::Nats, redacted))
+}
+
 #[allow(dead_code)] // unused when every backend is built in
 fn disabled(kind: BackendKind, redacted: &str) -> FromUrlError {
     FromUrlError::FeatureDisabled {
@@ -366,7 +410,7 @@ impl BackendHealth {
         BackendHealth { broker: None }
     }
 
-    /// The backend's name: `"memory"`, `"redis"`, `"postgres"`.
+    /// The backend's name: `"memory"`, `"redis"`, `"postgres"`, `"nats"`.
     pub fn backend(&self) -> &'static str {
         self.broker
             .as_ref()
@@ -557,9 +601,9 @@ mod tests {
 
     #[test]
     fn unknown_schemes() {
-        let err = PubSubUrl::parse("nats://h:4222").unwrap_err();
+        let err = PubSubUrl::parse("amqp://h:5672").unwrap_err();
         assert!(
-            matches!(&err, FromUrlError::UnknownScheme { scheme: Some(s), .. } if s == "nats"),
+            matches!(&err, FromUrlError::UnknownScheme { scheme: Some(s), .. } if s == "amqp"),
             "{err:?}"
         );
         assert!(err.to_string().contains("expected `memory`"), "{err}");
@@ -595,47 +639,84 @@ mod tests {
         assert_eq!(redact("redis://:s3cret@h:6379/0"), "redis://:***@h:6379/0");
     }
 
-    #[cfg(not(feature = "redis"))]
+    /// One URL of each networked backend, with a password `hunter2`, a bad
+    /// port, and a good unreachable address.
+    const NETWORKED: [(BackendKind, &str, &str); 3] = [
+        (
+            BackendKind::Redis,
+            "redis://:hunter2@h:port/0",
+            "redis://:hunter2@127.0.0.1:1",
+        ),
+        (
+            BackendKind::Postgres,
+            "postgres://u:hunter2@h:port/db",
+            "postgres://u:hunter2@127.0.0.1:1/db",
+        ),
+        (
+            BackendKind::Nats,
+            "nats://u:hunter2@h:port",
+            "nats://u:hunter2@127.0.0.1:1",
+        ),
+    ];
+
     #[test]
-    fn redis_without_the_feature() {
-        let err = PubSubUrl::parse("redis://:pw@h:6379/0").unwrap_err();
-        assert!(
-            matches!(
+    fn backends_left_out_of_the_build_say_which_feature() {
+        for (kind, _, good) in NETWORKED.into_iter().filter(|(k, ..)| !k.is_available()) {
+            let err = PubSubUrl::parse(good).unwrap_err();
+            let feature = kind.feature().unwrap();
+            assert_eq!(
                 err,
                 FromUrlError::FeatureDisabled {
-                    kind: BackendKind::Redis,
-                    feature: "redis",
-                    ..
+                    kind,
+                    feature,
+                    url: redact(good)
                 }
-            ),
-            "{err:?}"
-        );
-        let text = err.to_string();
-        assert!(text.contains("built without the `redis` feature"), "{text}");
-        assert!(!text.contains("pw@"), "{text}");
+            );
+            let text = err.to_string();
+            assert!(
+                text.contains(&format!("built without the `{feature}` feature")),
+                "{text}"
+            );
+            assert!(!text.contains("hunter2"), "{text}");
+        }
     }
 
-    #[cfg(not(feature = "postgres"))]
     #[test]
-    fn postgres_without_the_feature() {
-        let err = PubSubUrl::parse("postgresql://u:pw@h/db").unwrap_err();
-        assert!(
-            matches!(
-                err,
-                FromUrlError::FeatureDisabled {
-                    kind: BackendKind::Postgres,
-                    feature: "postgres",
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
-        let text = err.to_string();
-        assert!(
-            text.contains("built without the `postgres` feature"),
-            "{text}"
-        );
-        assert!(!text.contains(":pw@"), "{text}");
+    fn bad_urls_are_refused_without_their_password() {
+        for (kind, bad, _) in NETWORKED.into_iter().filter(|(k, ..)| k.is_available()) {
+            let err = PubSubUrl::parse(bad).unwrap_err();
+            assert!(
+                matches!(err, FromUrlError::InvalidUrl { kind: k, .. } if k == kind),
+                "{err:?}"
+            );
+            assert!(!err.to_string().contains("hunter2"), "{err}");
+            assert!(!format!("{err:?}").contains("hunter2"), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn networked_backends_need_a_runtime() {
+        for (kind, _, good) in NETWORKED.into_iter().filter(|(k, ..)| k.is_available()) {
+            assert_eq!(
+                from_url(good).unwrap_err(),
+                FromUrlError::NoRuntime { kind }
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_broker_still_starts() {
+        for (kind, _, good) in NETWORKED.into_iter().filter(|(k, ..)| k.is_available()) {
+            let backend = from_url(good).unwrap();
+            assert_eq!(backend.kind(), kind);
+            assert!(!backend.health.wait_up(Duration::from_millis(200)).await);
+            assert!(backend.pubsub.broadcast("s", "1".into()).await.is_err());
+            let status = backend.health.status();
+            assert_eq!(status.backend, kind.as_str());
+            assert_eq!(status.lost_broadcasts, 1, "{kind}");
+            assert!(backend.health.broker().is_some());
+            assert!(!format!("{backend:?}").contains("hunter2"));
+        }
     }
 
     #[cfg(feature = "redis")]
@@ -685,113 +766,52 @@ mod tests {
         }
 
         #[test]
-        fn bad_url() {
-            let err = PubSubUrl::parse("redis://:hunter2@h:port/0").unwrap_err();
-            assert!(
-                matches!(
-                    err,
-                    FromUrlError::InvalidUrl {
-                        kind: BackendKind::Redis,
-                        ..
-                    }
-                ),
-                "{err:?}"
-            );
-            assert!(!err.to_string().contains("hunter2"), "{err}");
-        }
-
-        #[test]
         fn display_and_debug_hide_the_password() {
             let url = PubSubUrl::parse("redis://:hunter2@h:6379/0?channel_prefix=a").unwrap();
             assert_eq!(url.to_string(), "redis://:***@h:6379/0?channel_prefix=a");
             assert!(!format!("{url:?}").contains("hunter2"));
         }
-
-        #[test]
-        fn needs_a_runtime() {
-            let err = from_url("redis://127.0.0.1:1").unwrap_err();
-            assert_eq!(
-                err,
-                FromUrlError::NoRuntime {
-                    kind: BackendKind::Redis
-                }
-            );
-        }
-
-        #[tokio::test]
-        async fn an_unreachable_broker_still_starts() {
-            let backend = from_url("redis://:hunter2@127.0.0.1:1").unwrap();
-            assert_eq!(backend.kind(), BackendKind::Redis);
-            assert!(!backend.health.wait_up(Duration::from_millis(200)).await);
-            assert!(backend.pubsub.broadcast("s", "1".into()).await.is_err());
-            let status = backend.health.status();
-            assert_eq!(status.backend, "redis");
-            assert_eq!(status.lost_broadcasts, 1);
-            assert!(backend.health.broker().is_some());
-            assert!(!format!("{backend:?}").contains("hunter2"));
-        }
     }
 
     #[cfg(feature = "postgres")]
-    mod postgres {
-        use super::*;
-
-        #[test]
-        fn schemes_and_channel_prefix() {
-            for s in [
-                "postgres://u@h/db",
-                "postgresql://u@h/db",
-                "PostgreSQL://u@h/db",
-            ] {
-                let url = PubSubUrl::parse(s).unwrap();
-                assert_eq!(url.kind(), BackendKind::Postgres, "{s}");
-                assert_eq!(url.channel_prefix(), None);
-            }
-            let url = PubSubUrl::parse("postgres://u:pw@h/db?channel_prefix=x&application_name=y")
-                .unwrap();
-            assert_eq!(url.channel_prefix(), Some("x"));
-            let config = url.postgres_config().unwrap();
-            assert_eq!(config.url, "postgres://u:pw@h/db?application_name=y");
-            assert_eq!(
-                url.to_string(),
-                "postgres://u:***@h/db?channel_prefix=x&application_name=y"
-            );
+    #[test]
+    fn postgres_schemes_and_channel_prefix() {
+        for s in [
+            "postgres://u@h/db",
+            "postgresql://u@h/db",
+            "PostgreSQL://u@h/db",
+        ] {
+            let url = PubSubUrl::parse(s).unwrap();
+            assert_eq!(url.kind(), BackendKind::Postgres, "{s}");
+            assert_eq!(url.channel_prefix(), None);
         }
+        let url =
+            PubSubUrl::parse("postgres://u:pw@h/db?channel_prefix=x&application_name=y").unwrap();
+        assert_eq!(url.channel_prefix(), Some("x"));
+        let config = url.postgres_config().unwrap();
+        assert_eq!(config.url, "postgres://u:pw@h/db?application_name=y");
+        assert_eq!(
+            url.to_string(),
+            "postgres://u:***@h/db?channel_prefix=x&application_name=y"
+        );
+    }
 
-        #[test]
-        fn bad_url() {
-            let err = PubSubUrl::parse("postgres://u:hunter2@h:port/db").unwrap_err();
-            assert!(
-                matches!(
-                    err,
-                    FromUrlError::InvalidUrl {
-                        kind: BackendKind::Postgres,
-                        ..
-                    }
-                ),
-                "{err:?}"
-            );
-            assert!(!err.to_string().contains("hunter2"), "{err}");
+    #[cfg(feature = "nats")]
+    #[test]
+    fn nats_schemes_and_channel_prefix() {
+        for s in [
+            "nats://h:4222",
+            "NATS://h",
+            "tls://h:4222",
+            "nats://a:1,nats://b:2",
+        ] {
+            let url = PubSubUrl::parse(s).unwrap();
+            assert_eq!(url.kind(), BackendKind::Nats, "{s}");
+            assert_eq!(url.channel_prefix(), None);
         }
-
-        #[test]
-        fn needs_a_runtime() {
-            let err = from_url("postgres://u@127.0.0.1:1/db").unwrap_err();
-            assert_eq!(
-                err,
-                FromUrlError::NoRuntime {
-                    kind: BackendKind::Postgres
-                }
-            );
-        }
-
-        #[tokio::test]
-        async fn an_unreachable_broker_still_starts() {
-            let backend = from_url("postgres://u:hunter2@127.0.0.1:1/db").unwrap();
-            assert_eq!(backend.kind(), BackendKind::Postgres);
-            assert!(!backend.health.wait_up(Duration::from_millis(200)).await);
-            assert_eq!(backend.health.status().backend, "postgres");
-            assert!(!format!("{backend:?}").contains("hunter2"));
-        }
+        let url = PubSubUrl::parse("nats://s3cr3t@h:4222?channel_prefix=x").unwrap();
+        assert_eq!(url.channel_prefix(), Some("x"));
+        assert_eq!(url.nats_config().unwrap().url, "nats://s3cr3t@h:4222");
+        assert_eq!(url.to_string(), "nats://***@h:4222?channel_prefix=x");
     }
 }

@@ -16,9 +16,12 @@
 //! use [`StreamVerifier::new`]) or derived from the app's `secret_key_base` with
 //! `ActiveSupport::KeyGenerator` (use [`StreamVerifier::from_secret_key_base`] with
 //! [`TURBO_STREAM_SALT`]; SHA256 for apps with `load_defaults` 7.0 or later, SHA1 before).
+//! The name to sign is Turbo's `stream_name_from`:
+//! [`naming::stream_name_from`](crate::naming::stream_name_from).
 //!
 //! ```
-//! use keayl_cable::signing::{StreamVerifier, VerifyError, stream_name_from};
+//! use keayl_cable::naming::{GlobalId, stream_name_from};
+//! use keayl_cable::signing::{StreamVerifier, VerifyError};
 //!
 //! let verifier = StreamVerifier::new("s3Krit");
 //! let signed = "ImNoYXQvMjAyMyI=--2b2e054b6413bf3bc7e8bbad2f68962aa2ba19821800ccbd8de6fd7314e8320c";
@@ -26,7 +29,8 @@
 //! assert_eq!(verifier.generate("chat/2023"), signed);
 //!
 //! // `turbo_stream_from @room, :messages` streams from the joined name.
-//! let name = stream_name_from(["Z2lkOi8vY2hhdC1hcHAvUm9vbS80Mg", "messages"]);
+//! let room = GlobalId::new("chat-app", "Room", 42);
+//! let name = stream_name_from(&[&room, &"messages"]);
 //! assert_eq!(name, "Z2lkOi8vY2hhdC1hcHAvUm9vbS80Mg:messages");
 //! assert_eq!(verifier.verify(&verifier.generate(&name))?, name);
 //! # Ok::<(), VerifyError>(())
@@ -84,26 +88,6 @@ pub fn generate_key(secret_key_base: &str, salt: &str, digest: KeyDigest) -> [u8
         }
     }
     key
-}
-
-/// Joins stream name parts the way turbo-rails' `stream_name_from` does: with `":"` and no
-/// channel prefix.
-///
-/// Each part should already be the streamable's `to_gid_param` (records) or `to_param`
-/// (strings, symbols, numbers).
-pub fn stream_name_from<I>(streamables: I) -> String
-where
-    I: IntoIterator,
-    I::Item: AsRef<str>,
-{
-    let mut name = String::new();
-    for (i, part) in streamables.into_iter().enumerate() {
-        if i > 0 {
-            name.push(':');
-        }
-        name.push_str(part.as_ref());
-    }
-    name
 }
 
 /// Why a signed stream name was refused. Rails treats all of these as "not verified" and

@@ -245,20 +245,6 @@ fn error_kinds() {
 }
 
 #[test]
-fn stream_names_join_with_colons() {
-    assert_eq!(
-        stream_name_from(["Z2lkOi8vY2hhdC1hcHAvUm9vbS80Mg", "messages"]),
-        "Z2lkOi8vY2hhdC1hcHAvUm9vbS80Mg:messages"
-    );
-    assert_eq!(stream_name_from(["only"]), "only");
-    assert_eq!(stream_name_from(Vec::<String>::new()), "");
-    assert_eq!(
-        stream_name_from(vec!["a".to_owned(), "1".to_owned(), "b".to_owned()]),
-        "a:1:b"
-    );
-}
-
-#[test]
 fn debug_does_not_leak_the_key() {
     let debug = format!("{:?}", StreamVerifier::new("super-secret"));
     assert!(!debug.contains("super-secret"));

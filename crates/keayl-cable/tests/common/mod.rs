@@ -1,6 +1,7 @@
 //! Shared helpers for the black-box tests of `keayl-cable`: a recording sink, an
-//! ordered event log, frame builders, a few reusable channels, and a fake
-//! networked pub/sub broker with controllable (asynchronous) acknowledgement.
+//! ordered event log, frame builders, a few reusable channels (the echo probe in
+//! `echo.rs`, which `keayl-axum`'s tests share too), and a fake networked pub/sub
+//! broker with controllable (asynchronous) acknowledgement.
 
 #![allow(dead_code)]
 
@@ -209,45 +210,8 @@ pub const WELCOME: &str = r#"{"type":"welcome"}"#;
 // ---------------------------------------------------------------------------------------
 // Reusable channels.
 
-pub const ECHO_ID: &str = r#"{"channel":"EchoChannel"}"#;
-
-/// One action, `echo`, transmitting the whole data object back. Used as a probe that a
-/// connection still works.
-#[derive(Default)]
-pub struct EchoChannel;
-
-/// The echo action: the message's data besides `action`.
-#[derive(serde::Deserialize)]
-#[serde(tag = "action", rename_all = "snake_case")]
-pub enum EchoAction {
-    Echo {
-        #[serde(flatten)]
-        rest: Data,
-    },
-}
-
-/// `{"action": name, ...rest}`: a message's data as the client sent it.
-pub fn with_action(name: &str, rest: Data) -> Data {
-    let rest = &rest.as_json()[1..];
-    let comma = if rest == "}" { "" } else { "," };
-    let text = format!("{{\"action\":{}{comma}{rest}", Value::from(name));
-    serde_json::from_str(&text).expect("an object")
-}
-
-impl Channel for EchoChannel {
-    const NAME: &'static str = "EchoChannel";
-    type Action = EchoAction;
-
-    async fn perform(
-        &mut self,
-        ctx: &mut ChannelContext<'_>,
-        action: EchoAction,
-    ) -> Result<(), ChannelError> {
-        let EchoAction::Echo { rest } = action;
-        ctx.transmit(with_action("echo", rest));
-        Ok(())
-    }
-}
+mod echo;
+pub use echo::*;
 
 /// The echo probe's command and expected answer.
 pub fn echo_probe(text: &str) -> (String, String) {

@@ -51,8 +51,10 @@ pub trait TestBackend {
     /// Its URL for a broker on 127.0.0.1:`port`.
     fn url(port: u16) -> String;
     /// A fast-reconnecting test configuration for `url`, then `tweak`.
-    fn config(url: &str, tweak: &dyn Fn(&mut BrokerConfig))
-    -> <Self::Client as BrokerClient>::Config;
+    fn config(
+        url: &str,
+        tweak: &dyn Fn(&mut BrokerConfig),
+    ) -> <Self::Client as BrokerClient>::Config;
 }
 
 type Backend<B> = BrokerPubSub<<B as TestBackend>::Client>;

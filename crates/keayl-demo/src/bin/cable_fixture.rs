@@ -7,10 +7,10 @@ use std::time::Duration;
 use axum::Json;
 use axum::http::StatusCode;
 use clap::Parser;
-use keayl::pubsub::{BackendHealth, LinkState, PubSubUrl};
+use keayl::pubsub::{BackendHealth, LinkState};
 use keayl_demo::fixture::{FixtureConfig, fixture_router};
+use keayl_demo::startup::{PubSubArgs, init_process};
 use serde_json::{Value, json};
-use tracing_subscriber::EnvFilter;
 
 /// The conformance fixture: the reference channels, `/cable` without origin
 /// checks, `/cable-origin` with them, an open `POST /_broadcast`, and
@@ -28,41 +28,19 @@ struct Args {
     /// Seconds between pings.
     #[arg(long, default_value_t = 3.0)]
     ping_interval: f64,
-    /// Pub/sub backend: `memory`, `redis://host:6379/0[?channel_prefix=app]`
-    /// or `postgres://user@host/db[?channel_prefix=app]`.
-    // A `String`, parsed after clap: clap's own errors and `--help` would
-    // show the value, password included.
-    #[arg(
-        long,
-        env = keayl::pubsub::DEFAULT_ENV,
-        hide_env_values = true,
-        default_value = "memory"
-    )]
-    pubsub: String,
+    #[command(flatten)]
+    pubsub: PubSubArgs,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
-        )
-        .init();
-    // A client that makes a channel panic in a loop cannot flood the log.
-    keayl_cable::socket::limit_panic_reports(5);
+    init_process("warn");
     let args = Args::parse();
-    let pubsub: PubSubUrl = args.pubsub.parse()?;
     let config = FixtureConfig {
         tick_every: Duration::from_secs_f64(args.tick_every.max(0.01)),
         ping_interval: Duration::from_secs_f64(args.ping_interval.max(0.05)),
     };
-    let backend = pubsub.connect()?;
-    if !backend.health.wait_up(Duration::from_secs(2)).await {
-        tracing::warn!(
-            pubsub = %backend.url,
-            "pub/sub broker not reachable yet; serving local clients and reconnecting in the background"
-        );
-    }
+    let backend = args.pubsub.connect().await?;
     let pubsub: Arc<dyn keayl_cable::PubSub> = backend.pubsub;
     keayl_cable::set_cable_pubsub(pubsub.clone());
     let health = backend.health;

@@ -2,17 +2,18 @@
 
 #![allow(dead_code)]
 
-#[path = "../../../keayl-cable/tests/support/broker.rs"]
-mod support;
 #[path = "../../../keayl-cable/tests/support/faults.rs"]
 pub mod faults;
+#[path = "../../../keayl-cable/tests/support/private.rs"]
+mod private;
+#[path = "../../../keayl-cable/tests/support/broker.rs"]
+mod support;
 
+pub use private::PrivateNats;
+#[allow(unused_imports)]
 pub use support::*;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use keayl_broker::BrokerConfig;
 use keayl_nats::{NatsClient, NatsConfig, NatsPubSub};
@@ -52,127 +53,27 @@ pub async fn connected(config: NatsConfig) -> NatsPubSub {
     n
 }
 
-const NATS_SERVER: &str = "nats-server";
-
-/// A `nats-server` of the test's own (no JetStream), with its monitoring
-/// port open to count connections; killed on drop.
-pub struct PrivateNats {
-    pub port: u16,
-    monitor: u16,
-    child: Option<Child>,
-}
-
-impl PrivateNats {
-    fn spawn(&mut self) {
-        assert!(self.child.is_none(), "already running");
-        let child = Command::new(program())
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-m",
-                &self.monitor.to_string(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nats-server");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        for port in [self.port, self.monitor] {
-            let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-            while TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
-                assert!(Instant::now() < deadline, "private nats-server did not start");
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        if let Some(c) = &self.child {
-            let _ = Command::new("kill").args([sig, &c.id().to_string()]).status();
-        }
-    }
-
-    /// `num_connections` from the monitoring endpoint `/varz`-style `/connz`.
-    fn connections(&self) -> usize {
-        let mut s = TcpStream::connect(("127.0.0.1", self.monitor)).expect("monitor port");
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        write!(s, "GET /connz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
-        let mut body = String::new();
-        s.read_to_string(&mut body).unwrap();
-        let json = &body[body.find("\r\n\r\n").expect("HTTP response") + 4..];
-        let v: serde_json::Value = serde_json::from_str(json).expect("connz JSON");
-        v["num_connections"].as_u64().expect("num_connections") as usize
-    }
-}
-
-/// `nats-server` (on PATH, or Debian's /usr/sbin).
-fn program() -> &'static str {
-    if Command::new(NATS_SERVER).arg("--version").output().is_ok() {
-        NATS_SERVER
-    } else {
-        "/usr/sbin/nats-server"
-    }
-}
-
 impl faults::PrivateBroker for PrivateNats {
     fn start_on(port: u16) -> Option<Self> {
-        let found = Command::new(program())
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok();
-        if !found {
-            if services_required() {
-                panic!("nats-server is not installed and KEAYL_REQUIRE_SERVICES=1");
-            }
-            skip("nats-server is not installed (needed for a private broker)");
-            return None;
-        }
-        let mut n = PrivateNats {
-            port,
-            monitor: free_port(),
-            child: None,
-        };
-        n.spawn();
-        Some(n)
+        PrivateNats::start_on(port)
     }
-
     fn port(&self) -> u16 {
         self.port
     }
-
     fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        PrivateNats::kill(self)
     }
-
     fn restart(&mut self) {
-        self.spawn();
+        PrivateNats::restart(self)
     }
-
     fn freeze(&self) {
-        self.signal("-STOP");
+        PrivateNats::freeze(self)
     }
-
     fn thaw(&self) {
-        self.signal("-CONT");
+        PrivateNats::thaw(self)
     }
-
     async fn connected_clients(&self) -> usize {
         self.connections()
-    }
-}
-
-impl Drop for PrivateNats {
-    fn drop(&mut self) {
-        faults::PrivateBroker::thaw(self);
-        faults::PrivateBroker::kill(self);
     }
 }
 

@@ -132,10 +132,19 @@ impl BrokerConfig {
 /// assert_eq!(redact("postgres://app:pw@db/app?sslmode=disable"), "postgres://app:***@db/app?sslmode=disable");
 /// assert_eq!(redact("postgres://app@db/app?password=pw"), "postgres://app@db/app?password=***");
 /// assert_eq!(redact("nats://tok3n@127.0.0.1:4222"), "nats://***@127.0.0.1:4222");
+/// assert_eq!(
+///     redact("nats://a:pw1@h1:4222,nats://b:pw2@h2:4222"),
+///     "nats://a:***@h1:4222,nats://b:***@h2:4222"
+/// );
 /// assert_eq!(redact("host=db user=app password=pw"), "host=db user=app password=***");
 /// assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
 /// ```
 pub fn redact(url: &str) -> String {
+    // Several servers in one string (`nats://a:pw@h1,nats://b:pw@h2`): each
+    // is redacted on its own.
+    if url.matches("://").count() > 1 && url.contains(',') {
+        return url.split(',').map(redact).collect::<Vec<_>>().join(",");
+    }
     let Some((scheme, rest)) = url.split_once("://") else {
         let url = match url.rfind('@') {
             Some(at) => format!("***@{}", &url[at + 1..]),

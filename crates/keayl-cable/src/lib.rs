@@ -12,7 +12,7 @@
 //! | Wire format (commands in, messages out) | [`protocol`] |
 //! | Connections, identification, authentication | [`connection`] |
 //! | Channels, streams, transmit, reject, timers | [`channel`] |
-//! | The server: channel registry, limits, remote connections | [`server`] ([`Cable`]) |
+//! | The cable: what a process's connections share (pub/sub, channel registry, connection handler, limits), broadcasts, remote connections | [`cable`] ([`Cable`]) |
 //! | The connection driver over any transport: command queue, outbox, pings, liveness | [`socket`] ([`Hub`](socket::Hub)) |
 //! | Pub/sub backends | [`pubsub`] ([`InMemory`], [`External`]) |
 //! | Coders | [`coder`] |
@@ -22,13 +22,15 @@
 //! | Testing channels and connections (Rails' `Channel::TestCase`) | [`testing`] |
 
 pub mod broadcasting;
+pub mod cable;
 pub mod channel;
 pub mod coder;
 pub mod connection;
+mod log_limit;
 pub mod naming;
 pub mod protocol;
 pub mod pubsub;
-pub mod server;
+mod registry;
 pub mod signing;
 pub mod socket;
 pub mod testing;
@@ -36,6 +38,7 @@ pub mod turbo;
 pub mod turbo_channel;
 
 pub use broadcasting::{Broadcastable, Broadcaster, set_cable_pubsub};
+pub use cable::{Cable, CableConfig};
 pub use channel::{Action, Channel, ChannelContext, ChannelError, Data, NoActions, Params};
 pub use coder::{Coder, JsonCoder};
 pub use connection::{
@@ -43,4 +46,3 @@ pub use connection::{
     SubscribeOutcome,
 };
 pub use pubsub::{External, InMemory, PubSub, PubSubClient};
-pub use server::{Cable, CableConfig};

@@ -136,6 +136,13 @@ pub fn broadcasting_for(channel_class: &str, streamables: &[&dyn Streamable]) ->
     name
 }
 
+/// The internal stream of a connection, `action_cable/<connection
+/// identifier>` (Rails' `internal_channel`): what a remote disconnect is
+/// broadcast on.
+pub fn internal_stream(connection_identifier: &str) -> String {
+    format!("action_cable/{connection_identifier}")
+}
+
 /// Turbo's `stream_name_from`: the streamables' params joined with `:`, no
 /// channel prefix (`turbo_stream_from @room, :messages` is
 /// `stream_name_from(&[&room, &"messages"])`). The name a

@@ -14,7 +14,7 @@ use keayl_cable::connection::{
 };
 use keayl_cable::naming::{GlobalId, Streamable};
 use keayl_cable::pubsub::{InMemory, PubSub};
-use keayl_cable::server::InvalidIdentifiers;
+use keayl_cable::cable::InvalidIdentifiers;
 use serde_json::json;
 
 const UNAUTHORIZED: &str = r#"{"type":"disconnect","reason":"unauthorized","reconnect":false}"#;

@@ -26,28 +26,12 @@ fn factory(prefix: Option<&'static str>) -> impl Factory {
     }
 }
 
-macro_rules! suite {
-    ($($name:ident),* $(,)?) => {$(
-        #[tokio::test]
-        async fn $name() {
-            if !require_pg() {
-                return;
-            }
-            conformance::$name(&factory(None), &Options::networked()).await;
-        }
-    )*};
+// Every check of the suite, one test each.
+conformance::conformance_tests! {
+    factory: factory(None),
+    options: Options::networked(),
+    run_if: require_pg(),
 }
-
-suite!(
-    subscribe_broadcast_unsubscribe,
-    many_streams,
-    many_subscribers_per_stream,
-    large_and_non_ascii_payloads,
-    unusual_stream_names,
-    ordering_on_one_stream,
-    confirmation_after_acknowledgement,
-    subscriber_count,
-);
 
 #[tokio::test]
 async fn whole_suite_with_a_channel_prefix() {

@@ -9,35 +9,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::faults::until_delivered;
 use common::*;
 use keayl_cable::pubsub::conformance::{Inbox, subscribe_live, unique_stream};
 use keayl_cable::pubsub::{PubSub, PubSubError};
-use keayl_postgres::{LinkState, PostgresPubSub};
+use keayl_postgres::LinkState;
 
 const T: Duration = Duration::from_secs(5);
-
-/// Broadcast from `from` every 50 ms until `inbox` has `n` messages;
-/// returns how long it took (panics after `limit`).
-async fn until_delivered(
-    from: &PostgresPubSub,
-    stream: &str,
-    inbox: &Inbox,
-    n: usize,
-    limit: Duration,
-) -> Duration {
-    let start = Instant::now();
-    loop {
-        let _ = from.broadcast(stream, "\"probe\"".into()).await;
-        if inbox.wait_for(n, Duration::from_millis(50)).await {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < limit,
-            "no delivery within {limit:?}: {:?}",
-            from.health()
-        );
-    }
-}
 
 /// The pids of the sessions named `app`.
 async fn backend_pids(url: &str, app: &str) -> Vec<i32> {
@@ -211,31 +189,19 @@ async fn a_terminated_backend_reconnects() {
 
 #[tokio::test]
 async fn starting_without_a_database_then_it_appears() {
-    let port = free_port();
-    let mut config = fast_config(&format!("postgres://postgres@127.0.0.1:{port}/postgres"));
-    config.subscribe_timeout = Duration::from_millis(300);
-    let a = PostgresPubSub::new(config).unwrap();
-    assert!(a.health().wait_for(|s| s == LinkState::Down, T).await);
-    assert_eq!(a.health().outage_count(), 1);
-    assert!(a.broadcast("s", "1".into()).await.is_err());
-    assert_eq!(a.health().lost_broadcast_count(), 1);
-    let sub = a.subscribe("s", Inbox::new().callback());
-    assert!(matches!(sub.ready.await, Err(PubSubError::Unavailable(_))));
-    a.unsubscribe(sub.id);
+    faults::starting_without_a_broker::<Postgres>().await;
+}
 
-    let Some(_pg) = PrivatePostgres::start_on(port) else {
-        return;
-    };
-    assert!(
-        a.health().wait_up(Duration::from_secs(10)).await,
-        "{:?}",
-        a.health()
-    );
-    let inbox = Inbox::new();
-    let stream = unique_stream("late");
-    let _id = subscribe_live(&a, &stream, &inbox, T).await;
-    a.broadcast(&stream, "\"hi\"".into()).await.unwrap();
-    assert!(inbox.wait_for(1, T).await);
+#[tokio::test]
+async fn shutdown_fails_pending_and_later_subscriptions() {
+    faults::shutdown_fails_subscriptions::<Postgres>().await;
+}
+
+/// One LISTEN connection per process, closed on drop (the shared check,
+/// on a private server).
+#[tokio::test]
+async fn dropping_the_backend_closes_its_connection() {
+    faults::dropping_closes_connections::<Postgres>().await;
 }
 
 #[tokio::test]

@@ -22,28 +22,12 @@ fn factory(prefix: Option<&'static str>) -> impl Factory {
     }
 }
 
-macro_rules! suite {
-    ($($name:ident),* $(,)?) => {$(
-        #[tokio::test]
-        async fn $name() {
-            if !require_service("Redis", &host_port(&redis_url())) {
-                return;
-            }
-            conformance::$name(&factory(None), &Options::networked()).await;
-        }
-    )*};
+// Every check of the suite, one test each.
+conformance::conformance_tests! {
+    factory: factory(None),
+    options: Options::networked(),
+    run_if: require_service("Redis", &host_port(&redis_url())),
 }
-
-suite!(
-    subscribe_broadcast_unsubscribe,
-    many_streams,
-    many_subscribers_per_stream,
-    large_and_non_ascii_payloads,
-    unusual_stream_names,
-    ordering_on_one_stream,
-    confirmation_after_acknowledgement,
-    subscriber_count,
-);
 
 #[tokio::test]
 async fn whole_suite_with_a_channel_prefix() {
@@ -147,7 +131,7 @@ async fn remote_disconnect_channel_is_rails_compatible() {
     let prefix = Some("myapp");
     let keayl = factory(prefix).instance().await;
     let user = conformance::unique_stream("user");
-    let stream = keayl_cable::server::internal_stream(&user);
+    let stream = keayl_cable::naming::internal_stream(&user);
     let got = Inbox::new();
     let id = conformance::subscribe_live(&*keayl, &stream, &got, Duration::from_secs(5)).await;
     let client = redis::Client::open(redis_url()).unwrap();

@@ -243,7 +243,7 @@ impl<'a> ChannelContext<'a> {
             return;
         }
         let callback = self.delivery_callback(coder);
-        let sub = self.conn.cable.pubsub().subscribe(&stream, callback);
+        let sub = self.conn.registry.pubsub().subscribe(&stream, callback);
         self.state.pending.push(PendingStream {
             stream: stream.clone(),
             id: sub.id,
@@ -258,12 +258,12 @@ impl<'a> ChannelContext<'a> {
         let sink = self.conn.sink.clone();
         // One bad broadcast reaches every subscriber: its log line is
         // rate-limited.
-        let cable = self.conn.cable.clone();
+        let registry = self.conn.registry.clone();
         if coder.is_json_passthrough() {
             Arc::new(move |d: &Delivery| match d.frame_for(&encoded) {
                 Some(frame) => gate.deliver(&sink, frame),
                 None => {
-                    if cable.log_allowed() {
+                    if registry.log_allowed() {
                         tracing::warn!(stream = d.stream(), "dropped a broadcast that is not JSON")
                     }
                 }
@@ -272,7 +272,7 @@ impl<'a> ChannelContext<'a> {
             Arc::new(move |d: &Delivery| match coder.decode(d.message()) {
                 Ok(value) => gate.deliver(&sink, encoded.frame(&value.to_string())),
                 Err(e) => {
-                    if cable.log_allowed() {
+                    if registry.log_allowed() {
                         tracing::warn!(stream = d.stream(), error = %e, "could not decode a broadcast")
                     }
                 }
@@ -318,7 +318,7 @@ impl<'a> ChannelContext<'a> {
     ) -> BoxFuture<'static, Result<(), PubSubError>> {
         let name = self.broadcasting_for(target);
         crate::broadcasting::encode_and_publish(
-            self.conn.cable.pubsub(),
+            self.conn.registry.pubsub(),
             &self.state.coder,
             &name,
             data,
@@ -334,7 +334,7 @@ impl<'a> ChannelContext<'a> {
     pub fn stop_stream_from(&mut self, stream: &str) {
         if let Some(id) = self.state.streams.remove(stream) {
             self.state.pending.retain(|p| p.id != id);
-            self.conn.cable.pubsub().unsubscribe(id);
+            self.conn.registry.pubsub().unsubscribe(id);
         }
     }
 
@@ -348,7 +348,7 @@ impl<'a> ChannelContext<'a> {
     pub fn stop_all_streams(&mut self) {
         self.state.pending.clear();
         for (_, id) in self.state.streams.drain() {
-            self.conn.cable.pubsub().unsubscribe(id);
+            self.conn.registry.pubsub().unsubscribe(id);
         }
     }
 
@@ -373,7 +373,7 @@ impl<'a> ChannelContext<'a> {
         stream: &str,
         data: &impl Serialize,
     ) -> BoxFuture<'static, Result<(), PubSubError>> {
-        self.conn.cable.broadcast(stream, data)
+        crate::Broadcaster::new(self.conn.registry.pubsub().clone()).broadcast(stream, data)
     }
 
     /// Refuse the subscription (call from `subscribed`): the client gets

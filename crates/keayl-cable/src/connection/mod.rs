@@ -49,11 +49,13 @@
 //! # }
 //! ```
 
+mod error;
+mod handler;
 mod identifiers;
 mod request;
 mod sink;
+mod subscriptions;
 
-use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
@@ -61,206 +63,19 @@ use futures_util::FutureExt;
 use serde_json::Value;
 use tokio::time::Instant;
 
+pub use error::CommandError;
+pub(crate) use handler::DynHandler;
+pub use handler::{AcceptAll, ConnectError, ConnectionHandler};
 pub use identifiers::{IdentifierValue, Identifiers};
 pub use request::Request;
 pub use sink::Sink;
+pub use subscriptions::SubscribeOutcome;
+use subscriptions::Subscription;
 
-use crate::channel::{Call, Channel, ChannelContext, Data, DynChannel, Params, SubState, Timer};
-use crate::protocol::{self, Command, DisconnectReason, ProtocolError};
-use crate::pubsub::{PubSub, PubSubError, SubscriptionId};
-use crate::server::Cable;
-
-/// An app's connection class: which identifiers it declares, how it
-/// authenticates, what it does on disconnect.
-pub trait ConnectionHandler: Send + Sync + 'static {
-    /// The identifiers a connection carries (`identified_by`). Their values,
-    /// once set, name the connection for remote disconnects.
-    const IDENTIFIED_BY: &'static [&'static str] = &[];
-
-    /// Authenticate: read [`Connection::request`] and
-    /// [`Connection::identifiers`], call
-    /// [`set_identifier`](Connection::set_identifier), or return
-    /// [`reject_unauthorized_connection`](Connection::reject_unauthorized_connection).
-    fn connect(
-        &self,
-        conn: &mut Connection,
-    ) -> impl Future<Output = Result<(), ConnectError>> + Send {
-        let _ = conn;
-        async { Ok(()) }
-    }
-
-    /// Called last when the connection closes, after every subscription was
-    /// torn down.
-    fn disconnect(&self, conn: &mut Connection) -> impl Future<Output = ()> + Send {
-        let _ = conn;
-        async {}
-    }
-}
-
-/// Accepts every connection and declares no identifiers.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct AcceptAll;
-
-impl ConnectionHandler for AcceptAll {}
-
-pub(crate) trait DynHandler: Send + Sync {
-    fn identified_by(&self) -> &'static [&'static str];
-    fn connect<'a>(
-        &'a self,
-        conn: &'a mut Connection,
-    ) -> crate::pubsub::BoxFuture<'a, Result<(), ConnectError>>;
-    fn disconnect<'a>(&'a self, conn: &'a mut Connection) -> crate::pubsub::BoxFuture<'a, ()>;
-}
-
-impl<H: ConnectionHandler> DynHandler for H {
-    fn identified_by(&self) -> &'static [&'static str] {
-        H::IDENTIFIED_BY
-    }
-    fn connect<'a>(
-        &'a self,
-        conn: &'a mut Connection,
-    ) -> crate::pubsub::BoxFuture<'a, Result<(), ConnectError>> {
-        Box::pin(ConnectionHandler::connect(self, conn))
-    }
-    fn disconnect<'a>(&'a self, conn: &'a mut Connection) -> crate::pubsub::BoxFuture<'a, ()> {
-        Box::pin(ConnectionHandler::disconnect(self, conn))
-    }
-}
-
-/// Why `connect` refused a connection.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConnectError {
-    /// `reject_unauthorized_connection`: the client gets
-    /// `{"type":"disconnect","reason":"unauthorized","reconnect":false}`.
-    #[error("unauthorized connection")]
-    Unauthorized,
-    /// `connect` failed for another reason (a database down, say): the
-    /// client is told to reconnect later.
-    #[error("connect failed: {0}")]
-    Failed(String),
-}
-
-/// Why a client command produced no effect. Logged and counted by the
-/// transport; never sent to the client, never fatal to the connection.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum CommandError {
-    /// The frame is not a valid command (§3.6 of the protocol notes).
-    #[error(transparent)]
-    Protocol(#[from] ProtocolError),
-    /// No channel of that name is registered.
-    #[error("subscription class not found: {0:?}")]
-    UnknownChannel(String),
-    /// A subscribe for an identifier already subscribed (ignored).
-    #[error("already subscribed to {0}")]
-    AlreadySubscribed(String),
-    /// The connection holds the maximum number of subscriptions.
-    #[error("too many subscriptions (limit {0})")]
-    TooManySubscriptions(usize),
-    /// A subscribe whose identifier is longer than the limit (in bytes).
-    #[error("identifier of {0} bytes is over the limit of {1}")]
-    IdentifierTooLong(usize, usize),
-    /// An unsubscribe or message for an identifier not subscribed.
-    #[error("unable to find subscription with identifier: {0}")]
-    UnknownSubscription(String),
-    /// A message the channel does not handle: without an action on a
-    /// channel that does not [`receive`](crate::Channel::receive).
-    #[error("unable to process {channel}#{action}")]
-    UnknownAction {
-        /// Channel class.
-        channel: String,
-        /// The action requested.
-        action: String,
-    },
-    /// A message that does not decode as the channel's
-    /// [`Action`](crate::Channel::Action): an action it does not define,
-    /// or data of the wrong shape.
-    #[error("unable to process {channel}#{action}: {message}")]
-    InvalidAction {
-        /// Channel class.
-        channel: String,
-        /// The action requested.
-        action: String,
-        /// What did not decode.
-        message: String,
-    },
-    /// The action ran and failed (error or panic).
-    #[error("{channel}#{action} failed: {message}")]
-    ActionFailed {
-        /// Channel class.
-        channel: String,
-        /// The action.
-        action: String,
-        /// The error or panic message.
-        message: String,
-    },
-    /// The connection is not open (not yet opened, rejected or closed).
-    #[error("connection is not open")]
-    NotOpen,
-    /// The subscription would take the connection's (or the process's)
-    /// subscriptions over their memory budget.
-    #[error("subscription of ~{needed} bytes is over the memory budget ({budget})")]
-    OverBudget {
-        /// The subscription's estimated bytes.
-        needed: usize,
-        /// Which budget: `"connection"` or `"process"`.
-        budget: &'static str,
-    },
-}
-
-impl CommandError {
-    /// A short label for metrics.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            CommandError::Protocol(e) => e.kind(),
-            CommandError::UnknownChannel(_) => "unknown_channel",
-            CommandError::AlreadySubscribed(_) => "already_subscribed",
-            CommandError::TooManySubscriptions(_) => "too_many_subscriptions",
-            CommandError::IdentifierTooLong(..) => "identifier_too_long",
-            CommandError::UnknownSubscription(_) => "unknown_subscription",
-            CommandError::UnknownAction { .. } => "unknown_action",
-            CommandError::InvalidAction { .. } => "invalid_action",
-            CommandError::ActionFailed { .. } => "action_failed",
-            CommandError::NotOpen => "not_open",
-            CommandError::OverBudget { .. } => "over_budget",
-        }
-    }
-}
-
-/// How a subscribe ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SubscribeOutcome {
-    /// `confirm_subscription` was sent.
-    Confirmed,
-    /// `reject_subscription` was sent.
-    Rejected,
-    /// Its streams are not live yet and confirmations are deferred
-    /// ([`Connection::set_deferred_confirmations`]): the confirmation (or
-    /// rejection) follows from [`Connection::confirm_settled`].
-    Pending,
-}
-
-/// Poll a subscription's pending stream subscriptions once: drop those that
-/// went live; a failure marks the subscription rejected.
-fn settle_ready(cable: &Cable, state: &mut SubState, cx: &mut std::task::Context<'_>) {
-    let mut i = 0;
-    while i < state.pending.len() {
-        match state.pending[i].ready.as_mut().poll(cx) {
-            std::task::Poll::Ready(Ok(())) => {
-                state.pending.swap_remove(i);
-            }
-            std::task::Poll::Ready(Err(e)) => {
-                if cable.log_allowed() {
-                    tracing::error!(identifier = %state.identifier, stream = %state.pending[i].stream, error = %e, "stream subscription failed; rejecting");
-                }
-                state.pending.swap_remove(i);
-                state.rejected = true;
-            }
-            std::task::Poll::Pending => i += 1,
-        }
-    }
-}
+use crate::channel::{Call, ChannelContext, Data, DynChannel, SubState};
+use crate::protocol::{self, Command, DisconnectReason};
+use crate::pubsub::{PubSub, SubscriptionId};
+use crate::registry::Registry;
 
 /// The lifecycle state of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -277,43 +92,11 @@ pub enum ConnectionState {
 
 /// The parts of a connection its channels can see.
 pub(crate) struct ConnShared {
-    pub(crate) cable: Cable,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) handler: Arc<dyn DynHandler>,
     pub(crate) sink: Sink,
     pub(crate) identifiers: Identifiers,
     pub(crate) request: Request,
-}
-
-struct Subscription {
-    channel: Box<dyn DynChannel>,
-    state: SubState,
-    charge: Charge,
-}
-
-/// A subscription's share of the memory budgets; released when dropped.
-struct Charge {
-    bytes: usize,
-    total: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl Drop for Charge {
-    fn drop(&mut self) {
-        self.total
-            .fetch_sub(self.bytes, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-/// The estimated memory of a subscription (see
-/// [`CableConfig::max_subscription_bytes`](crate::CableConfig::max_subscription_bytes)).
-fn estimated_bytes(identifier: &str, params: &Params) -> usize {
-    fn values(v: &Value) -> usize {
-        match v {
-            Value::Array(a) => 1 + a.iter().map(values).sum::<usize>(),
-            Value::Object(m) => 1 + m.values().map(values).sum::<usize>(),
-            _ => 1,
-        }
-    }
-    let n: usize = params.values().map(values).sum();
-    identifier.len() * 7 + n * 160 + 1024
 }
 
 /// One client connection. See the [module docs](self).
@@ -351,18 +134,16 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 }
 
 impl Connection {
-    /// A connection on `pubsub` with no registered channels and no
-    /// authentication: the spec's `Connection.new(pubsub, sink, identifiers)`.
-    /// Use [`Cable::connection`] for a connection that knows the app's
-    /// channels and connection handler.
-    pub fn new(pubsub: impl PubSub, sink: Sink, identifiers: Identifiers) -> Self {
-        Cable::builder(pubsub).build().connection(sink, identifiers)
-    }
-
-    pub(crate) fn with_cable(cable: Cable, sink: Sink, identifiers: Identifiers) -> Self {
+    pub(crate) fn from_parts(
+        registry: Arc<Registry>,
+        handler: Arc<dyn DynHandler>,
+        sink: Sink,
+        identifiers: Identifiers,
+    ) -> Self {
         Connection {
             shared: ConnShared {
-                cable,
+                registry,
+                handler,
                 sink,
                 identifiers,
                 request: Request::default(),
@@ -385,9 +166,9 @@ impl Connection {
         &self.shared.request
     }
 
-    /// The cable this connection belongs to.
-    pub fn cable(&self) -> &Cable {
-        &self.shared.cable
+    /// What [`cable`](Self::cable) is made of.
+    pub(crate) fn cable_parts(&self) -> (Arc<Registry>, Arc<dyn DynHandler>) {
+        (self.shared.registry.clone(), self.shared.handler.clone())
     }
 
     /// The connection's identifiers.
@@ -425,7 +206,7 @@ impl Connection {
     /// Rails' `connection_identifier`: the declared identifiers' params,
     /// sorted, joined with `:`; `None` without any.
     pub fn connection_identifier(&self) -> Option<String> {
-        let declared = self.shared.cable.handler().identified_by();
+        let declared = self.shared.handler.identified_by();
         self.shared.identifiers.connection_identifier(declared)
     }
 
@@ -448,7 +229,7 @@ impl Connection {
         if self.state != ConnectionState::New {
             return self.state;
         }
-        let handler = self.shared.cable.handler();
+        let handler = self.shared.handler.clone();
         let outcome = AssertUnwindSafe(handler.connect(self)).catch_unwind().await;
         let outcome = match outcome {
             Ok(r) => r,
@@ -466,7 +247,7 @@ impl Connection {
                 return self.state;
             }
             Err(ConnectError::Failed(message)) => {
-                if self.shared.cable.log_allowed() {
+                if self.shared.registry.log_allowed() {
                     tracing::error!(%message, "connect failed");
                 }
                 self.state = ConnectionState::Rejected;
@@ -480,8 +261,8 @@ impl Connection {
         }
         if let Some(id) = self.connection_identifier() {
             let sink = self.shared.sink.clone();
-            let sub = self.shared.cable.pubsub().subscribe(
-                &crate::server::internal_stream(&id),
+            let sub = self.shared.registry.pubsub().subscribe(
+                &crate::naming::internal_stream(&id),
                 Arc::new(move |d: &crate::pubsub::Delivery| handle_internal(&sink, d.message())),
             );
             self.internal = Some(sub.id);
@@ -533,7 +314,7 @@ impl Connection {
                 channel,
                 params,
             } => {
-                let max = self.shared.cable.config().max_identifier_bytes;
+                let max = self.shared.registry.config().max_identifier_bytes;
                 if identifier.len() > max {
                     return Err(CommandError::IdentifierTooLong(identifier.len(), max));
                 }
@@ -542,7 +323,7 @@ impl Connection {
                 }
                 let factory = self
                     .shared
-                    .cable
+                    .registry
                     .channel_factory(&channel)
                     .ok_or(CommandError::UnknownChannel(channel.clone()))?;
                 self.subscribe_dyn(identifier, channel.into(), params, factory())
@@ -555,251 +336,6 @@ impl Connection {
                 action,
                 data,
             } => self.perform(&identifier, action.as_deref(), &data).await,
-        }
-    }
-
-    /// Register `channel` under `identifier` (a JSON object with a `channel`
-    /// key, as a client sends it) and subscribe it: `subscribed` runs, its
-    /// streams go live, then the client gets `confirm_subscription` — or
-    /// `reject_subscription` if it rejected.
-    pub async fn add_subscription<C: Channel>(
-        &mut self,
-        identifier: &str,
-        channel: C,
-    ) -> Result<SubscribeOutcome, CommandError> {
-        if self.state != ConnectionState::Open {
-            return Err(CommandError::NotOpen);
-        }
-        if self.position(identifier).is_some() {
-            return Err(CommandError::AlreadySubscribed(identifier.to_owned()));
-        }
-        let params = match serde_json::from_str::<Value>(identifier) {
-            Ok(Value::Object(map)) => map,
-            _ => Params::new(),
-        };
-        self.subscribe_dyn(
-            identifier.to_owned(),
-            C::NAME.into(),
-            params,
-            Box::new(channel),
-        )
-        .await
-    }
-
-    async fn subscribe_dyn(
-        &mut self,
-        identifier: String,
-        channel_class: Arc<str>,
-        params: Params,
-        mut channel: Box<dyn DynChannel>,
-    ) -> Result<SubscribeOutcome, CommandError> {
-        let limit = self.shared.cable.config().max_subscriptions;
-        if self.subscriptions.len() >= limit {
-            return Err(CommandError::TooManySubscriptions(limit));
-        }
-        let charge = self.charge(&identifier, &params)?;
-        let pending_limit = self.shared.cable.config().max_pending_bytes;
-        let mut state = SubState::new(
-            &identifier,
-            channel_class,
-            channel.name(),
-            channel.coder(),
-            params,
-            pending_limit,
-        );
-        let mut ctx = ChannelContext {
-            state: &mut state,
-            conn: &self.shared,
-        };
-        let result = AssertUnwindSafe(channel.subscribed(&mut ctx))
-            .catch_unwind()
-            .await;
-        let failure = match result {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(e.to_string()),
-            Err(panic) => Some(panic_message(&*panic)),
-        };
-        if let Some(message) = &failure {
-            if self.shared.cable.log_allowed() {
-                tracing::error!(identifier = %identifier, %message, "subscribed failed; rejecting");
-            }
-            state.rejected = true;
-        }
-        if !state.rejected {
-            // Streams already live (in memory, or a broker stream another
-            // subscriber made live) need no wait.
-            settle_ready(
-                &self.shared.cable,
-                &mut state,
-                &mut std::task::Context::from_waker(std::task::Waker::noop()),
-            );
-        }
-        if state.rejected {
-            Self::reject(&self.shared, channel.as_mut(), &mut state).await;
-            return Ok(SubscribeOutcome::Rejected);
-        }
-        if state.pending.is_empty() {
-            Self::confirm(&self.shared, channel.as_ref(), &mut state);
-            self.subscriptions.push((
-                identifier,
-                Box::new(Subscription {
-                    channel,
-                    state,
-                    charge,
-                }),
-            ));
-            return Ok(SubscribeOutcome::Confirmed);
-        }
-        // Waiting for the broker: the subscription exists (its actions can
-        // run), its confirmation follows once every stream is live.
-        self.subscriptions.push((
-            identifier.clone(),
-            Box::new(Subscription {
-                channel,
-                state,
-                charge,
-            }),
-        ));
-        if self.deferred_confirmations {
-            return Ok(SubscribeOutcome::Pending);
-        }
-        loop {
-            self.pending_settled().await;
-            self.confirm_settled().await;
-            match self.position(&identifier) {
-                None => return Ok(SubscribeOutcome::Rejected),
-                Some(i) if self.subscriptions[i].1.state.confirmed => {
-                    return Ok(SubscribeOutcome::Confirmed);
-                }
-                Some(_) => {}
-            }
-        }
-    }
-
-    /// Reserve a new subscription's share of the memory budgets.
-    fn charge(&self, identifier: &str, params: &Params) -> Result<Charge, CommandError> {
-        use std::sync::atomic::Ordering;
-        let config = self.shared.cable.config();
-        let needed = estimated_bytes(identifier, params);
-        let held: usize = self.subscriptions.iter().map(|(_, s)| s.charge.bytes).sum();
-        if held + needed > config.max_subscription_bytes {
-            return Err(CommandError::OverBudget {
-                needed,
-                budget: "connection",
-            });
-        }
-        let total = self.shared.cable.subscription_budget();
-        let before = total.fetch_add(needed, Ordering::Relaxed);
-        let charge = Charge {
-            bytes: needed,
-            total: total.clone(),
-        };
-        if before + needed > config.max_total_subscription_bytes {
-            return Err(CommandError::OverBudget {
-                needed,
-                budget: "process",
-            });
-        }
-        Ok(charge)
-    }
-
-    /// Send `confirm_subscription` (then the messages held back meanwhile)
-    /// and start the channel's declared timers.
-    fn confirm(shared: &ConnShared, channel: &dyn DynChannel, state: &mut SubState) {
-        state.confirmed = true;
-        state
-            .gate
-            .open(&shared.sink, state.encoded.confirm_subscription());
-        let now = Instant::now();
-        for &(name, every) in channel.periodically() {
-            if !every.is_zero() && !state.timers.iter().any(|t| t.name == name) {
-                state.timers.push(Timer {
-                    name,
-                    every,
-                    due: now + every,
-                });
-            }
-        }
-    }
-
-    /// Rails' order for a rejection: stream messages stop, `unsubscribed`
-    /// runs, streams and timers stop, then `reject_subscription`.
-    async fn reject(shared: &ConnShared, channel: &mut dyn DynChannel, state: &mut SubState) {
-        state.gate.close();
-        let mut ctx = ChannelContext {
-            state,
-            conn: shared,
-        };
-        let _ = AssertUnwindSafe(channel.unsubscribed(&mut ctx))
-            .catch_unwind()
-            .await;
-        ctx.stop_all_streams();
-        state.pending.clear();
-        state.timers.clear();
-        shared.sink.send(state.encoded.reject_subscription());
-    }
-
-    /// Whether a subscription waits for its streams to go live (see
-    /// [`set_deferred_confirmations`](Self::set_deferred_confirmations)).
-    pub fn has_pending(&self) -> bool {
-        self.subscriptions.iter().any(|(_, s)| !s.state.confirmed)
-    }
-
-    /// How a subscribe whose streams are not live yet behaves. By default
-    /// (`false`) [`handle_frame`](Self::handle_frame) waits for the broker
-    /// and returns after the confirmation, so each command finishes before
-    /// the next. A driver that must keep handling commands while a broker is
-    /// slow (the socket driver does) sets `true`: the subscribe returns
-    /// [`SubscribeOutcome::Pending`], later commands run, and the driver
-    /// awaits [`pending_settled`](Self::pending_settled) and then calls
-    /// [`confirm_settled`](Self::confirm_settled), which sends the
-    /// confirmation (or the rejection, if the broker refused).
-    pub fn set_deferred_confirmations(&mut self, deferred: bool) {
-        self.deferred_confirmations = deferred;
-    }
-
-    /// Wait until some subscription's streams went live or failed. Cancel
-    /// safe (nothing is lost if the wait is dropped); returns at once when a
-    /// subscription is already settled, and never when none is pending.
-    pub async fn pending_settled(&mut self) {
-        std::future::poll_fn(|cx| {
-            let mut settled = false;
-            for (_, sub) in self.subscriptions.iter_mut() {
-                let state = &mut sub.state;
-                if state.confirmed {
-                    continue;
-                }
-                settle_ready(&self.shared.cable, state, cx);
-                settled |= state.rejected || state.pending.is_empty();
-            }
-            if settled {
-                std::task::Poll::Ready(())
-            } else {
-                std::task::Poll::Pending
-            }
-        })
-        .await
-    }
-
-    /// Confirm every pending subscription whose streams are all live, and
-    /// reject those whose broker subscription failed.
-    pub async fn confirm_settled(&mut self) {
-        let mut i = 0;
-        while i < self.subscriptions.len() {
-            let state = &self.subscriptions[i].1.state;
-            if state.confirmed || (!state.rejected && !state.pending.is_empty()) {
-                i += 1;
-                continue;
-            }
-            if state.rejected {
-                let (_, mut sub) = self.subscriptions.remove(i);
-                let Subscription { channel, state, .. } = &mut *sub;
-                Self::reject(&self.shared, channel.as_mut(), state).await;
-                continue;
-            }
-            let Subscription { channel, state, .. } = &mut *self.subscriptions[i].1;
-            Self::confirm(&self.shared, channel.as_ref(), state);
-            i += 1;
         }
     }
 
@@ -856,12 +392,12 @@ impl Connection {
         };
         for p in pending {
             if let Err(e) = p.ready.await {
-                if shared.cable.log_allowed() {
+                if shared.registry.log_allowed() {
                     tracing::error!(error = %e, stream = %p.stream, "stream subscription from an action failed; stopping it");
                 }
                 if state.streams.get(&p.stream) == Some(&p.id) {
                     state.streams.remove(&p.stream);
-                    shared.cable.pubsub().unsubscribe(p.id);
+                    shared.registry.pubsub().unsubscribe(p.id);
                 }
             }
         }
@@ -888,37 +424,6 @@ impl Connection {
             action: action.to_owned(),
             message,
         })
-    }
-
-    /// Unsubscribe `identifier`: its streams and timers stop, `unsubscribed`
-    /// runs. No frame is sent.
-    pub async fn remove_subscription(&mut self, identifier: &str) -> Result<(), CommandError> {
-        let Some(index) = self.position(identifier) else {
-            return Err(CommandError::UnknownSubscription(identifier.to_owned()));
-        };
-        let (_, mut sub) = self.subscriptions.remove(index);
-        Self::unsubscribe(&self.shared, &mut sub).await;
-        Ok(())
-    }
-
-    // Takes the shared parts, not `&self`: a future holding `&Connection`
-    // would need `Connection: Sync`, which channels need not be.
-    async fn unsubscribe(shared: &ConnShared, sub: &mut Subscription) {
-        let Subscription { channel, state, .. } = sub;
-        state.timers.clear();
-        let mut ctx = ChannelContext {
-            state,
-            conn: shared,
-        };
-        if let Err(panic) = AssertUnwindSafe(channel.unsubscribed(&mut ctx))
-            .catch_unwind()
-            .await
-            && shared.cable.log_allowed()
-        {
-            tracing::error!(message = %panic_message(&*panic), "unsubscribed panicked");
-        }
-        ctx.stop_all_streams();
-        state.gate.close();
     }
 
     /// The earliest due time of any periodic timer.
@@ -955,7 +460,7 @@ impl Connection {
                     Call::Timer(name),
                 )
                 .await
-                    && self.shared.cable.log_allowed()
+                    && self.shared.registry.log_allowed()
                 {
                     tracing::error!(error = %e, "periodic timer failed");
                 }
@@ -979,14 +484,14 @@ impl Connection {
             Self::unsubscribe(&self.shared, &mut sub).await;
         }
         if let Some(id) = self.internal.take() {
-            self.shared.cable.pubsub().unsubscribe(id);
+            self.shared.registry.pubsub().unsubscribe(id);
         }
         if was_open {
-            let handler = self.shared.cable.handler();
+            let handler = self.shared.handler.clone();
             if let Err(panic) = AssertUnwindSafe(handler.disconnect(self))
                 .catch_unwind()
                 .await
-                && self.shared.cable.log_allowed()
+                && self.shared.registry.log_allowed()
             {
                 tracing::error!(message = %panic_message(&*panic), "disconnect panicked");
             }
@@ -1007,15 +512,5 @@ fn handle_internal(sink: &Sink, message: &[u8]) {
             .unwrap_or(true);
         sink.send(protocol::disconnect(DisconnectReason::Remote, reconnect));
         sink.close();
-    }
-}
-
-impl From<PubSubError> for CommandError {
-    fn from(e: PubSubError) -> Self {
-        CommandError::ActionFailed {
-            channel: String::new(),
-            action: String::new(),
-            message: e.to_string(),
-        }
     }
 }

@@ -1,13 +1,88 @@
 //! The pub/sub conformance suite: what every [`PubSub`] backend must do,
-//! written once and run against each backend (in-memory, Redis, PostgreSQL)
-//! by that backend's tests. Enabled by the `conformance` cargo feature.
+//! written once and run against each backend (in-memory, `External` over an
+//! in-process broker, Redis, PostgreSQL, NATS) by that backend's tests.
+//! Enabled by the `conformance` cargo feature.
 //!
-//! A backend's test supplies a [`Factory`]: each call returns one *instance*
-//! of the backend, which the suite treats as one process. For networked
-//! backends every call connects anew (instances share broadcasts through the
-//! broker); for a single-process backend every call returns the same
-//! instance. Each check subscribes on one instance and broadcasts from
-//! another, so cross-process delivery is exercised wherever it exists.
+//! # Running the suite on a backend
+//!
+//! A backend's test file supplies a [`Factory`] and [`Options`] and invokes
+//! [`conformance_tests!`] once, at module level. The macro expands to one
+//! `#[tokio::test]` per check in [`CHECKS`] (each named after its check),
+//! so a backend cannot forget a check, and a check added here runs on every
+//! backend without touching their test files. A networked backend's
+//! `tests/conformance.rs` looks like this (Redis' and PostgreSQL's do):
+//!
+//! ```text
+//! use keayl_cable::pubsub::conformance::{Factory, Options, conformance_tests};
+//!
+//! fn factory(prefix: Option<&'static str>) -> impl Factory {
+//!     move || async move {
+//!         let mut config = keayl_nats::config_from_url(&nats_url()).unwrap();
+//!         config.channel_prefix = prefix.map(str::to_owned);
+//!         Arc::new(connected(config).await) as Arc<dyn PubSub>
+//!     }
+//! }
+//!
+//! conformance_tests! {
+//!     factory: factory(None),
+//!     options: Options::networked(),
+//!     run_if: require_nats(), // false: SKIPPED notice; panics under KEAYL_REQUIRE_SERVICES=1
+//! }
+//!
+//! // The backend's own tests follow, as ordinary #[tokio::test]s.
+//! ```
+//!
+//! The in-memory backend, where every instance is the same one:
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use keayl_cable::pubsub::conformance::{Factory, Options, conformance_tests};
+//! use keayl_cable::pubsub::{InMemory, PubSub};
+//!
+//! fn factory() -> impl Factory {
+//!     let shared: Arc<dyn PubSub> = Arc::new(InMemory::new());
+//!     move || {
+//!         let p = shared.clone();
+//!         async move { p }
+//!     }
+//! }
+//!
+//! conformance_tests! {
+//!     factory: factory(),
+//!     options: Options::in_process(),
+//! }
+//! # fn main() {}
+//! ```
+//!
+//! * `factory:` an expression evaluating to an `impl` [`Factory`]; evaluated
+//!   anew inside every test, so each check gets fresh instances.
+//! * `options:` an expression evaluating to [`Options`], likewise.
+//! * `run_if:` (optional) a `bool` expression evaluated first in every test;
+//!   `false` skips the check (the test returns early and passes). Use it for
+//!   "is the server up" guards that print a loud SKIPPED notice (and panic
+//!   under `KEAYL_REQUIRE_SERVICES=1`).
+//!
+//! The tests are generated in the module where the macro is invoked, so
+//! invoke it once per module (wrap each backend or configuration in its own
+//! `mod` to run several in one file), and define no functions named after
+//! checks next to it. The test file needs `tokio` (features `macros` and
+//! `rt-multi-thread`) as a dev-dependency: some checks run on a
+//! multi-threaded runtime. Backend-specific tests go next to the invocation
+//! as ordinary tests.
+//!
+//! A single check can also be called directly
+//! (`conformance::many_streams(&factory, &options).await`), and [`run_all`]
+//! runs every check in turn in one test, e.g. for a second configuration
+//! of the same backend.
+//!
+//! # Instances
+//!
+//! Each call of the [`Factory`] returns one *instance* of the backend, which
+//! the suite treats as one process. For networked backends every call
+//! connects anew (instances share broadcasts through the broker); for a
+//! single-process backend every call returns the same instance. Checks
+//! subscribe on one instance and broadcast from another, so cross-process
+//! delivery is exercised wherever it exists.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -24,18 +99,108 @@
 //! # }
 //! ```
 //!
-//! Every check uses fresh, unique stream names, so checks may run in
-//! parallel against one shared broker (and next to unrelated traffic). A
-//! failed check panics with a message saying what went wrong.
+//! # What differs between backends
+//!
+//! [`Options`] says what the suite may expect: what
+//! [`subscriber_count`](PubSub::subscriber_count) counts ([`Counting`]),
+//! whether delivery happens inside `broadcast` ([`Options::synchronous`]:
+//! the checks that need it return at once for other backends), and how long
+//! to wait. [`Options::in_process`] and [`Options::networked`] cover the
+//! usual cases; adjust fields for the rest (`External` over an in-process
+//! broker counts instances but delivers synchronously).
+//!
+//! # Writing checks
+//!
+//! Every check uses fresh, unique stream names ([`unique_stream`]), so
+//! checks may run in parallel against one shared broker (and next to
+//! unrelated traffic). A failed check panics with a message saying what went
+//! wrong. A new check is a `pub async fn name(factory: &impl Factory,
+//! options: &Options)` with rustdoc, added to the one list of checks at the
+//! top of the definition of [`conformance_tests!`] (with the arguments its
+//! `#[tokio::test]` needs, usually none); [`CHECKS`] and [`run_all`] are
+//! made from that list too. A check that only makes sense for some backends
+//! reads [`Options`] (returning at once when it does not apply); a new
+//! difference between backends is a new `Options` field, set by
+//! [`Options::in_process`] and [`Options::networked`].
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 
 use super::{BoxFuture, Callback, Delivery, PubSub, SubscriptionId};
+use crate::protocol::EncodedIdentifier;
+
+/// Defines one `#[tokio::test]` per conformance check (named after the
+/// check: see [`CHECKS`]); see the
+/// [module docs](crate::pubsub::conformance#running-the-suite-on-a-backend).
+/// The arms starting with `@` are internal.
+///
+/// ```text
+/// conformance_tests! {
+///     factory: <expr: impl Factory>,
+///     options: <expr: Options>,
+///     run_if: <expr: bool>,   // optional; false skips every check
+/// }
+/// ```
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __keayl_pubsub_conformance_tests {
+    (factory: $factory:expr, options: $options:expr, run_if: $run_if:expr $(,)?) => {
+        $crate::__keayl_pubsub_conformance_tests! { @checks tests [$factory, $options, $run_if] }
+    };
+    (factory: $factory:expr, options: $options:expr $(,)?) => {
+        $crate::__keayl_pubsub_conformance_tests! { @checks tests [$factory, $options, true] }
+    };
+    // The one list of checks, in `run_all` order, each with the arguments of
+    // its `#[tokio::test]`. `CHECKS`, `run_all` and the tests come from here.
+    (@checks $mode:ident $args:tt) => {
+        $crate::__keayl_pubsub_conformance_tests! { @$mode $args
+            subscribe_broadcast_unsubscribe(),
+            many_streams(),
+            many_subscribers_per_stream(),
+            large_and_non_ascii_payloads(),
+            unusual_stream_names(),
+            ordering_on_one_stream(),
+            confirmation_after_acknowledgement(),
+            subscriber_count(),
+            concurrent_broadcasting(flavor = "multi_thread", worker_threads = 4),
+            unsubscribe_inside_a_callback_stops_later_callbacks(),
+            deliveries_share_encoded_frames(),
+            synchronous_delivery(),
+            reentrant_callbacks(),
+        }
+    };
+    (@tests [$factory:expr, $options:expr, $run_if:expr] $($name:ident($($test:tt)*)),* $(,)?) => {
+        $(
+            #[::tokio::test($($test)*)]
+            async fn $name() {
+                if !$run_if {
+                    return;
+                }
+                let factory = $factory;
+                let options = $options;
+                $crate::pubsub::conformance::$name(&factory, &options).await;
+            }
+        )*
+    };
+    (@names [] $($name:ident($($test:tt)*)),* $(,)?) => {
+        [$(::core::stringify!($name)),*]
+    };
+    (@run_all [$factory:expr, $options:expr] $($name:ident($($test:tt)*)),* $(,)?) => {
+        $($crate::pubsub::conformance::$name($factory, $options).await;)*
+    };
+}
+
+#[doc(inline)]
+pub use crate::__keayl_pubsub_conformance_tests as conformance_tests;
+
+/// The names of every check, in [`run_all`] order: the tests
+/// [`conformance_tests!`] defines.
+pub const CHECKS: &[&str] = &crate::__keayl_pubsub_conformance_tests!(@checks names []);
 
 /// Makes backend instances for the suite (see the module docs).
 pub trait Factory: Send + Sync {
@@ -69,39 +234,46 @@ pub enum Counting {
 pub struct Options {
     /// What `subscriber_count` counts.
     pub counting: Counting,
+    /// Whether the backend works in line, within the calling task: a
+    /// `broadcast` has called every subscriber's callback, in every
+    /// instance, by the time its future completes (on its first poll);
+    /// `ready` completes within a few polls without a runtime (no timers,
+    /// no I/O); `subscriber_count` is exact as soon as `ready` completed or
+    /// `unsubscribe` returned. True for [`InMemory`](super::InMemory) and
+    /// for [`External`](super::External) over an in-process client that
+    /// delivers in line (keayl-cable's tests' `FakeBroker`); false for
+    /// networked backends. When true, the suite asserts these right
+    /// away instead of waiting, and also runs [`synchronous_delivery`] and
+    /// [`reentrant_callbacks`] (which return at once otherwise).
+    pub synchronous: bool,
     /// How long to wait for a delivery, a readiness or a count before
     /// failing. Default 5 s.
     pub timeout: Duration,
 }
 
 impl Options {
-    /// A single-process backend: counts subscribers.
+    /// A single-process backend: counts subscribers, delivers synchronously.
     pub fn in_process() -> Self {
         Options {
             counting: Counting::Subscribers,
+            synchronous: true,
             timeout: Duration::from_secs(5),
         }
     }
 
-    /// A networked backend: counts instances.
+    /// A networked backend: counts instances, delivers asynchronously.
     pub fn networked() -> Self {
         Options {
             counting: Counting::Instances,
+            synchronous: false,
             timeout: Duration::from_secs(5),
         }
     }
 }
 
-/// Run every check in turn.
+/// Run every check in turn (the order of [`CHECKS`]).
 pub async fn run_all(factory: &impl Factory, options: &Options) {
-    subscribe_broadcast_unsubscribe(factory, options).await;
-    many_streams(factory, options).await;
-    many_subscribers_per_stream(factory, options).await;
-    large_and_non_ascii_payloads(factory, options).await;
-    unusual_stream_names(factory, options).await;
-    ordering_on_one_stream(factory, options).await;
-    confirmation_after_acknowledgement(factory, options).await;
-    subscriber_count(factory, options).await;
+    crate::__keayl_pubsub_conformance_tests!(@checks run_all [factory, options]);
 }
 
 /// A stream name no other check (or process) uses: `keayl-conformance:<label>:<pid>:<n>:<nanos>`.
@@ -211,7 +383,17 @@ pub async fn subscribe_live(
     inbox: &Inbox,
     timeout: Duration,
 ) -> SubscriptionId {
-    let sub = p.subscribe(stream, inbox.callback());
+    subscribe_callback_live(p, stream, inbox.callback(), timeout).await
+}
+
+/// Subscribe `callback` to `stream` on `p` and wait until it is live.
+async fn subscribe_callback_live(
+    p: &dyn PubSub,
+    stream: &str,
+    callback: Callback,
+    timeout: Duration,
+) -> SubscriptionId {
+    let sub = p.subscribe(stream, callback);
     match tokio::time::timeout(timeout, sub.ready).await {
         Ok(Ok(())) => sub.id,
         Ok(Err(e)) => panic!("subscription to {stream:?} failed: {e}"),
@@ -249,9 +431,76 @@ pub fn json_text_of_len(len: usize) -> String {
     s
 }
 
-/// Subscribe, receive (from another instance and from the subscriber's own),
-/// unsubscribe (nothing more arrives), unsubscribe unknown ids, subscribe
-/// again; a broadcast without subscribers succeeds.
+/// The subscriber count of `stream` on `p`; panics when the backend fails.
+async fn count_of(p: Arc<dyn PubSub>, stream: String) -> usize {
+    p.subscriber_count(&stream)
+        .await
+        .unwrap_or_else(|e| panic!("subscriber_count of {stream:?} failed: {e}"))
+}
+
+/// Assert that `subscriber_count(stream)` on `p` is `expected`: right away
+/// for a [synchronous](Options::synchronous) backend, within the timeout
+/// otherwise.
+async fn expect_count(
+    p: &Arc<dyn PubSub>,
+    stream: &str,
+    expected: usize,
+    options: &Options,
+    what: &str,
+) {
+    if options.synchronous {
+        let n = count_of(p.clone(), stream.to_owned()).await;
+        assert_eq!(
+            n, expected,
+            "{what}: subscriber_count is {n} right away, expected {expected} ({:?}, synchronous)",
+            options.counting
+        );
+        return;
+    }
+    let mut last = usize::MAX;
+    let ok = eventually_async(
+        options.timeout,
+        || count_of(p.clone(), stream.to_owned()),
+        |n| {
+            last = n;
+            n == expected
+        },
+    )
+    .await;
+    assert!(
+        ok,
+        "{what}: subscriber_count is {last}, expected {expected} ({:?})",
+        options.counting
+    );
+}
+
+/// Drive `fut` with a no-op waker, as a synchronous backend allows (see
+/// [`Options::synchronous`]); panics when it is not done after 100 polls.
+fn poll_to_completion<F: Future>(fut: F, what: &str) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    for _ in 0..100 {
+        if let std::task::Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+            return v;
+        }
+    }
+    panic!("{what} did not complete without a runtime (the backend is not synchronous)");
+}
+
+/// Await a spawned task, re-raising its panic (with its message).
+async fn join(handle: tokio::task::JoinHandle<()>) {
+    if let Err(e) = handle.await {
+        match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(e) => panic!("a task of the check did not finish: {e}"),
+        }
+    }
+}
+
+/// Subscribe, receive (from another instance and from the subscriber's own,
+/// and nothing broadcast on another stream), unsubscribe (nothing more
+/// arrives), unsubscribe unknown ids, subscribe again; a broadcast without
+/// subscribers succeeds.
 pub async fn subscribe_broadcast_unsubscribe(factory: &impl Factory, options: &Options) {
     let t = options.timeout;
     let a = factory.instance().await;
@@ -266,6 +515,8 @@ pub async fn subscribe_broadcast_unsubscribe(factory: &impl Factory, options: &O
     let id = subscribe_live(&*a, &stream, &inbox, t).await;
     let sentinel_id = subscribe_live(&*a, &sentinel_stream, &sentinel, t).await;
 
+    // Not for this subscriber: checked by the exact contents below.
+    publish(&*b, &unique_stream("basic-other"), "\"not for me\"").await;
     publish(&*b, &stream, "\"one\"").await;
     assert!(
         inbox.wait_for(1, t).await,
@@ -295,7 +546,7 @@ pub async fn subscribe_broadcast_unsubscribe(factory: &impl Factory, options: &O
     assert_eq!(
         inbox.len(),
         2,
-        "a broadcast arrived after unsubscribe: {:?}",
+        "a broadcast arrived after unsubscribe (or one on another stream): {:?}",
         inbox.texts()
     );
 
@@ -313,10 +564,11 @@ pub async fn subscribe_broadcast_unsubscribe(factory: &impl Factory, options: &O
     a.unsubscribe(sentinel_id);
 }
 
-/// 100 streams on one instance, one broadcast each from another: every
-/// message reaches exactly its stream's subscriber.
+/// 200 streams on one instance, one broadcast each from another (in reverse
+/// order): every message reaches exactly its stream's subscriber, naming
+/// that stream.
 pub async fn many_streams(factory: &impl Factory, options: &Options) {
-    const N: usize = 100;
+    const N: usize = 200;
     let t = options.timeout;
     let a = factory.instance().await;
     let b = factory.instance().await;
@@ -336,18 +588,23 @@ pub async fn many_streams(factory: &impl Factory, options: &Options) {
     for r in results {
         r.unwrap_or_else(|e| panic!("a subscription failed: {e}"));
     }
-    for (i, s) in streams.iter().enumerate() {
+    for (i, s) in streams.iter().enumerate().rev() {
         publish(&*b, s, format!("{{\"stream\":{i}}}")).await;
     }
     let all = eventually(t, || inboxes.iter().all(|i| !i.is_empty())).await;
     let missing: Vec<usize> = (0..N).filter(|&i| inboxes[i].is_empty()).collect();
     assert!(all, "streams without their message: {missing:?}");
     tokio::time::sleep(Duration::from_millis(30)).await;
-    for (i, inbox) in inboxes.iter().enumerate() {
+    for (i, (s, inbox)) in streams.iter().zip(&inboxes).enumerate() {
         assert_eq!(
             inbox.texts(),
             [format!("{{\"stream\":{i}}}")],
             "stream {i} got the wrong messages"
+        );
+        assert_eq!(
+            inbox.streams(),
+            std::slice::from_ref(s),
+            "the delivery on stream {i} names another stream"
         );
     }
     for id in ids {
@@ -355,10 +612,10 @@ pub async fn many_streams(factory: &impl Factory, options: &Options) {
     }
 }
 
-/// 20 subscribers of one stream on each of two instances: each gets every
+/// 100 subscribers of one stream on each of two instances: each gets every
 /// message once, in order.
 pub async fn many_subscribers_per_stream(factory: &impl Factory, options: &Options) {
-    const PER_INSTANCE: usize = 20;
+    const PER_INSTANCE: usize = 100;
     const MESSAGES: usize = 5;
     let t = options.timeout;
     let a = factory.instance().await;
@@ -415,8 +672,10 @@ pub async fn many_subscribers_per_stream(factory: &impl Factory, options: &Optio
     }
 }
 
-/// Non-ASCII text, JSON escapes, and payloads around PostgreSQL's 8,000-byte
-/// NOTIFY limit up to 1 MiB arrive byte for byte, in order.
+/// Non-ASCII text (including U+2028/U+2029), JSON escapes, bytes that are
+/// not UTF-8 (payloads are opaque bytes to a backend), and payloads around
+/// PostgreSQL's 8,000-byte NOTIFY limit up to 1 MiB arrive byte for byte, in
+/// order.
 pub async fn large_and_non_ascii_payloads(factory: &impl Factory, options: &Options) {
     let t = options.timeout.max(Duration::from_secs(10));
     let a = factory.instance().await;
@@ -424,18 +683,25 @@ pub async fn large_and_non_ascii_payloads(factory: &impl Factory, options: &Opti
     let stream = unique_stream("payloads");
     let inbox = Inbox::new();
     let id = subscribe_live(&*a, &stream, &inbox, t).await;
-    let mut payloads: Vec<String> = vec![
-        "\"héllo wörld ☃ 日本語 🎉 Ωμέγα\"".into(),
-        r#"{"text":"line 1\nline 2 \"quoted\" back\\slash \u0000 tab\t","emoji":"👩‍👩‍👧"}"#.into(),
-        "\"\"".into(),
-        "__keayl_large_payload:1".into(), // looks like a spill marker; must arrive verbatim
+    let mut payloads: Vec<Bytes> = vec![
+        Bytes::from_static("\"héllo wörld ☃ 日本語 🎉 Ωμέγα\"".as_bytes()),
+        Bytes::from_static(
+            r#"{"text":"line 1\nline 2 \"quoted\" back\\slash \u0000 tab\t","emoji":"👩‍👩‍👧"}"#
+                .as_bytes(),
+        ),
+        Bytes::from_static("\"separators \u{2028} and \u{2029} — 😀 ✓\"".as_bytes()),
+        Bytes::from_static(b"\"\""),
+        // Looks like PostgreSQL's spill marker; must arrive verbatim.
+        Bytes::from_static(b"__keayl_large_payload:1"),
+        // Not UTF-8, with a NUL.
+        Bytes::from_static(&[0xff, 0x00, 0xfe, b'"']),
     ];
     for len in [
         7_990, 7_996, 7_997, 7_998, 7_999, 8_000, 8_001, 8_192, 65_536, 1_048_576,
     ] {
-        payloads.push(json_text_of_len(len));
+        payloads.push(json_text_of_len(len).into());
     }
-    payloads.push("{\"small\":\"after the large ones\"}".into());
+    payloads.push(Bytes::from_static(b"{\"small\":\"after the large ones\"}"));
     for p in &payloads {
         publish(&*b, &stream, p.clone()).await;
     }
@@ -445,11 +711,12 @@ pub async fn large_and_non_ascii_payloads(factory: &impl Factory, options: &Opti
         inbox.len(),
         payloads.len()
     );
+    tokio::time::sleep(Duration::from_millis(30)).await;
     let got = inbox.messages();
-    assert_eq!(got.len(), payloads.len());
+    assert_eq!(got.len(), payloads.len(), "more payloads arrived than sent");
     for (i, (got, want)) in got.iter().zip(&payloads).enumerate() {
         assert!(
-            got.as_ref() == want.as_bytes(),
+            got == want,
             "payload {i} ({} bytes) arrived changed ({} bytes)",
             want.len(),
             got.len()
@@ -512,17 +779,19 @@ pub async fn unusual_stream_names(factory: &impl Factory, options: &Options) {
     }
 }
 
-/// 300 broadcasts on one stream from one task arrive in order at
-/// subscribers on two instances.
+/// 1,000 broadcasts on one stream from one task arrive in order at every
+/// subscriber: two on another instance, one on the publishing instance.
 pub async fn ordering_on_one_stream(factory: &impl Factory, options: &Options) {
-    const N: usize = 300;
+    const N: usize = 1_000;
     let t = options.timeout;
     let a = factory.instance().await;
     let b = factory.instance().await;
     let stream = unique_stream("order");
     let on_a = Inbox::new();
+    let also_on_a = Inbox::new();
     let on_b = Inbox::new();
     let id_a = subscribe_live(&*a, &stream, &on_a, t).await;
+    let id_a2 = subscribe_live(&*a, &stream, &also_on_a, t).await;
     let id_b = subscribe_live(&*b, &stream, &on_b, t).await;
     for n in 0..N {
         publish(&*b, &stream, format!("{n}")).await;
@@ -530,6 +799,7 @@ pub async fn ordering_on_one_stream(factory: &impl Factory, options: &Options) {
     let expected: Vec<String> = (0..N).map(|n| n.to_string()).collect();
     for (name, inbox) in [
         ("the other instance", &on_a),
+        ("the other instance's second subscriber", &also_on_a),
         ("the publishing instance", &on_b),
     ] {
         assert!(
@@ -544,13 +814,16 @@ pub async fn ordering_on_one_stream(factory: &impl Factory, options: &Options) {
         );
     }
     a.unsubscribe(id_a);
+    a.unsubscribe(id_a2);
     b.unsubscribe(id_b);
 }
 
 /// Once a subscription's `ready` completed, a broadcast from any instance
 /// reaches it — repeatedly, on fresh streams, with no delay in between.
 /// Also: a second local subscriber of a live stream is live too, and
-/// unsubscribing before `ready` completes leaves nothing behind.
+/// unsubscribing right after subscribing, before `ready` completes, wins:
+/// nothing is delivered and nothing is left behind (the stream's
+/// `subscriber_count` is 0).
 pub async fn confirmation_after_acknowledgement(factory: &impl Factory, options: &Options) {
     const ROUNDS: usize = 20;
     let t = options.timeout;
@@ -599,26 +872,28 @@ pub async fn confirmation_after_acknowledgement(factory: &impl Factory, options:
         inbox.is_empty(),
         "a subscription cancelled before it was live got a message"
     );
+    for p in [&a, &b] {
+        expect_count(
+            p,
+            &stream,
+            0,
+            options,
+            "a subscription cancelled before it was live",
+        )
+        .await;
+    }
     a.unsubscribe(check_id);
 }
 
-/// `subscriber_count` is 0 for an unknown stream, counts subscribers as the
-/// backend defines ([`Counting`]), and returns to 0 after everyone left.
+/// `subscriber_count` is 0 for an unknown stream (also while others have
+/// subscribers), counts subscribers as the backend defines ([`Counting`]) as
+/// seen from every instance, and returns to 0 after everyone left.
 pub async fn subscriber_count(factory: &impl Factory, options: &Options) {
     let t = options.timeout;
     let a = factory.instance().await;
     let b = factory.instance().await;
     let stream = unique_stream("count");
-    let count = |p: Arc<dyn PubSub>, s: String| async move {
-        p.subscriber_count(&s)
-            .await
-            .unwrap_or_else(|e| panic!("subscriber_count failed: {e}"))
-    };
-    assert_eq!(
-        count(a.clone(), stream.clone()).await,
-        0,
-        "count of a fresh stream"
-    );
+    expect_count(&a, &stream, 0, options, "a fresh stream").await;
 
     let inbox = Inbox::new();
     let a1 = subscribe_live(&*a, &stream, &inbox, t).await;
@@ -630,60 +905,431 @@ pub async fn subscriber_count(factory: &impl Factory, options: &Options) {
         Counting::Instances => 2,
     };
     for p in [&a, &b] {
-        let mut last = usize::MAX;
-        let ok = eventually_async(
-            t,
-            || {
-                let p = p.clone();
-                let s = stream.clone();
-                async move { count(p, s).await }
-            },
-            |n| {
-                last = n;
-                n == expected
-            },
-        )
-        .await;
-        assert!(
-            ok,
-            "subscriber_count is {last}, expected {expected} ({:?})",
-            options.counting
-        );
+        expect_count(p, &stream, expected, options, "three subscribers").await;
     }
+    let unknown = unique_stream("count-other");
+    expect_count(&b, &unknown, 0, options, "another stream meanwhile").await;
 
     a.unsubscribe(a1);
     let expected_after = match options.counting {
         Counting::Subscribers => 2,
         _ => expected,
     };
-    let mut last = usize::MAX;
-    let ok = eventually_async(
-        t,
-        || count(b.clone(), stream.clone()),
-        |n| {
-            last = n;
-            n == expected_after
-        },
+    expect_count(
+        &b,
+        &stream,
+        expected_after,
+        options,
+        "after one unsubscribe",
     )
     .await;
-    assert!(
-        ok,
-        "after one unsubscribe: {last}, expected {expected_after}"
-    );
 
     a.unsubscribe(a2);
     b.unsubscribe(b1);
-    let mut last = usize::MAX;
-    let ok = eventually_async(
-        t,
-        || count(a.clone(), stream.clone()),
-        |n| {
-            last = n;
-            n == 0
+    for p in [&a, &b] {
+        expect_count(p, &stream, 0, options, "after everyone left").await;
+    }
+}
+
+/// Eight tasks broadcast 300 messages each on one stream at once, from two
+/// instances, while four more tasks subscribe and unsubscribe over and over
+/// on that stream and on streams of their own. A subscriber on each
+/// instance gets every message exactly once, each broadcaster's in order;
+/// the churned streams end with no subscribers.
+///
+/// Its test runs on a multi-threaded runtime.
+pub async fn concurrent_broadcasting(factory: &impl Factory, options: &Options) {
+    const TASKS: usize = 8;
+    const EACH: usize = 300;
+    const CHURNERS: usize = 4;
+    const CHURN_ROUNDS: usize = 100;
+    let t = options.timeout;
+    let a = factory.instance().await;
+    let b = factory.instance().await;
+    let stream = unique_stream("busy");
+    let stable = [Inbox::new(), Inbox::new()];
+    let stable_ids = [
+        subscribe_live(&*a, &stream, &stable[0], t).await,
+        subscribe_live(&*b, &stream, &stable[1], t).await,
+    ];
+    let mut handles = Vec::new();
+    for task in 0..TASKS {
+        let p = if task % 2 == 0 { a.clone() } else { b.clone() };
+        let stream = stream.clone();
+        handles.push(tokio::spawn(async move {
+            for i in 0..EACH {
+                publish(&*p, &stream, format!("[{task},{i}]")).await;
+                if i % 50 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        }));
+    }
+    // Subscribers come and go on the same stream and on others meanwhile.
+    let churned: Vec<String> = (0..CHURNERS)
+        .map(|c| unique_stream(&format!("churn-{c}")))
+        .collect();
+    for (c, churn) in churned.iter().enumerate() {
+        let p = if c % 2 == 0 { a.clone() } else { b.clone() };
+        let busy = stream.clone();
+        let churn = churn.clone();
+        handles.push(tokio::spawn(async move {
+            for i in 0..CHURN_ROUNDS {
+                let inbox = Inbox::new();
+                let s = if i % 2 == 0 { &busy } else { &churn };
+                let id = subscribe_live(&*p, s, &inbox, t).await;
+                publish(&*p, &churn, "0").await;
+                p.unsubscribe(id);
+            }
+        }));
+    }
+    for h in handles {
+        join(h).await;
+    }
+    let wait = t.max(Duration::from_secs(10));
+    for (name, inbox) in [
+        ("the first instance's", &stable[0]),
+        ("the second instance's", &stable[1]),
+    ] {
+        assert!(
+            inbox.wait_for(TASKS * EACH, wait).await,
+            "{name} subscriber got {} of {} messages",
+            inbox.len(),
+            TASKS * EACH
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    for (name, inbox) in [
+        ("the first instance's", &stable[0]),
+        ("the second instance's", &stable[1]),
+    ] {
+        let messages = inbox.messages();
+        assert_eq!(
+            messages.len(),
+            TASKS * EACH,
+            "{name} subscriber got duplicates"
+        );
+        let mut next = [0usize; TASKS];
+        for m in messages {
+            let (task, i): (usize, usize) = serde_json::from_slice(&m).unwrap_or_else(|e| {
+                panic!("{name} subscriber got {m:?}, not a broadcast of this check: {e}")
+            });
+            assert_eq!(
+                i, next[task],
+                "{name} subscriber got broadcaster {task}'s messages out of order"
+            );
+            next[task] += 1;
+        }
+    }
+    for churn in &churned {
+        for p in [&a, &b] {
+            expect_count(p, churn, 0, options, "a churned stream after the churn").await;
+        }
+    }
+    a.unsubscribe(stable_ids[0]);
+    b.unsubscribe(stable_ids[1]);
+}
+
+/// "After `unsubscribe` returns the callback is not called again", even
+/// within the delivery under way: two subscribers of one stream on one
+/// instance each unsubscribe the other when called, so a broadcast (from
+/// another instance) runs exactly one of them; that one keeps receiving.
+pub async fn unsubscribe_inside_a_callback_stops_later_callbacks(
+    factory: &impl Factory,
+    options: &Options,
+) {
+    let t = options.timeout;
+    let a = factory.instance().await;
+    let b = factory.instance().await;
+    let stream = unique_stream("fragile");
+    let ids: [Arc<OnceLock<SubscriptionId>>; 2] = Default::default();
+    let calls: [Arc<AtomicUsize>; 2] = Default::default();
+    let callback = |me: usize| -> Callback {
+        let p = a.clone();
+        let other = ids[1 - me].clone();
+        let calls = calls[me].clone();
+        Arc::new(move |_: &Delivery| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            if let Some(id) = other.get() {
+                p.unsubscribe(*id);
+            }
+        })
+    };
+    for (me, id) in ids.iter().enumerate() {
+        let sub = subscribe_callback_live(&*a, &stream, callback(me), t).await;
+        id.set(sub).expect("set once");
+    }
+    let total = || calls[0].load(Ordering::SeqCst) + calls[1].load(Ordering::SeqCst);
+    publish(&*b, &stream, "1").await;
+    assert!(
+        eventually(t, || total() >= 1).await,
+        "nobody got the broadcast"
+    );
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    assert_eq!(
+        total(),
+        1,
+        "the second subscriber was called although the first one had unsubscribed it during this delivery"
+    );
+    let survivor = if calls[0].load(Ordering::SeqCst) == 1 {
+        0
+    } else {
+        1
+    };
+    publish(&*b, &stream, "2").await;
+    assert!(
+        eventually(t, || calls[survivor].load(Ordering::SeqCst) == 2).await,
+        "the remaining subscriber did not get the next broadcast"
+    );
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    assert_eq!(
+        calls[1 - survivor].load(Ordering::SeqCst),
+        0,
+        "the unsubscribed subscriber got the next broadcast"
+    );
+    for id in &ids {
+        a.unsubscribe(*id.get().expect("set"));
+    }
+}
+
+/// Every subscriber of a stream on one instance gets the same [`Delivery`]
+/// for a broadcast: [`Delivery::frame_for`] encodes the client frame once
+/// per broadcast and identifier (both subscribers see the very same bytes),
+/// a message that is not JSON has no frame, and [`Delivery::stream`] names
+/// the stream.
+pub async fn deliveries_share_encoded_frames(factory: &impl Factory, options: &Options) {
+    let t = options.timeout;
+    let a = factory.instance().await;
+    let b = factory.instance().await;
+    let stream = unique_stream("shared");
+    let identifier = EncodedIdentifier::new(r#"{"channel":"ChatChannel"}"#);
+    type Seen = (String, Bytes, Option<Bytes>);
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let lock = |seen: &Mutex<Vec<Seen>>| seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let seen = seen.clone();
+        let identifier = identifier.clone();
+        let callback: Callback = Arc::new(move |d: &Delivery| {
+            let frame = d.frame_for(&identifier);
+            seen.lock().unwrap_or_else(|e| e.into_inner()).push((
+                d.stream().to_owned(),
+                d.message().clone(),
+                frame,
+            ));
+        });
+        ids.push(subscribe_callback_live(&*a, &stream, callback, t).await);
+    }
+    publish(&*b, &stream, r#"{"a":1}"#).await;
+    publish(&*b, &stream, "not json").await;
+    assert!(
+        eventually(t, || lock(&seen).len() >= 4).await,
+        "only {} of 4 deliveries arrived",
+        lock(&seen).len()
+    );
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let seen = lock(&seen);
+    assert_eq!(seen.len(), 4, "more deliveries than expected");
+    assert!(
+        seen.iter().all(|(s, _, _)| *s == stream),
+        "a delivery names another stream"
+    );
+    let frames = |message: &[u8]| -> Vec<Option<Bytes>> {
+        seen.iter()
+            .filter(|(_, m, _)| m.as_ref() == message)
+            .map(|(_, _, f)| f.clone())
+            .collect()
+    };
+    let json = frames(br#"{"a":1}"#);
+    assert_eq!(
+        json.len(),
+        2,
+        "the JSON broadcast reached {} subscribers",
+        json.len()
+    );
+    let (Some(first), Some(second)) = (&json[0], &json[1]) else {
+        panic!("a JSON message has no frame: {json:?}");
+    };
+    assert_eq!(
+        &first[..],
+        br#"{"identifier":"{\"channel\":\"ChatChannel\"}","message":{"a":1}}"#,
+        "wrong frame"
+    );
+    assert_eq!(
+        first.as_ptr(),
+        second.as_ptr(),
+        "the frame was encoded twice: not once per broadcast and identifier"
+    );
+    let not_json = frames(b"not json");
+    assert_eq!(
+        not_json.len(),
+        2,
+        "the non-JSON broadcast reached {} subscribers",
+        not_json.len()
+    );
+    assert!(
+        not_json.iter().all(Option::is_none),
+        "a message that is not JSON has a frame"
+    );
+    for id in ids {
+        a.unsubscribe(id);
+    }
+}
+
+/// For [synchronous](Options::synchronous) backends only (returns at once
+/// otherwise): `ready` completes without a runtime, and by the time a
+/// `broadcast` future completes — on its first poll — every subscriber on
+/// every instance has been called, and an unsubscribed one is not.
+pub async fn synchronous_delivery(factory: &impl Factory, options: &Options) {
+    if !options.synchronous {
+        return;
+    }
+    let a = factory.instance().await;
+    let b = factory.instance().await;
+    let stream = unique_stream("inline");
+    let inboxes = [Inbox::new(), Inbox::new(), Inbox::new()];
+    let mut subs = Vec::new();
+    for (p, inbox) in [&a, &a, &b].into_iter().zip(&inboxes) {
+        let sub = p.subscribe(&stream, inbox.callback());
+        poll_to_completion(sub.ready, "a subscription's `ready`")
+            .unwrap_or_else(|e| panic!("subscription to {stream:?} failed: {e}"));
+        subs.push((p.clone(), sub.id));
+    }
+    let broadcast = |p: &Arc<dyn PubSub>, message: &'static str| {
+        p.broadcast(&stream, Bytes::from_static(message.as_bytes()))
+            .now_or_never()
+            .expect("a broadcast completes on its first poll")
+            .unwrap_or_else(|e| panic!("broadcast on {stream:?} failed: {e}"))
+    };
+    let lens = || inboxes.iter().map(Inbox::len).collect::<Vec<_>>();
+    broadcast(&b, "1");
+    assert_eq!(
+        lens(),
+        [1, 1, 1],
+        "not delivered when the broadcast (from another instance) completed"
+    );
+    broadcast(&a, "2");
+    assert_eq!(
+        lens(),
+        [2, 2, 2],
+        "not delivered when the broadcast (from the subscribers' instance) completed"
+    );
+    let (p, id) = &subs[0];
+    p.unsubscribe(*id);
+    broadcast(&b, "3");
+    assert_eq!(
+        lens(),
+        [2, 3, 3],
+        "an unsubscribed subscriber was called, or a subscriber was not"
+    );
+    for inbox in &inboxes {
+        assert!(
+            inbox.streams().iter().all(|s| *s == stream),
+            "a delivery names another stream"
+        );
+    }
+    assert_eq!(inboxes[1].texts(), ["1", "2", "3"]);
+    for (p, id) in subs {
+        p.unsubscribe(id);
+    }
+}
+
+/// For [synchronous](Options::synchronous) backends only (returns at once
+/// otherwise): a callback may subscribe, broadcast (on another stream and,
+/// recursively, on its own), unsubscribe itself and read a count — all in
+/// line, without deadlocking. Each broadcast from inside reaches the
+/// subscribers live at that moment, and once the callback unsubscribed
+/// itself it is not called again. Runs on a blocking thread, failing after
+/// 20 s (a deadlock blocks a thread, which no async timeout interrupts).
+pub async fn reentrant_callbacks(factory: &impl Factory, options: &Options) {
+    if !options.synchronous {
+        return;
+    }
+    let p = factory.instance().await;
+    let outer = unique_stream("reentrant-outer");
+    let inner_stream = unique_stream("reentrant-inner");
+    let body = move || {
+        let inner = Inbox::new();
+        let outer_calls = Arc::new(AtomicUsize::new(0));
+        let own_id: Arc<OnceLock<SubscriptionId>> = Arc::new(OnceLock::new());
+        let inner_ids: Arc<Mutex<Vec<SubscriptionId>>> = Arc::default();
+        let callback: Callback = {
+            let p = p.clone();
+            let inner = inner.clone();
+            let outer_calls = outer_calls.clone();
+            let own_id = own_id.clone();
+            let outer = outer.clone();
+            let inner_stream = inner_stream.clone();
+            let inner_ids = inner_ids.clone();
+            Arc::new(move |d: &Delivery| {
+                let n = outer_calls.fetch_add(1, Ordering::SeqCst);
+                // Subscribe from inside a callback...
+                let s = p.subscribe(&inner_stream, inner.callback());
+                drop(s.ready);
+                inner_ids
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(s.id);
+                // ...broadcast to another stream from inside a callback...
+                p.broadcast(&inner_stream, d.message().clone())
+                    .now_or_never()
+                    .expect("a broadcast completes at once")
+                    .expect("the broadcast from inside a callback is accepted");
+                // ...broadcast again on this very stream (bounded recursion)...
+                if n < 2 {
+                    let _ = p
+                        .broadcast(&outer, Bytes::from(format!("{}", n + 1)))
+                        .now_or_never();
+                }
+                // ...and unsubscribe oneself.
+                if n == 2 {
+                    p.unsubscribe(*own_id.get().expect("own id set"));
+                }
+                // And read the count.
+                let _ = p.subscriber_count(&outer).now_or_never();
+            })
+        };
+        let s = p.subscribe(&outer, callback);
+        own_id.set(s.id).expect("set once");
+        poll_to_completion(s.ready, "a subscription's `ready`")
+            .unwrap_or_else(|e| panic!("subscription to {outer:?} failed: {e}"));
+        let _ = p.broadcast(&outer, Bytes::from_static(b"0")).now_or_never();
+        assert_eq!(
+            outer_calls.load(Ordering::SeqCst),
+            3,
+            "the callback re-broadcasting on its own stream ran a wrong number of times"
+        );
+        // Each inner broadcast reached the inner subscribers live at that
+        // moment: 1 + 2 + 3.
+        assert_eq!(
+            inner.len(),
+            6,
+            "broadcasts from inside a callback reached {} instead of 6 subscribers",
+            inner.len()
+        );
+        // Unsubscribed itself: no more deliveries.
+        let _ = p.broadcast(&outer, Bytes::from_static(b"9")).now_or_never();
+        assert_eq!(
+            outer_calls.load(Ordering::SeqCst),
+            3,
+            "called again after it unsubscribed itself"
+        );
+        for id in inner_ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            p.unsubscribe(id);
+        }
+    };
+    match tokio::time::timeout(Duration::from_secs(20), tokio::task::spawn_blocking(body)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(e) => panic!("the check's thread did not finish: {e}"),
         },
-    )
-    .await;
-    assert!(ok, "after everyone left: {last}, expected 0");
+        Err(_) => panic!("deadlock: re-entrant callbacks did not finish within 20 s"),
+    }
 }
 
 async fn eventually_async<T, Fut>(
@@ -722,5 +1368,15 @@ mod tests {
     #[test]
     fn unique_streams_differ() {
         assert_ne!(unique_stream("x"), unique_stream("x"));
+    }
+
+    #[test]
+    fn checks_are_listed_once() {
+        let mut names = CHECKS.to_vec();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), CHECKS.len(), "a check is listed twice");
+        assert!(CHECKS.contains(&"subscribe_broadcast_unsubscribe"));
+        assert!(CHECKS.contains(&"reentrant_callbacks"));
     }
 }

@@ -10,11 +10,11 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::subscription::{Probe, TestSubscription, identifier_for};
+use crate::cable::Cable;
 use crate::channel::{Channel, DynChannel};
 use crate::connection::{
     CommandError, Connection, ConnectionState, Identifiers, Request, Sink, SubscribeOutcome,
 };
-use crate::server::Cable;
 
 /// Every frame a connection sent its client, decoded, with a sequence
 /// number; data frames can be marked taken.
@@ -233,7 +233,7 @@ impl TestConnection {
     /// object, or `()` for none); the identifier's `channel` key is
     /// `C::NAME`, first. The channel is built by the cable's registry, as
     /// for a client's `subscribe` (so factories given to
-    /// [`channel_with`](crate::server::CableBuilder::channel_with) and their
+    /// [`channel_with`](crate::cable::CableBuilder::channel_with) and their
     /// shared state are used).
     ///
     /// Returns once the subscription is confirmed or rejected: its streams

@@ -144,11 +144,11 @@ use serde_json::Value;
 pub use connection::TestConnection;
 pub use subscription::TestSubscription;
 
+use crate::cable::{Cable, CableBuilder};
 use crate::channel::Channel;
 use crate::connection::{Identifiers, Request};
 use crate::naming::Streamable;
 use crate::pubsub::{InMemory, PubSub};
-use crate::server::{Cable, CableBuilder};
 use recorder::Recorder;
 
 /// The cable under test, on a pub/sub that records every broadcast. Cheap

@@ -48,6 +48,9 @@ pub trait TestBackend {
     type Broker: PrivateBroker;
     /// Broker connections one backend instance holds.
     const CONNECTIONS: usize;
+    /// How long a broker that has just started may take before the backend
+    /// is up (PostgreSQL needs longer than the others).
+    const STARTUP: Duration = T;
     /// Its URL for a broker on 127.0.0.1:`port`.
     fn url(port: u16) -> String;
     /// A fast-reconnecting test configuration for `url`, then `tweak`.
@@ -229,7 +232,7 @@ pub async fn starting_without_a_broker<B: TestBackend>() {
     let Some(_broker) = B::Broker::start_on(port) else {
         return;
     };
-    assert!(a.health().wait_up(T).await, "{:?}", a.health());
+    assert!(a.health().wait_up(B::STARTUP).await, "{:?}", a.health());
     let inbox = Inbox::new();
     let stream = unique_stream("late");
     let _id = subscribe_live(&a, &stream, &inbox, T).await;

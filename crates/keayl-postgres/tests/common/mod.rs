@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+#[path = "../../../keayl-cable/tests/support/faults.rs"]
+pub mod faults;
 #[path = "../../../keayl-cable/tests/support/private.rs"]
 mod private;
 #[path = "../../../keayl-cable/tests/support/broker.rs"]
@@ -61,10 +63,7 @@ pub fn require_pg() -> bool {
 /// Fast-reconnecting test configuration for `url`.
 pub fn fast_config(url: &str) -> PostgresConfig {
     let mut c = PostgresConfig::from_url(url).expect("valid PostgreSQL URL");
-    c.reconnect_min = Duration::from_millis(50);
-    c.reconnect_max = Duration::from_millis(400);
-    c.command_timeout = Duration::from_secs(1);
-    c.connect_timeout = Duration::from_secs(1);
+    faults::fast(&mut c);
     c
 }
 
@@ -87,4 +86,56 @@ pub async fn raw_client(url: &str) -> tokio_postgres::Client {
         .expect("connect");
     tokio::spawn(connection);
     client
+}
+
+impl faults::PrivateBroker for PrivatePostgres {
+    fn start_on(port: u16) -> Option<Self> {
+        PrivatePostgres::start_on(port)
+    }
+    fn port(&self) -> u16 {
+        self.port
+    }
+    fn kill(&mut self) {
+        PrivatePostgres::kill(self)
+    }
+    fn restart(&mut self) {
+        PrivatePostgres::restart(self)
+    }
+    fn freeze(&self) {
+        // PostgreSQL serves each connection from its own process: the
+        // PostgreSQL tests freeze the listener's backend ([`Frozen`]).
+        unimplemented!("freeze one backend process with Frozen")
+    }
+    fn thaw(&self) {}
+    async fn connected_clients(&self) -> usize {
+        let client = raw_client(&self.url()).await;
+        let row = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap();
+        row.get::<_, i64>(0) as usize
+    }
+}
+
+/// The PostgreSQL backend under the shared fault checks.
+pub struct Postgres;
+
+impl faults::TestBackend for Postgres {
+    type Client = keayl_postgres::PostgresClient;
+    type Broker = PrivatePostgres;
+    const CONNECTIONS: usize = 1;
+    const STARTUP: Duration = Duration::from_secs(10);
+
+    fn url(port: u16) -> String {
+        format!("postgres://postgres@127.0.0.1:{port}/postgres")
+    }
+
+    fn config(url: &str, tweak: &dyn Fn(&mut keayl_broker::BrokerConfig)) -> PostgresConfig {
+        let mut c = fast_config(url);
+        tweak(&mut c);
+        c
+    }
 }

@@ -1,6 +1,7 @@
-//! The cable server: the pub/sub backend, the registry of subscribable
-//! channels, the app's connection handler and the limits, shared by every
-//! connection of a process.
+//! The cable: what every connection of a process shares (the pub/sub
+//! backend, the registry of subscribable channels, the app's connection
+//! handler, the limits), how it is built, and what it does for the whole
+//! process (broadcasts, remote connections). Rails' `ActionCable.server`.
 //!
 //! ```
 //! use keayl_cable::{Cable, channel::Channel, pubsub::InMemory};
@@ -24,76 +25,27 @@ use serde::Serialize;
 
 use crate::channel::{Channel, ChannelFactory, DynChannel};
 use crate::connection::{AcceptAll, Connection, ConnectionHandler, DynHandler, Identifiers, Sink};
-use crate::naming::Streamable;
+use crate::naming::{Streamable, internal_stream};
 use crate::pubsub::{BoxFuture, PubSub, PubSubError};
+use crate::registry::Registry;
 
-/// Limits of a cable, with their defaults.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CableConfig {
-    /// Subscriptions one connection may hold; further subscribes are refused
-    /// (logged, no frame). Default: 256.
-    pub max_subscriptions: usize,
-    /// Longest subscription identifier accepted, in bytes; a longer one is
-    /// refused (logged, no frame), so no client can make the server keep
-    /// megabytes of identifiers. Real identifiers, Turbo's signed names
-    /// included, are a few hundred bytes. Default: 4 KiB.
-    pub max_identifier_bytes: usize,
-    /// Bytes of stream messages one subscription holds back while it waits
-    /// for its confirmation (its streams going live in pub/sub); beyond it
-    /// the client is disconnected as too slow, as a full outbound queue
-    /// would. Default: 1 MiB.
-    pub max_pending_bytes: usize,
-    /// Memory the subscriptions of one connection may hold, estimated from
-    /// what the client sent (each subscription: 7 bytes per identifier byte,
-    /// 160 per JSON value of its params, 1 KiB; measured, release build).
-    /// A subscribe beyond it is refused (logged, no frame). Default: 1 MiB.
-    pub max_subscription_bytes: usize,
-    /// The same estimate over every connection of the process: no number of
-    /// connections can make subscriptions take more. Default: 1 GiB.
-    pub max_total_subscription_bytes: usize,
-    /// Log lines per second for what clients can trigger at will (a
-    /// `subscribed` that fails or panics, a timer that fails); the rest are
-    /// counted and summarised. Default: 20.
-    pub log_lines_per_second: u32,
-}
+pub use crate::registry::CableConfig;
 
-impl Default for CableConfig {
-    fn default() -> Self {
-        CableConfig {
-            max_subscriptions: 256,
-            max_identifier_bytes: 4 * 1024,
-            max_pending_bytes: 1024 * 1024,
-            max_subscription_bytes: 1024 * 1024,
-            max_total_subscription_bytes: 1024 * 1024 * 1024,
-            log_lines_per_second: 20,
-        }
-    }
-}
-
-/// The process-wide cable: cheap to clone (an `Arc`).
+/// The process-wide cable: cheap to clone (two `Arc`s). It makes the
+/// process's [`Connection`]s ([`connection`](Self::connection)), which
+/// share its registry (pub/sub, channels, limits) and its connection
+/// handler.
 #[derive(Clone)]
 pub struct Cable {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    pubsub: Arc<dyn PubSub>,
-    channels: HashMap<String, ChannelFactory>,
+    registry: Arc<Registry>,
     handler: Arc<dyn DynHandler>,
-    config: CableConfig,
-    /// Estimated bytes held by every subscription of the process.
-    subscription_bytes: Arc<std::sync::atomic::AtomicUsize>,
-    log_limit: crate::socket::LogLimit,
-    suppressed_logs: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Cable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut names: Vec<_> = self.inner.channels.keys().collect();
-        names.sort();
         f.debug_struct("Cable")
-            .field("channels", &names)
-            .field("config", &self.inner.config)
+            .field("channels", &self.registry.channel_names())
+            .field("config", self.registry.config())
             .finish_non_exhaustive()
     }
 }
@@ -147,22 +99,10 @@ impl CableBuilder {
     /// Finish.
     pub fn build(self) -> Cable {
         Cable {
-            inner: Arc::new(Inner {
-                pubsub: self.pubsub,
-                channels: self.channels,
-                handler: self.handler,
-                subscription_bytes: Arc::default(),
-                log_limit: crate::socket::LogLimit::new(self.config.log_lines_per_second),
-                suppressed_logs: Default::default(),
-                config: self.config,
-            }),
+            registry: Arc::new(Registry::new(self.pubsub, self.channels, self.config)),
+            handler: self.handler,
         }
     }
-}
-
-/// The internal stream of a connection: `action_cable/<connection identifier>`.
-pub fn internal_stream(connection_identifier: &str) -> String {
-    format!("action_cable/{connection_identifier}")
 }
 
 impl Cable {
@@ -188,66 +128,59 @@ impl Cable {
 
     /// A new connection for a client reached through `sink`.
     pub fn connection(&self, sink: Sink, identifiers: Identifiers) -> Connection {
-        Connection::with_cable(self.clone(), sink, identifiers)
+        Connection::from_parts(
+            self.registry.clone(),
+            self.handler.clone(),
+            sink,
+            identifiers,
+        )
     }
 
     /// The pub/sub backend.
     pub fn pubsub(&self) -> &Arc<dyn PubSub> {
-        &self.inner.pubsub
+        self.registry.pubsub()
     }
 
     /// The limits.
     pub fn config(&self) -> &CableConfig {
-        &self.inner.config
+        self.registry.config()
     }
 
     /// Estimated bytes held by the subscriptions of every connection (see
     /// [`CableConfig::max_total_subscription_bytes`]).
     pub fn subscription_bytes(&self) -> usize {
-        self.inner
-            .subscription_bytes
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.registry.subscription_bytes()
     }
 
     /// Whether one more line about a client-triggered failure may be logged
     /// now (see [`CableConfig::log_lines_per_second`]).
     pub fn log_allowed(&self) -> bool {
-        self.inner.log_limit.allow(&self.inner.suppressed_logs)
+        self.registry.log_allowed()
     }
 
     /// Log lines suppressed by [`log_allowed`](Self::log_allowed).
     pub fn suppressed_logs(&self) -> u64 {
-        self.inner
-            .suppressed_logs
-            .load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    pub(crate) fn subscription_budget(&self) -> &Arc<std::sync::atomic::AtomicUsize> {
-        &self.inner.subscription_bytes
+        self.registry.suppressed_logs()
     }
 
     /// Whether a channel of that name is registered.
     pub fn has_channel(&self, name: &str) -> bool {
-        self.inner.channels.contains_key(name)
+        self.registry.has_channel(name)
     }
 
     pub(crate) fn channel_factory(&self, name: &str) -> Option<ChannelFactory> {
-        self.inner.channels.get(name).cloned()
-    }
-
-    pub(crate) fn handler(&self) -> Arc<dyn DynHandler> {
-        self.inner.handler.clone()
+        self.registry.channel_factory(name)
     }
 
     /// The identifiers connections declare (`identified_by`).
     pub fn identified_by(&self) -> &'static [&'static str] {
-        self.inner.handler.identified_by()
+        self.handler.identified_by()
     }
 
     /// A handle that publishes through this cable's pub/sub from anywhere
     /// (axum state, jobs, models), with no global.
     pub fn broadcaster(&self) -> crate::Broadcaster {
-        crate::Broadcaster::new(self.inner.pubsub.clone())
+        crate::Broadcaster::new(self.registry.pubsub().clone())
     }
 
     /// Publish `data`, JSON-encoded, to `stream` (Rails'
@@ -266,7 +199,7 @@ impl Cable {
         stream: &str,
         json: bytes::Bytes,
     ) -> BoxFuture<'static, Result<(), PubSubError>> {
-        self.inner.pubsub.broadcast(stream, json)
+        self.registry.pubsub().broadcast(stream, json)
     }
 
     /// Rails' remote connections: find connections by identifier, in every
@@ -338,5 +271,21 @@ impl RemoteConnection<'_> {
     /// The internal stream these connections listen on.
     pub fn stream(&self) -> &str {
         &self.stream
+    }
+}
+
+impl Connection {
+    /// A connection on `pubsub` with no registered channels and no
+    /// authentication: the spec's `Connection.new(pubsub, sink, identifiers)`.
+    /// Use [`Cable::connection`] for a connection that knows the app's
+    /// channels and connection handler.
+    pub fn new(pubsub: impl PubSub, sink: Sink, identifiers: Identifiers) -> Self {
+        Cable::builder(pubsub).build().connection(sink, identifiers)
+    }
+
+    /// The cable this connection belongs to.
+    pub fn cable(&self) -> Cable {
+        let (registry, handler) = self.cable_parts();
+        Cable { registry, handler }
     }
 }

@@ -1,0 +1,127 @@
+//! What every connection of a process shares, below both the [`Cable`]
+//! that builds it and the [`Connection`]s that use it: the pub/sub backend,
+//! the subscribable channels, the limits and their process-wide budgets.
+//! (The app's connection handler is the one part of a cable that acts on
+//! connections; it is kept beside this, not in it, so that `connection`
+//! needs nothing from `cable`.)
+//!
+//! [`Cable`]: crate::Cable
+//! [`Connection`]: crate::connection::Connection
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use crate::channel::ChannelFactory;
+use crate::log_limit::LogLimit;
+use crate::pubsub::PubSub;
+
+/// Limits of a cable, with their defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CableConfig {
+    /// Subscriptions one connection may hold; further subscribes are refused
+    /// (logged, no frame). Default: 256.
+    pub max_subscriptions: usize,
+    /// Longest subscription identifier accepted, in bytes; a longer one is
+    /// refused (logged, no frame), so no client can make the server keep
+    /// megabytes of identifiers. Real identifiers, Turbo's signed names
+    /// included, are a few hundred bytes. Default: 4 KiB.
+    pub max_identifier_bytes: usize,
+    /// Bytes of stream messages one subscription holds back while it waits
+    /// for its confirmation (its streams going live in pub/sub); beyond it
+    /// the client is disconnected as too slow, as a full outbound queue
+    /// would. Default: 1 MiB.
+    pub max_pending_bytes: usize,
+    /// Memory the subscriptions of one connection may hold, estimated from
+    /// what the client sent (each subscription: 7 bytes per identifier byte,
+    /// 160 per JSON value of its params, 1 KiB; measured, release build).
+    /// A subscribe beyond it is refused (logged, no frame). Default: 1 MiB.
+    pub max_subscription_bytes: usize,
+    /// The same estimate over every connection of the process: no number of
+    /// connections can make subscriptions take more. Default: 1 GiB.
+    pub max_total_subscription_bytes: usize,
+    /// Log lines per second for what clients can trigger at will (a
+    /// `subscribed` that fails or panics, a timer that fails); the rest are
+    /// counted and summarised. Default: 20.
+    pub log_lines_per_second: u32,
+}
+
+impl Default for CableConfig {
+    fn default() -> Self {
+        CableConfig {
+            max_subscriptions: 256,
+            max_identifier_bytes: 4 * 1024,
+            max_pending_bytes: 1024 * 1024,
+            max_subscription_bytes: 1024 * 1024,
+            max_total_subscription_bytes: 1024 * 1024 * 1024,
+            log_lines_per_second: 20,
+        }
+    }
+}
+
+pub(crate) struct Registry {
+    pubsub: Arc<dyn PubSub>,
+    channels: HashMap<String, ChannelFactory>,
+    config: CableConfig,
+    /// Estimated bytes held by every subscription of the process.
+    subscription_bytes: Arc<AtomicUsize>,
+    log_limit: LogLimit,
+    suppressed_logs: AtomicU64,
+}
+
+impl Registry {
+    pub(crate) fn new(
+        pubsub: Arc<dyn PubSub>,
+        channels: HashMap<String, ChannelFactory>,
+        config: CableConfig,
+    ) -> Self {
+        Registry {
+            pubsub,
+            channels,
+            subscription_bytes: Arc::default(),
+            log_limit: LogLimit::new(config.log_lines_per_second),
+            suppressed_logs: AtomicU64::new(0),
+            config,
+        }
+    }
+
+    pub(crate) fn pubsub(&self) -> &Arc<dyn PubSub> {
+        &self.pubsub
+    }
+
+    pub(crate) fn config(&self) -> &CableConfig {
+        &self.config
+    }
+
+    pub(crate) fn subscription_bytes(&self) -> usize {
+        self.subscription_bytes.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn subscription_budget(&self) -> &Arc<AtomicUsize> {
+        &self.subscription_bytes
+    }
+
+    /// Whether one more line about a client-triggered failure may be logged
+    /// now (see [`CableConfig::log_lines_per_second`]).
+    pub(crate) fn log_allowed(&self) -> bool {
+        self.log_limit.allow(&self.suppressed_logs)
+    }
+
+    pub(crate) fn suppressed_logs(&self) -> u64 {
+        self.suppressed_logs.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn has_channel(&self, name: &str) -> bool {
+        self.channels.contains_key(name)
+    }
+
+    pub(crate) fn channel_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.channels.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
+    pub(crate) fn channel_factory(&self, name: &str) -> Option<ChannelFactory> {
+        self.channels.get(name).cloned()
+    }
+}

@@ -4,7 +4,7 @@
 # on first use, then starts keayl-demo on 127.0.0.1:3000 (pass --addr to change).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ ! -d crates/keayl-demo/web/node_modules/@rails/actioncable ]; then
-  (cd crates/keayl-demo/web && npm ci --no-audit --no-fund)
+if [ ! -d apps/keayl-demo/web/node_modules/@rails/actioncable ]; then
+  (cd apps/keayl-demo/web && npm ci --no-audit --no-fund)
 fi
 exec cargo run --release -p keayl-demo --bin keayl-demo -- "$@"

@@ -11,8 +11,8 @@ cargo build --workspace --bins
 echo "==> cargo test --workspace"
 cargo test --workspace
 
-echo "==> npm packages for the demo page (crates/keayl-demo/web)"
-(cd crates/keayl-demo/web && { [ -d node_modules/@rails/actioncable ] || npm ci --no-audit --no-fund; })
+echo "==> npm packages for the demo page (apps/keayl-demo/web)"
+(cd apps/keayl-demo/web && { [ -d node_modules/@rails/actioncable ] || npm ci --no-audit --no-fund; })
 
 echo "==> Node tests (tests/node)"
 (

@@ -4,7 +4,7 @@
 // playwright-core drives it and never downloads a browser. The demo binary is
 // KEAYL_DEMO_BIN (default: target/debug/keayl-demo; build it with
 // `cargo build -p keayl-demo --bins`), started on a free loopback port with
-// KEAYL_WEB_DIR pointing at crates/keayl-demo/web (where `npm ci` installed
+// KEAYL_WEB_DIR pointing at apps/keayl-demo/web (where `npm ci` installed
 // @rails/actioncable). Run with `npm test` here, or tests/browser/run.sh.
 
 import { test, before, after } from 'node:test';
@@ -20,7 +20,7 @@ import { chromium } from 'playwright-core';
 const __dirname = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(__dirname, '../..');
 const DEMO_BIN = process.env.KEAYL_DEMO_BIN || path.resolve(__dirname, '../../target/debug/keayl-demo');
-const WEB_DIR = process.env.KEAYL_WEB_DIR || path.join(REPO, 'crates/keayl-demo/web');
+const WEB_DIR = process.env.KEAYL_WEB_DIR || path.join(REPO, 'apps/keayl-demo/web');
 const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 const SCREENSHOT = process.env.KEAYL_CHAT_SCREENSHOT || '/tmp/keayl-chat.png';
 const WAIT_MS = 5000;

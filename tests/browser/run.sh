@@ -6,7 +6,7 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
-web="$repo/crates/keayl-demo/web"
+web="$repo/apps/keayl-demo/web"
 
 if [ ! -x /usr/bin/chromium ]; then
   echo "run.sh: installing chromium from Debian" >&2

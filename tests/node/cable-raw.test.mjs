@@ -1,5 +1,5 @@
 // Raw-frame conformance tests of the Action Cable fixture server
-// (`cable-fixture`, crates/keayl-demo/src/fixture.rs) with the `ws` client and
+// (`cable-fixture`, apps/keayl-demo/src/fixture.rs) with the `ws` client and
 // plain TCP sockets: the wire contract of shared/protocol/actioncable.md
 // §1–§5 (handshake, server frames, client commands, connection and channel
 // lifecycle), checked against the recorded Rails transcripts.

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use common::*;
 use keayl_cable::Cable;
+use keayl_cable::cable::InvalidIdentifiers;
 use keayl_cable::channel::{Channel, ChannelContext, ChannelError};
 use keayl_cable::connection::{
     CommandError, ConnectError, Connection, ConnectionHandler, ConnectionState, Identifiers,
@@ -14,7 +15,6 @@ use keayl_cable::connection::{
 };
 use keayl_cable::naming::{GlobalId, Streamable};
 use keayl_cable::pubsub::{InMemory, PubSub};
-use keayl_cable::cable::InvalidIdentifiers;
 use serde_json::json;
 
 const UNAUTHORIZED: &str = r#"{"type":"disconnect","reason":"unauthorized","reconnect":false}"#;

@@ -42,7 +42,7 @@ macro_rules! loud {
 fn skip(what: &str) {
     loud!(
         "\n************************************************************\n\
-         SKIPPED: {what}.\n\
+         SKIPPED ({what})\n\
          ************************************************************\n"
     );
 }
@@ -648,7 +648,7 @@ async fn chat_relays_messages_between_two_processes_over_redis() {
             panic!("redis at {REDIS} is not reachable and KEAYL_REQUIRE_SERVICES=1");
         }
         skip(&format!(
-            "redis at {REDIS} not reachable; set KEAYL_REQUIRE_SERVICES=1 to fail instead"
+            "no Redis at {REDIS}; set KEAYL_REQUIRE_SERVICES=1 to fail instead"
         ));
         return;
     }

@@ -16,13 +16,14 @@ pub fn services_required() -> bool {
     std::env::var("KEAYL_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
 }
 
-/// Print a loud SKIPPED notice to the real stderr, bypassing the test
-/// harness' capture (which would hide it for a passing test).
+/// Print a loud `SKIPPED (what)` notice to the real stderr, bypassing the
+/// test harness' capture (which would hide it for a passing test).
+/// `scripts/test.sh` counts these lines in its summary.
 pub fn skip(what: &str) {
     let _ = writeln!(
         std::io::stderr(),
         "\n************************************************************\n\
-         SKIPPED: {what}.\n\
+         SKIPPED ({what})\n\
          Set KEAYL_REQUIRE_SERVICES=1 to fail instead.\n\
          ************************************************************\n"
     );
@@ -47,7 +48,7 @@ pub fn require_service(what: &str, addr: &str) -> bool {
             if services_required() {
                 panic!("{what} at {addr} is not reachable ({why}) and KEAYL_REQUIRE_SERVICES=1");
             }
-            skip(&format!("{what} at {addr} not reachable ({why}); start it"));
+            skip(&format!("no {what} at {addr}: {why}"));
             false
         }
     }

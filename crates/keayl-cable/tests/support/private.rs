@@ -30,7 +30,7 @@ pub fn require_program(program: &str) -> bool {
             panic!("{program} is not installed and KEAYL_REQUIRE_SERVICES=1");
         }
         skip(&format!(
-            "{program} is not installed (needed for a private broker)"
+            "no {program} installed, needed for a private broker"
         ));
     }
     found
@@ -353,7 +353,7 @@ impl PrivatePostgres {
                     "PostgreSQL server binaries (initdb) not found and KEAYL_REQUIRE_SERVICES=1"
                 );
             }
-            skip("PostgreSQL server binaries (initdb, postgres) not found; set KEAYL_PG_BINDIR");
+            skip("no PostgreSQL server binaries (initdb, postgres) found; set KEAYL_PG_BINDIR");
             return None;
         };
         static N: AtomicU64 = AtomicU64::new(0);

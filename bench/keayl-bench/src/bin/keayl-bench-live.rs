@@ -14,7 +14,7 @@
 //!
 //! It prints a table, then one line of JSON with every figure. It is a
 //! benchmark, not a test: run it in release mode, e.g.
-//! `ulimit -n 20000 && cargo run --release -p keayl-demo --bin keayl-bench-live`.
+//! `ulimit -n 20000 && cargo run --release -p keayl-bench --bin keayl-bench-live`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -730,7 +730,7 @@ fn check_fd_limit(connections: usize) -> Result<()> {
              (two per connection, both ends run in this process), but the soft \
              RLIMIT_NOFILE is {soft} (hard limit {hard}).\n\
              Raise it in the shell that runs the benchmark, e.g.\n    \
-             ulimit -n 20000 && cargo run --release -p keayl-demo --bin keayl-bench-live\n\
+             ulimit -n 20000 && cargo run --release -p keayl-bench --bin keayl-bench-live\n\
              or pass a smaller --connections."
         );
         std::process::exit(2);

@@ -77,7 +77,7 @@ impl Default for DemoConfig {
     }
 }
 
-/// `crates/keayl-demo/web` in the source tree, unless `KEAYL_WEB_DIR` says
+/// `apps/keayl-demo/web` in the source tree, unless `KEAYL_WEB_DIR` says
 /// otherwise.
 pub fn default_web_dir() -> PathBuf {
     std::env::var_os("KEAYL_WEB_DIR")

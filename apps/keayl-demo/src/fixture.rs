@@ -492,7 +492,7 @@ impl Channel for ControlChannel {
     ) -> Result<(), ChannelError> {
         match action {
             ControlAction::Kick { user, reconnect } => {
-                let stream = keayl_cable::server::internal_stream(&user);
+                let stream = keayl_cable::naming::internal_stream(&user);
                 ctx.broadcast_to(
                     &stream,
                     &json!({"type": "disconnect", "reconnect": reconnect}),

@@ -15,10 +15,10 @@
 
 #[path = "support/metrics.rs"]
 mod metrics;
-#[path = "../../keayl-cable/tests/support/private.rs"]
+#[path = "../../../crates/keayl-cable/tests/support/private.rs"]
 mod private;
 #[allow(dead_code)]
-#[path = "../../keayl-cable/tests/support/broker.rs"]
+#[path = "../../../crates/keayl-cable/tests/support/broker.rs"]
 mod support;
 
 use std::io::{BufRead, BufReader};

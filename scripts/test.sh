@@ -9,7 +9,11 @@ echo "==> cargo build (binaries used by the Node tests)"
 cargo build --workspace --bins
 
 echo "==> cargo test --workspace"
-cargo test --workspace
+# Tests that need a missing service print a loud `SKIPPED (…)` banner and
+# pass; the log is kept to count them in the summary at the end.
+rust_log="$(mktemp)"
+trap 'rm -f "$rust_log"' EXIT
+cargo test --workspace 2>&1 | tee "$rust_log"
 
 echo "==> npm packages for the demo page (apps/keayl-demo/web)"
 (cd apps/keayl-demo/web && { [ -d node_modules/@rails/actioncable ] || npm ci --no-audit --no-fund; })
@@ -25,3 +29,11 @@ echo "==> Node tests (tests/node)"
 
 echo "==> Browser tests (tests/browser, headless Chromium)"
 KEAYL_DEMO_BIN="$PWD/target/debug/keayl-demo" ./tests/browser/run.sh
+
+skipped=$(grep -c '^SKIPPED (' "$rust_log" || true)
+passed=$(grep -E '^test result: ok\.' "$rust_log" | awk '{n += $4} END {print n + 0}')
+echo "==> Rust tests: $passed passed, $skipped skipped for a missing service"
+if [ "$skipped" -gt 0 ]; then
+  grep '^SKIPPED (' "$rust_log" | sort | uniq -c | sed 's/^/    /'
+  echo "    (KEAYL_REQUIRE_SERVICES=1 turns these into failures, as in CI)"
+fi

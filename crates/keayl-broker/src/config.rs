@@ -51,6 +51,12 @@ impl std::fmt::Debug for BrokerConfig {
     }
 }
 
+impl AsRef<BrokerConfig> for BrokerConfig {
+    fn as_ref(&self) -> &BrokerConfig {
+        self
+    }
+}
+
 impl BrokerConfig {
     /// Defaults for `url`, taken verbatim.
     pub fn new(url: impl Into<String>) -> Self {

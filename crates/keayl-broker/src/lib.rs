@@ -34,6 +34,7 @@ mod background;
 mod config;
 mod health;
 mod registry;
+mod shared;
 mod supervisor;
 mod url;
 
@@ -42,5 +43,6 @@ pub use background::Background;
 pub use config::{BrokerConfig, ConfigError, redact};
 pub use health::{Health, HealthStatus, LinkState};
 pub use registry::{Backoff, Registry};
+pub use shared::Core;
 pub use supervisor::{OpError, SessionEnd, Supervisor, health_check_interval, in_flight};
 pub use url::{percent_decode, take_query_param};

@@ -9,7 +9,7 @@ use async_nats::client::PublishErrorKind;
 use async_nats::connection::State;
 use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
-use keayl_broker::{Background, BrokerClient, ConfigError, Health, Registry};
+use keayl_broker::{Background, BrokerClient, ConfigError, Core, Health};
 use keayl_cable::pubsub::{
     BoxFuture, ClientHealth, PubSubClient, PubSubError, RemoteCallback, Subscribed, SubscriptionId,
 };
@@ -18,16 +18,21 @@ use crate::subject::{census_subject, subject_for};
 use crate::{BACKEND, NatsConfig, config_from_url};
 
 pub(crate) struct Shared {
-    pub(crate) config: NatsConfig,
-    pub(crate) broker: String,
-    pub(crate) registry: Registry,
-    pub(crate) health: Health,
+    /// Configuration, redacted URL, wanted subjects, health.
+    core: Core<NatsConfig>,
     /// The current session's connection and its publish confirmations
     /// (`None` while reconnecting).
     client: Mutex<Option<(Client, Arc<Confirmations>)>>,
     /// The subjects subscribed on the current connection (what the census
     /// answers for).
     pub(crate) actual: Mutex<HashSet<String>>,
+}
+
+impl std::ops::Deref for Shared {
+    type Target = Core<NatsConfig>;
+    fn deref(&self) -> &Core<NatsConfig> {
+        &self.core
+    }
 }
 
 impl Shared {
@@ -48,10 +53,6 @@ impl Shared {
                 self.broker
             )),
         }
-    }
-
-    fn lost(&self, what: String) -> PubSubError {
-        self.health.lost(what)
     }
 }
 
@@ -108,10 +109,7 @@ impl BrokerClient for NatsClient {
         let task = Background::current(BACKEND)?;
         let (servers, credentials) = crate::config::servers(&config.url)?;
         let shared = Arc::new(Shared {
-            broker: config.redacted_url(),
-            config,
-            registry: Registry::default(),
-            health: Health::new(BACKEND),
+            core: Core::new(BACKEND, config),
             client: Mutex::new(None),
             actual: Mutex::new(HashSet::new()),
         });
@@ -131,12 +129,8 @@ impl BrokerClient for NatsClient {
 
 impl PubSubClient for NatsClient {
     fn subscribe(&self, stream: &str, callback: RemoteCallback) -> Subscribed {
-        self.shared.registry.subscribe(
-            self.shared.subject(stream),
-            stream,
-            callback,
-            self.shared.config.subscribe_timeout,
-        )
+        self.shared
+            .subscribe(self.shared.subject(stream), stream, callback)
     }
 
     fn unsubscribe(&self, id: SubscriptionId) {

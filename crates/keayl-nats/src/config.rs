@@ -32,6 +32,12 @@ impl std::ops::Deref for NatsConfig {
     }
 }
 
+impl AsRef<BrokerConfig> for NatsConfig {
+    fn as_ref(&self) -> &BrokerConfig {
+        &self.broker
+    }
+}
+
 impl std::ops::DerefMut for NatsConfig {
     fn deref_mut(&mut self) -> &mut BrokerConfig {
         &mut self.broker

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_nats::{Client, ClientError, Event, ServerAddr, ServerError, Subscriber};
 use futures_util::StreamExt;
-use keayl_broker::{SessionEnd, Supervisor, health_check_interval, in_flight};
+use keayl_broker::{SessionEnd, health_check_interval, in_flight};
 use keayl_cable::pubsub::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -29,22 +29,18 @@ pub(crate) async fn supervise(
     cancel: CancellationToken,
 ) {
     let (shared, cancel) = (&shared, &cancel);
-    Supervisor {
-        registry: &shared.registry,
-        health: &shared.health,
-        broker: &shared.broker,
-        backoff: shared.config.backoff(),
-    }
-    .run(
-        || cancel.cancelled(),
-        || connect(shared, &servers, &credentials),
-        |session| run_session(shared, session, cancel),
-        || {
-            shared.set_client(None);
-            lock(&shared.actual).clear();
-        },
-    )
-    .await;
+    shared
+        .supervisor()
+        .run(
+            || cancel.cancelled(),
+            || connect(shared, &servers, &credentials),
+            |session| run_session(shared, session, cancel),
+            || {
+                shared.set_client(None);
+                lock(&shared.actual).clear();
+            },
+        )
+        .await;
 }
 
 /// One connection. The driver's own reconnection is cut short (one try per

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use keayl_broker::{Background, BrokerClient, ConfigError, Health, Registry};
+use keayl_broker::{Background, BrokerClient, ConfigError, Core, Health};
 use keayl_cable::pubsub::{
     BoxFuture, ClientHealth, PubSubClient, PubSubError, RemoteCallback, Subscribed, SubscriptionId,
 };
@@ -21,13 +21,10 @@ use crate::{BACKEND, BroadcastError, LISTENERS_TABLE, PostgresConfig, SpillStats
 /// What the client shares with its supervisor task (and the vacuums it
 /// spawns).
 pub(crate) struct Shared {
-    pub(crate) config: PostgresConfig,
+    /// Configuration, redacted URL, wanted channels, health.
+    pub(crate) core: Core<PostgresConfig>,
     /// The driver's configuration, application name set.
     pub(crate) pg_config: tokio_postgres::Config,
-    /// The URL, redacted.
-    pub(crate) broker: String,
-    pub(crate) registry: Registry,
-    pub(crate) health: Health,
     pub(crate) spill: SpillCounters,
     /// Whether this process runs a `VACUUM` of the spill table right now.
     pub(crate) vacuuming: AtomicBool,
@@ -35,6 +32,13 @@ pub(crate) struct Shared {
     pub(crate) cancel: CancellationToken,
     /// The live connection's statements, while there is one.
     conn: Mutex<Option<Arc<Conn>>>,
+}
+
+impl std::ops::Deref for Shared {
+    type Target = Core<PostgresConfig>;
+    fn deref(&self) -> &Core<PostgresConfig> {
+        &self.core
+    }
 }
 
 impl Shared {
@@ -88,11 +92,8 @@ impl BrokerClient for PostgresClient {
             pg_config.application_name(format!("keayl-cable-{}", std::process::id()));
         }
         let shared = Arc::new(Shared {
-            broker: config.redacted_url(),
-            config,
+            core: Core::new(BACKEND, config),
             pg_config,
-            registry: Registry::default(),
-            health: Health::new(BACKEND),
             spill: SpillCounters::default(),
             vacuuming: AtomicBool::new(false),
             cancel: task.token().clone(),
@@ -172,12 +173,8 @@ impl PubSubClient for PostgresClient {
                 "PostgreSQL channel names cannot contain NUL".into(),
             ));
         }
-        self.shared.registry.subscribe(
-            self.shared.channel(stream),
-            stream,
-            callback,
-            self.shared.config.subscribe_timeout,
-        )
+        self.shared
+            .subscribe(self.shared.channel(stream), stream, callback)
     }
 
     fn unsubscribe(&self, id: SubscriptionId) {

@@ -54,6 +54,12 @@ impl std::ops::Deref for PostgresConfig {
     }
 }
 
+impl AsRef<BrokerConfig> for PostgresConfig {
+    fn as_ref(&self) -> &BrokerConfig {
+        &self.broker
+    }
+}
+
 impl std::ops::DerefMut for PostgresConfig {
     fn deref_mut(&mut self) -> &mut BrokerConfig {
         &mut self.broker

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
-use keayl_broker::{OpError, SessionEnd, Supervisor, health_check_interval, in_flight};
+use keayl_broker::{OpError, SessionEnd, health_check_interval, in_flight};
 use keayl_cable::pubsub::{BoxFuture, PubSubError};
 use tokio_postgres::{AsyncMessage, Client, NoTls, Statement};
 use tokio_util::sync::CancellationToken;
@@ -24,19 +24,15 @@ use crate::spill::{Delivery, delivery, expire_spilled, expiry_interval};
 /// The supervisor task: sessions on a fresh connection until `cancel`.
 pub(crate) async fn supervise(shared: Arc<Shared>, cancel: CancellationToken) {
     let (shared, cancel) = (&shared, &cancel);
-    Supervisor {
-        registry: &shared.registry,
-        health: &shared.health,
-        broker: &shared.broker,
-        backoff: shared.config.backoff(),
-    }
-    .run(
-        || cancel.cancelled(),
-        || connect(shared),
-        |(client, connection)| run_session(shared, client, connection, cancel),
-        || shared.set_conn(None),
-    )
-    .await;
+    shared
+        .supervisor()
+        .run(
+            || cancel.cancelled(),
+            || connect(shared),
+            |(client, connection)| run_session(shared, client, connection, cancel),
+            || shared.set_conn(None),
+        )
+        .await;
 }
 
 /// The driver's half of a connection, which the session loop polls.

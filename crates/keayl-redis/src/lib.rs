@@ -88,8 +88,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use keayl_broker::{
-    Background, BrokerClient, BrokerConfig, OpError, Registry, SessionEnd, Supervisor,
-    health_check_interval, in_flight,
+    Background, BrokerClient, BrokerConfig, Core, OpError, SessionEnd, health_check_interval,
+    in_flight,
 };
 use keayl_cable::pubsub::{
     BoxFuture, ClientHealth, PubSubClient, PubSubError, RemoteCallback, Subscribed, SubscriptionId,
@@ -129,13 +129,17 @@ pub fn config_from_url(url: &str) -> Result<RedisConfig, ConfigError> {
 }
 
 struct Shared {
-    config: RedisConfig,
+    core: Core<RedisConfig>,
     client: redis::Client,
-    broker: String,
-    registry: Registry,
-    health: Health,
     publisher: Mutex<Option<MultiplexedConnection>>,
     publisher_broken: AtomicBool,
+}
+
+impl std::ops::Deref for Shared {
+    type Target = Core<RedisConfig>;
+    fn deref(&self) -> &Core<RedisConfig> {
+        &self.core
+    }
 }
 
 impl Shared {
@@ -187,11 +191,8 @@ impl BrokerClient for RedisClient {
         let client = redis::Client::open(config.url.as_str())
             .map_err(|e| ConfigError::invalid_url(BACKEND, &config.url, e))?;
         let shared = Arc::new(Shared {
-            broker: config.redacted_url(),
-            config,
+            core: Core::new(BACKEND, config),
             client,
-            registry: Registry::default(),
-            health: Health::new(BACKEND),
             publisher: Mutex::new(None),
             publisher_broken: AtomicBool::new(false),
         });
@@ -231,12 +232,8 @@ fn is_fatal(e: &redis::RedisError) -> bool {
 
 impl PubSubClient for RedisClient {
     fn subscribe(&self, stream: &str, callback: RemoteCallback) -> Subscribed {
-        self.shared.registry.subscribe(
-            self.shared.channel(stream),
-            stream,
-            callback,
-            self.shared.config.subscribe_timeout,
-        )
+        self.shared
+            .subscribe(self.shared.channel(stream), stream, callback)
     }
 
     fn unsubscribe(&self, id: SubscriptionId) {
@@ -316,19 +313,15 @@ struct Session {
 
 async fn supervise(shared: Arc<Shared>, cancel: CancellationToken) {
     let (shared, cancel) = (&shared, &cancel);
-    Supervisor {
-        registry: &shared.registry,
-        health: &shared.health,
-        broker: &shared.broker,
-        backoff: shared.config.backoff(),
-    }
-    .run(
-        || cancel.cancelled(),
-        || connect(shared),
-        |session| run_session(shared, session, cancel),
-        || shared.set_publisher(None),
-    )
-    .await;
+    shared
+        .supervisor()
+        .run(
+            || cancel.cancelled(),
+            || connect(shared),
+            |session| run_session(shared, session, cancel),
+            || shared.set_publisher(None),
+        )
+        .await;
 }
 
 async fn connect(shared: &Shared) -> Result<Session, String> {

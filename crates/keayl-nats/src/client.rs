@@ -139,7 +139,7 @@ impl PubSubClient for NatsClient {
 
     /// Publish, then wait (at most `command_timeout`) until the server has
     /// read the message: a round trip queued after it (concurrent
-    /// broadcasts share one, see [`Confirmations`]). A message over the
+    /// broadcasts share one). A message over the
     /// server's `max_payload` fails with [`PubSubError::Failed`]; one the
     /// server does not confirm fails with [`PubSubError::Unavailable`] and
     /// is counted lost.

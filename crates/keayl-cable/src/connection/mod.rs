@@ -221,6 +221,16 @@ impl Connection {
             .position(|(id, _)| id == identifier)
     }
 
+    /// Refuse the connection: the `disconnect` message, then the sink closes.
+    fn refuse(&mut self, reason: DisconnectReason, reconnect: bool) -> ConnectionState {
+        self.state = ConnectionState::Rejected;
+        self.shared
+            .sink
+            .send(protocol::disconnect(reason, reconnect));
+        self.shared.sink.close();
+        self.state
+    }
+
     /// Run `connect`, catching a rejection. Accepted: the connection's
     /// internal stream (`action_cable/<connection identifier>`, for remote
     /// disconnects) is live, then `welcome` is sent. Refused: the client gets
@@ -239,24 +249,13 @@ impl Connection {
             Ok(()) => {}
             Err(ConnectError::Unauthorized) => {
                 tracing::info!("connection rejected: unauthorized");
-                self.state = ConnectionState::Rejected;
-                self.shared
-                    .sink
-                    .send(protocol::disconnect(DisconnectReason::Unauthorized, false));
-                self.shared.sink.close();
-                return self.state;
+                return self.refuse(DisconnectReason::Unauthorized, false);
             }
             Err(ConnectError::Failed(message)) => {
                 if self.shared.registry.log_allowed() {
                     tracing::error!(%message, "connect failed");
                 }
-                self.state = ConnectionState::Rejected;
-                self.shared.sink.send(protocol::disconnect(
-                    DisconnectReason::Other("server_error"),
-                    true,
-                ));
-                self.shared.sink.close();
-                return self.state;
+                return self.refuse(DisconnectReason::Other("server_error"), true);
             }
         }
         if let Some(id) = self.connection_identifier() {
@@ -270,13 +269,7 @@ impl Connection {
                 // Without it, remote disconnects would be missed: the client
                 // is told to come back later instead of being welcomed.
                 tracing::error!(error = %e, "internal stream subscription failed; refusing the connection");
-                self.state = ConnectionState::Rejected;
-                self.shared.sink.send(protocol::disconnect(
-                    DisconnectReason::Other("server_error"),
-                    true,
-                ));
-                self.shared.sink.close();
-                return self.state;
+                return self.refuse(DisconnectReason::Other("server_error"), true);
             }
         }
         self.state = ConnectionState::Open;

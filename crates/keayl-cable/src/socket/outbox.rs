@@ -139,13 +139,18 @@ impl Outbox {
                 }
             }
         }
+        self.enqueue(&mut st, frame);
+        drop(st);
+        self.wake.notify_one();
+    }
+
+    /// Append `frame`, counted in the queue's bytes and the shared stats.
+    fn enqueue(&self, st: &mut State, frame: Bytes) {
         st.bytes += frame.len();
         self.stats
             .queued_bytes
             .fetch_add(frame.len(), Ordering::Relaxed);
         st.queue.push_back(frame);
-        drop(st);
-        self.wake.notify_one();
     }
 
     /// Queue `frame` (a `disconnect` message), then close with `reason`,
@@ -155,11 +160,7 @@ impl Outbox {
         if st.close.is_some() {
             return;
         }
-        st.bytes += frame.len();
-        self.stats
-            .queued_bytes
-            .fetch_add(frame.len(), Ordering::Relaxed);
-        st.queue.push_back(frame);
+        self.enqueue(&mut st, frame);
         st.close = Some(reason);
         drop(st);
         self.wake.notify_one();

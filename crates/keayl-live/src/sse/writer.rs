@@ -271,6 +271,32 @@ impl SseWriter {
     }
 }
 
+/// The per-write overrides of a pending write (`event:`, `id:`,
+/// `retry:`), the same for the async and the blocking writer.
+macro_rules! per_write_overrides {
+    ($write:ident) => {
+        impl $write<'_> {
+            /// Override the `event:` for this frame.
+            pub fn event(mut self, event: impl Into<String>) -> Self {
+                self.options.event = Some(event.into());
+                self
+            }
+
+            /// Override the `id:` for this frame.
+            pub fn id(mut self, id: impl Into<String>) -> Self {
+                self.options.id = Some(id.into());
+                self
+            }
+
+            /// Override the `retry:` (milliseconds) for this frame.
+            pub fn retry(mut self, millis: u64) -> Self {
+                self.options.retry = Some(millis);
+                self
+            }
+        }
+    };
+}
+
 /// One pending SSE write; see [`SseWriter::write`]. Does nothing until
 /// awaited.
 #[derive(Debug)]
@@ -281,25 +307,7 @@ pub struct SseWrite<'a> {
     options: SseOptions,
 }
 
-impl SseWrite<'_> {
-    /// Override the `event:` for this frame.
-    pub fn event(mut self, event: impl Into<String>) -> Self {
-        self.options.event = Some(event.into());
-        self
-    }
-
-    /// Override the `id:` for this frame.
-    pub fn id(mut self, id: impl Into<String>) -> Self {
-        self.options.id = Some(id.into());
-        self
-    }
-
-    /// Override the `retry:` (milliseconds) for this frame.
-    pub fn retry(mut self, millis: u64) -> Self {
-        self.options.retry = Some(millis);
-        self
-    }
-}
+per_write_overrides!(SseWrite);
 
 impl<'a> IntoFuture for SseWrite<'a> {
     type Output = Result<(), LiveError>;
@@ -389,25 +397,9 @@ pub struct BlockingSseWrite<'a> {
     options: SseOptions,
 }
 
+per_write_overrides!(BlockingSseWrite);
+
 impl BlockingSseWrite<'_> {
-    /// Override the `event:` for this frame.
-    pub fn event(mut self, event: impl Into<String>) -> Self {
-        self.options.event = Some(event.into());
-        self
-    }
-
-    /// Override the `id:` for this frame.
-    pub fn id(mut self, id: impl Into<String>) -> Self {
-        self.options.id = Some(id.into());
-        self
-    }
-
-    /// Override the `retry:` (milliseconds) for this frame.
-    pub fn retry(mut self, millis: u64) -> Self {
-        self.options.retry = Some(millis);
-        self
-    }
-
     /// Emit the frame, blocking while the buffer is full. Fails like
     /// [`SseWrite`]'s `.await`: [`LiveError::ClientDisconnected`],
     /// [`LiveError::StreamClosed`], or [`LiveError::InvalidSseField`] for an

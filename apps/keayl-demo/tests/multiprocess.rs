@@ -44,17 +44,6 @@ const T: Duration = Duration::from_secs(5);
 
 use support::require_service;
 
-#[cfg(feature = "redis")]
-fn redis_url() -> String {
-    std::env::var("KEAYL_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-#[cfg(feature = "postgres")]
-fn pg_url() -> String {
-    std::env::var("KEAYL_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
 /// `host:port` of a URL.
 fn host_port(url: &str, default_port: u16) -> String {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
@@ -503,170 +492,98 @@ async fn broker_restart(pubsub: &str, kill: impl FnOnce(), restart: impl FnOnce(
 }
 
 // ---------------------------------------------------------------------------
-// Redis.
+// The backends: the same checks on each, and the broker restarted mid-test
+// (a private server of the test's own).
 
-#[cfg(feature = "redis")]
-mod redis {
-    use super::*;
-
-    fn available() -> bool {
-        require_service("Redis", &host_port(&redis_url(), 6379))
-    }
-
-    #[tokio::test]
-    async fn speak_on_b_reaches_a() {
-        if available() {
-            speak_across(&redis_url()).await;
-        }
-    }
-
-    #[tokio::test]
-    async fn http_broadcast_on_a_reaches_b() {
-        if available() {
-            http_broadcast_across(&redis_url()).await;
-        }
-    }
-
-    #[tokio::test]
-    async fn remote_disconnect_on_a_closes_the_connection_on_b() {
-        if available() {
-            remote_disconnect_across(&redis_url()).await;
-        }
-    }
-
-    #[tokio::test]
-    async fn prefixed_processes_share_broadcasts() {
-        if available() {
-            let base = redis_url();
-            let sep = if base.contains('?') { '&' } else { '?' };
-            let url = format!("{base}{sep}channel_prefix={}", unique("app"));
-            speak_across(&url).await;
-        }
-    }
-
-    #[tokio::test]
-    async fn redis_restart_mid_test() {
-        let Some(redis) = private::PrivateRedis::start() else {
-            return;
-        };
-        let url = redis.url();
-        let redis = Arc::new(Mutex::new(redis));
-        let (k, r) = (redis.clone(), redis.clone());
-        broker_restart(
-            &url,
-            move || k.lock().unwrap().kill(),
-            move || r.lock().unwrap().restart(),
-        )
-        .await;
-    }
+/// `url` with Rails' `channel_prefix` query parameter added.
+fn with_prefix(url: &str, prefix: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}channel_prefix={prefix}")
 }
 
-// ---------------------------------------------------------------------------
-// PostgreSQL.
+macro_rules! across_processes {
+    ($backend:ident, $feature:literal, $service:literal, $url:expr, $port:literal, $private:ty) => {
+        #[cfg(feature = $feature)]
+        mod $backend {
+            use super::*;
 
-#[cfg(feature = "postgres")]
-mod postgres {
-    use super::*;
+            fn url() -> String {
+                $url
+            }
 
-    fn available() -> bool {
-        require_service("PostgreSQL", &host_port(&pg_url(), 5432))
-    }
+            fn available() -> bool {
+                require_service($service, &host_port(&url(), $port))
+            }
 
-    #[tokio::test]
-    async fn speak_on_b_reaches_a() {
-        if available() {
-            speak_across(&pg_url()).await;
+            #[tokio::test]
+            async fn speak_on_b_reaches_a() {
+                if available() {
+                    speak_across(&url()).await;
+                }
+            }
+
+            #[tokio::test]
+            async fn http_broadcast_on_a_reaches_b() {
+                if available() {
+                    http_broadcast_across(&url()).await;
+                }
+            }
+
+            #[tokio::test]
+            async fn remote_disconnect_on_a_closes_the_connection_on_b() {
+                if available() {
+                    remote_disconnect_across(&url()).await;
+                }
+            }
+
+            #[tokio::test]
+            async fn prefixed_processes_share_broadcasts() {
+                if available() {
+                    speak_across(&with_prefix(&url(), &unique("app"))).await;
+                }
+            }
+
+            #[tokio::test]
+            async fn broker_restart_mid_test() {
+                let Some(broker) = <$private>::start() else {
+                    return;
+                };
+                let url = broker.url();
+                let broker = Arc::new(Mutex::new(broker));
+                let (k, r) = (broker.clone(), broker.clone());
+                broker_restart(
+                    &url,
+                    move || k.lock().unwrap().kill(),
+                    move || r.lock().unwrap().restart(),
+                )
+                .await;
+            }
         }
-    }
-
-    #[tokio::test]
-    async fn http_broadcast_on_a_reaches_b() {
-        if available() {
-            http_broadcast_across(&pg_url()).await;
-        }
-    }
-
-    #[tokio::test]
-    async fn remote_disconnect_on_a_closes_the_connection_on_b() {
-        if available() {
-            remote_disconnect_across(&pg_url()).await;
-        }
-    }
-
-    #[tokio::test]
-    async fn postgres_restart_mid_test() {
-        let Some(pg) = private::PrivatePostgres::start() else {
-            return;
-        };
-        let url = pg.url();
-        let pg = Arc::new(Mutex::new(pg));
-        let (k, r) = (pg.clone(), pg.clone());
-        broker_restart(
-            &url,
-            move || k.lock().unwrap().kill(),
-            move || r.lock().unwrap().restart(),
-        )
-        .await;
-    }
+    };
 }
 
-// ---------------------------------------------------------------------------
-// NATS.
-
-#[cfg(feature = "nats")]
-mod nats {
-    use super::*;
-
-    fn nats_url() -> String {
-        std::env::var("KEAYL_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
-    }
-
-    fn available() -> bool {
-        require_service("NATS", &host_port(&nats_url(), 4222))
-    }
-
-    #[tokio::test]
-    async fn speak_on_b_reaches_a() {
-        if available() {
-            speak_across(&nats_url()).await;
-        }
-    }
-
-    #[tokio::test]
-    async fn http_broadcast_on_a_reaches_b() {
-        if available() {
-            http_broadcast_across(&nats_url()).await;
-        }
-    }
-
-    #[tokio::test]
-    async fn remote_disconnect_on_a_closes_the_connection_on_b() {
-        if available() {
-            remote_disconnect_across(&nats_url()).await;
-        }
-    }
-
-    #[tokio::test]
-    async fn prefixed_processes_share_broadcasts() {
-        if available() {
-            let url = format!("{}?channel_prefix={}", nats_url(), unique("app"));
-            speak_across(&url).await;
-        }
-    }
-
-    #[tokio::test]
-    async fn nats_restart_mid_test() {
-        let Some(nats) = private::PrivateNats::start() else {
-            return;
-        };
-        let url = nats.url();
-        let nats = Arc::new(Mutex::new(nats));
-        let (k, r) = (nats.clone(), nats.clone());
-        broker_restart(
-            &url,
-            move || k.lock().unwrap().kill(),
-            move || r.lock().unwrap().restart(),
-        )
-        .await;
-    }
-}
+across_processes!(
+    redis,
+    "redis",
+    "Redis",
+    std::env::var("KEAYL_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
+    6379,
+    private::PrivateRedis
+);
+across_processes!(
+    postgres,
+    "postgres",
+    "PostgreSQL",
+    std::env::var("KEAYL_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into()),
+    5432,
+    private::PrivatePostgres
+);
+across_processes!(
+    nats,
+    "nats",
+    "NATS",
+    std::env::var("KEAYL_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
+    4222,
+    private::PrivateNats
+);

@@ -41,6 +41,18 @@ async fn whole_suite_with_a_channel_prefix() {
     conformance::run_all(&factory(Some("keayl-test-prefix")), &Options::networked()).await;
 }
 
+#[tokio::test]
+async fn prefixed_and_unprefixed_processes_do_not_mix() {
+    if require_pg() {
+        conformance::prefixes_do_not_mix(
+            &factory(None),
+            &factory(Some("app1")),
+            &Options::networked(),
+        )
+        .await;
+    }
+}
+
 /// A LISTENing connection that yields notifications as `(channel, payload)`.
 async fn rails_listener(channel: &str) -> tokio::sync::mpsc::UnboundedReceiver<(String, String)> {
     let (client, mut connection) = tokio_postgres::connect(&pg_url(), tokio_postgres::NoTls)

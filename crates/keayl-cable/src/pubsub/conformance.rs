@@ -376,6 +376,36 @@ pub async fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bo
     }
 }
 
+/// Processes with different channel prefixes (Rails' `channel_prefix`: two
+/// apps sharing one broker) do not hear each other: `plain` makes instances
+/// without a prefix, `prefixed` with one. Not in [`run_all`]: it needs a
+/// second factory.
+pub async fn prefixes_do_not_mix(plain: &impl Factory, prefixed: &impl Factory, options: &Options) {
+    let t = options.timeout;
+    let a = plain.instance().await;
+    let b = prefixed.instance().await;
+    let stream = unique_stream("prefix-isolation");
+    let got = Inbox::new();
+    let id = subscribe_live(&*a, &stream, &got, t).await;
+    b.broadcast(&stream, "\"other app\"".into())
+        .await
+        .unwrap_or_else(|e| panic!("broadcast failed: {e}"));
+    a.broadcast(&stream, "\"same app\"".into())
+        .await
+        .unwrap_or_else(|e| panic!("broadcast failed: {e}"));
+    assert!(
+        got.wait_for(1, t).await,
+        "the unprefixed broadcast was lost"
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        got.texts(),
+        ["\"same app\""],
+        "a prefixed process reached an unprefixed one"
+    );
+    a.unsubscribe(id);
+}
+
 /// Subscribe `inbox` to `stream` on `p` and wait until it is live.
 pub async fn subscribe_live(
     p: &dyn PubSub,

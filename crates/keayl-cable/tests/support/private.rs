@@ -50,7 +50,8 @@ fn signal(pid: u32, sig: &str) {
 }
 
 /// A server process: spawned from a command line, killed on drop.
-struct Process {
+/// [`PrivateRedis`] and [`PrivateNats`] are one of these (through `Deref`).
+pub struct Process {
     program: String,
     args: Vec<String>,
     ports: Vec<u16>,
@@ -58,7 +59,9 @@ struct Process {
 }
 
 impl Process {
-    fn spawn(&mut self) {
+    /// Start it (again) on the same ports; waits until they accept
+    /// connections.
+    pub fn restart(&mut self) {
         assert!(self.child.is_none(), "already running");
         let child = Command::new(&self.program)
             .args(&self.args)
@@ -72,11 +75,22 @@ impl Process {
         }
     }
 
-    fn kill(&mut self) {
+    /// Kill it (SIGKILL: no goodbye to the clients).
+    pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Freeze it (SIGSTOP): connections stay open, nothing answers.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Thaw it (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal("-CONT");
     }
 
     fn signal(&self, sig: &str) {
@@ -84,6 +98,23 @@ impl Process {
             signal(c.id(), sig);
         }
     }
+}
+
+macro_rules! is_a_process {
+    ($server:ty) => {
+        impl std::ops::Deref for $server {
+            type Target = Process;
+            fn deref(&self) -> &Process {
+                &self.process
+            }
+        }
+
+        impl std::ops::DerefMut for $server {
+            fn deref_mut(&mut self) -> &mut Process {
+                &mut self.process
+            }
+        }
+    };
 }
 
 impl Drop for Process {
@@ -131,27 +162,9 @@ impl PrivateRedis {
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
-
-    /// Start it (again) on the same port; waits until it accepts connections.
-    pub fn restart(&mut self) {
-        self.process.spawn();
-    }
-
-    /// Kill it (SIGKILL).
-    pub fn kill(&mut self) {
-        self.process.kill();
-    }
-
-    /// Freeze it (SIGSTOP).
-    pub fn freeze(&self) {
-        self.process.signal("-STOP");
-    }
-
-    /// Thaw it (SIGCONT).
-    pub fn thaw(&self) {
-        self.process.signal("-CONT");
-    }
 }
+
+is_a_process!(PrivateRedis);
 
 /// `nats-server` on PATH, or Debian's in /usr/sbin.
 fn nats_server() -> &'static str {
@@ -215,26 +228,6 @@ impl PrivateNats {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
-    /// Start it (again) on the same ports.
-    pub fn restart(&mut self) {
-        self.process.spawn();
-    }
-
-    /// Kill it (SIGKILL).
-    pub fn kill(&mut self) {
-        self.process.kill();
-    }
-
-    /// Freeze it (SIGSTOP).
-    pub fn freeze(&self) {
-        self.process.signal("-STOP");
-    }
-
-    /// Thaw it (SIGCONT).
-    pub fn thaw(&self) {
-        self.process.signal("-CONT");
-    }
-
     /// `num_connections` from the monitoring endpoint `/connz`.
     pub fn connections(&self) -> usize {
         use std::io::{Read, Write};
@@ -254,6 +247,8 @@ impl PrivateNats {
             .expect("a number")
     }
 }
+
+is_a_process!(PrivateNats);
 
 fn pg_bindir() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("KEAYL_PG_BINDIR") {

@@ -61,16 +61,16 @@ impl faults::PrivateBroker for PrivateNats {
         self.port
     }
     fn kill(&mut self) {
-        PrivateNats::kill(self)
+        private::Process::kill(self)
     }
     fn restart(&mut self) {
-        PrivateNats::restart(self)
+        private::Process::restart(self)
     }
     fn freeze(&self) {
-        PrivateNats::freeze(self)
+        private::Process::freeze(self)
     }
     fn thaw(&self) {
-        PrivateNats::thaw(self)
+        private::Process::thaw(self)
     }
     async fn connected_clients(&self) -> usize {
         self.connections()

@@ -76,16 +76,16 @@ impl faults::PrivateBroker for PrivateRedis {
         self.port
     }
     fn kill(&mut self) {
-        PrivateRedis::kill(self)
+        private::Process::kill(self)
     }
     fn restart(&mut self) {
-        PrivateRedis::restart(self)
+        private::Process::restart(self)
     }
     fn freeze(&self) {
-        PrivateRedis::freeze(self)
+        private::Process::freeze(self)
     }
     fn thaw(&self) {
-        PrivateRedis::thaw(self)
+        private::Process::thaw(self)
     }
     async fn connected_clients(&self) -> usize {
         connected_clients(&self.url()).await

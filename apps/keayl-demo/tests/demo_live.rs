@@ -54,6 +54,36 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Read from `stream` into `got` until it holds `needle` (5 s per read).
+async fn read_until(stream: &mut TcpStream, got: &mut Vec<u8>, needle: &str) {
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(got).contains(needle) {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .expect("read timed out")
+            .unwrap();
+        assert!(n > 0, "connection closed before {needle:?}");
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// `POST /_broadcast` with JSON `body`; asserts 201.
+async fn post_broadcast(addr: std::net::SocketAddr, body: &str) {
+    let mut post = TcpStream::connect(addr).await.unwrap();
+    post.write_all(
+        format!(
+            "POST /_broadcast HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut resp = String::new();
+    post.read_to_string(&mut resp).await.unwrap();
+    assert!(resp.starts_with("HTTP/1.1 201"), "{resp}");
+}
+
 #[tokio::test]
 async fn numbers_is_the_spec_example() {
     let addr = start(DemoConfig::default()).await;
@@ -90,15 +120,7 @@ async fn clock_ticks_with_ids_and_resumes_after_last_event_id() {
         .await
         .unwrap();
     let mut got = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !String::from_utf8_lossy(&got).contains("id: 9\n") {
-        let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(n > 0);
-        got.extend_from_slice(&buf[..n]);
-    }
+    read_until(&mut tcp, &mut got, "id: 9\n").await;
     let text = String::from_utf8_lossy(&got);
     assert!(text.contains(": clock stream open\n"));
     assert!(
@@ -141,37 +163,15 @@ async fn sse_stream_carries_broadcasts_from_the_http_api() {
         .await
         .unwrap();
     let mut got = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !String::from_utf8_lossy(&got).contains(": subscribed\n") {
-        let n = tokio::time::timeout(Duration::from_secs(5), sse.read(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(n > 0);
-        got.extend_from_slice(&buf[..n]);
-    }
+    read_until(&mut sse, &mut got, ": subscribed\n").await;
     let body = r#"{"stream":"news","data":"{\"headline\":\"hi\\nthere\"}"}"#;
-    let mut post = TcpStream::connect(addr).await.unwrap();
-    post.write_all(
-        format!(
-            "POST /_broadcast HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .as_bytes(),
+    post_broadcast(addr, body).await;
+    read_until(
+        &mut sse,
+        &mut got,
+        "data: {\"headline\":\"hi\\nthere\"}\n\n",
     )
-    .await
-    .unwrap();
-    let mut resp = String::new();
-    post.read_to_string(&mut resp).await.unwrap();
-    assert!(resp.starts_with("HTTP/1.1 201"), "{resp}");
-    while !String::from_utf8_lossy(&got).contains("data: {\"headline\":\"hi\\nthere\"}\n\n") {
-        let n = tokio::time::timeout(Duration::from_secs(5), sse.read(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(n > 0);
-        got.extend_from_slice(&buf[..n]);
-    }
+    .await;
 }
 
 #[test]
@@ -226,19 +226,7 @@ async fn metrics_and_health_endpoints() {
         .unwrap();
     assert_eq!(welcome, Message::text(r#"{"type":"welcome"}"#));
     let body = r#"{"stream":"news","data":"{}"}"#;
-    let mut post = TcpStream::connect(addr).await.unwrap();
-    post.write_all(
-        format!(
-            "POST /_broadcast HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut resp = String::new();
-    post.read_to_string(&mut resp).await.unwrap();
-    assert!(resp.starts_with("HTTP/1.1 201"), "{resp}");
+    post_broadcast(addr, body).await;
     let text = metrics(addr).await;
     assert_eq!(sample(&text, "keayl_connections"), 1.0, "{text}");
     assert_eq!(sample(&text, "keayl_connections_total"), 1.0, "{text}");

@@ -244,40 +244,46 @@ impl Pool {
     /// Add `n` WebSocket receivers (subscribed to BenchmarkChannel) and
     /// wait until each is confirmed or failed.
     pub async fn add_ws_receivers(&mut self, n: usize) -> Result<Growth> {
-        procfs::check_fd_budget(n)?;
-        let before_failed = self.shared.failed.load(Ordering::Relaxed);
-        let goal = self.settled() + n;
-        let start = Instant::now();
-        for _ in 0..n {
-            let target = self.target.clone();
-            let frames = self.frames.clone();
-            let shared = self.shared.clone();
-            let gate = self.gate.clone();
-            self.receivers
-                .push(tokio::spawn(ws_receiver(target, frames, shared, gate)));
-        }
-        self.wait_settled(goal).await?;
-        Ok(Growth {
-            added: n,
-            secs: start.elapsed().as_secs_f64(),
-            failed: self.shared.failed.load(Ordering::Relaxed) - before_failed,
+        self.add_receivers(n, |pool| {
+            let task = ws_receiver(
+                pool.target.clone(),
+                pool.frames.clone(),
+                pool.shared.clone(),
+                pool.gate.clone(),
+            );
+            tokio::spawn(task)
         })
+        .await
     }
 
     /// Add `n` SSE receivers of the target's SSE path and wait until each
     /// has its response head (or failed).
     pub async fn add_sse_receivers(&mut self, n: usize) -> Result<Growth> {
+        self.add_receivers(n, |pool| {
+            let task = sse_receiver(
+                pool.target.clone(),
+                pool.sse_request.clone(),
+                pool.shared.clone(),
+                pool.gate.clone(),
+            );
+            tokio::spawn(task)
+        })
+        .await
+    }
+
+    /// Spawn `n` receivers with `spawn` and wait until each settled.
+    async fn add_receivers(
+        &mut self,
+        n: usize,
+        spawn: impl Fn(&Self) -> tokio::task::JoinHandle<()>,
+    ) -> Result<Growth> {
         procfs::check_fd_budget(n)?;
         let before_failed = self.shared.failed.load(Ordering::Relaxed);
         let goal = self.settled() + n;
         let start = Instant::now();
         for _ in 0..n {
-            let target = self.target.clone();
-            let request = self.sse_request.clone();
-            let shared = self.shared.clone();
-            let gate = self.gate.clone();
-            self.receivers
-                .push(tokio::spawn(sse_receiver(target, request, shared, gate)));
+            let receiver = spawn(self);
+            self.receivers.push(receiver);
         }
         self.wait_settled(goal).await?;
         Ok(Growth {

@@ -35,14 +35,18 @@ fn check_command(frame: &[u8], cmd: &Command) {
     // A decoded frame was valid UTF-8 JSON.
     assert!(std::str::from_utf8(frame).is_ok());
     let _ = cmd.name();
-    let identifier = cmd.identifier();
+    let identifier = cmd
+        .identifier()
+        .expect("actioncable-v1-json commands all have an identifier");
 
     match cmd {
         Command::Subscribe {
             identifier,
             channel,
             params,
+            history,
         } => {
+            assert!(history.is_none(), "history decoded in actioncable-v1-json");
             let decoded: Value =
                 serde_json::from_str(identifier).expect("subscribe identifier is JSON");
             assert_eq!(
@@ -57,6 +61,9 @@ fn check_command(frame: &[u8], cmd: &Command) {
             );
         }
         Command::Unsubscribe { .. } => {}
+        other @ (Command::History { .. } | Command::Ping | Command::Pong) => {
+            panic!("an extended command decoded in actioncable-v1-json: {other:?}")
+        }
         Command::Message { action, data, .. } => {
             let expected = match data.get("action") {
                 Some(Value::String(a)) if !a.trim().is_empty() => Some(a.clone()),

@@ -67,6 +67,8 @@ pub(crate) struct Registry {
     subscription_bytes: Arc<AtomicUsize>,
     log_limit: LogLimit,
     suppressed_logs: AtomicU64,
+    /// History requests answered with `reject_history`.
+    rejected_history: AtomicU64,
 }
 
 impl Registry {
@@ -81,6 +83,7 @@ impl Registry {
             subscription_bytes: Arc::default(),
             log_limit: LogLimit::new(config.log_lines_per_second),
             suppressed_logs: AtomicU64::new(0),
+            rejected_history: AtomicU64::new(0),
             config,
         }
     }
@@ -109,6 +112,14 @@ impl Registry {
 
     pub(crate) fn suppressed_logs(&self) -> u64 {
         self.suppressed_logs.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_rejected_history(&self) {
+        self.rejected_history.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn rejected_history(&self) -> u64 {
+        self.rejected_history.load(Ordering::Relaxed)
     }
 
     pub(crate) fn has_channel(&self, name: &str) -> bool {

@@ -246,7 +246,14 @@ pub(crate) fn page_not_found() -> Response {
         .into_response()
 }
 
-const PROTOCOLS: [&str; 2] = ["actioncable-v1-json", "actioncable-unsupported"];
+/// The subprotocols `/cable` speaks: Rails' JSON protocol, AnyCable's
+/// extended one, and `actioncable-unsupported` (which Rails' client offers
+/// last, so an old server can tell it to upgrade).
+const PROTOCOLS: [&str; 3] = [
+    "actioncable-v1-json",
+    "actioncable-v1-ext-json",
+    "actioncable-unsupported",
+];
 
 /// Whether a header holds `token` in its comma-separated list
 /// (case-insensitive).
@@ -336,7 +343,10 @@ async fn ws_handler(server: CableServer, mut req: Request<axum::body::Body>) -> 
     );
     let on_upgrade = hyper::upgrade::on(&mut req);
     let (parts, _body) = req.into_parts();
-    let request = keayl_cable::Request::from_parts(parts);
+    let protocol = chosen
+        .and_then(|p| keayl_cable::protocol::Protocol::from_subprotocol(p))
+        .unwrap_or_default();
+    let request = keayl_cable::Request::from_parts(parts).with_protocol(protocol);
     let config = &server.inner.config;
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(1024)

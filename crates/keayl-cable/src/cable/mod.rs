@@ -163,6 +163,12 @@ impl Cable {
         self.registry.suppressed_logs()
     }
 
+    /// History requests (extended protocol) answered with `reject_history`:
+    /// the gaps clients were told about.
+    pub fn rejected_history(&self) -> u64 {
+        self.registry.rejected_history()
+    }
+
     /// Whether a channel of that name is registered.
     pub fn has_channel(&self, name: &str) -> bool {
         self.registry.has_channel(name)

@@ -51,6 +51,7 @@
 
 mod error;
 mod handler;
+mod history;
 mod identifiers;
 mod request;
 mod sink;
@@ -110,6 +111,8 @@ pub struct Connection {
     internal: Option<SubscriptionId>,
     state: ConnectionState,
     deferred_confirmations: bool,
+    /// The extended protocol's session id, sent in `welcome`.
+    session_id: Option<String>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -152,6 +155,7 @@ impl Connection {
             internal: None,
             state: ConnectionState::New,
             deferred_confirmations: false,
+            session_id: None,
         }
     }
 
@@ -273,8 +277,20 @@ impl Connection {
             }
         }
         self.state = ConnectionState::Open;
-        self.shared.sink.send(protocol::welcome());
+        if self.shared.request.protocol().is_extended() {
+            let sid = new_session_id();
+            self.shared.sink.send(protocol::welcome_with_sid(&sid));
+            self.session_id = Some(sid);
+        } else {
+            self.shared.sink.send(protocol::welcome());
+        }
         self.state
+    }
+
+    /// The session id sent in the extended protocol's `welcome` (`None`
+    /// for `actioncable-v1-json`, or before `open`).
+    pub fn session_id(&self) -> Option<&str> {
+        self.session_id.as_deref()
     }
 
     /// Send a ping (`{"type":"ping","message":<unix seconds>}`) if open.
@@ -301,11 +317,12 @@ impl Connection {
         if self.state != ConnectionState::Open {
             return Err(CommandError::NotOpen);
         }
-        match protocol::parse_command(frame)? {
+        match protocol::parse_command_with(frame, self.shared.request.protocol())? {
             Command::Subscribe {
                 identifier,
                 channel,
                 params,
+                history,
             } => {
                 let max = self.shared.registry.config().max_identifier_bytes;
                 if identifier.len() > max {
@@ -319,10 +336,33 @@ impl Connection {
                     .registry
                     .channel_factory(&channel)
                     .ok_or(CommandError::UnknownChannel(channel.clone()))?;
-                self.subscribe_dyn(identifier, channel.into(), params, factory())
+                self.subscribe_dyn(history, identifier, channel.into(), params, factory())
                     .await
                     .map(|_| ())
             }
+            Command::History {
+                identifier,
+                history,
+            } => {
+                if self.position(&identifier).is_none() {
+                    return Err(CommandError::UnknownSubscription(identifier));
+                }
+                if history.is_empty() {
+                    return Err(protocol::ProtocolError::InvalidHistory {
+                        reason: "neither \"since\" nor \"streams\"".into(),
+                    }
+                    .into());
+                }
+                Self::serve_history(&self.shared, &identifier, &history);
+                Ok(())
+            }
+            Command::Ping => {
+                self.shared.sink.send(protocol::pong());
+                Ok(())
+            }
+            // A client's answer to our ping: its arrival is what counts
+            // (the reader saw the connection alive).
+            Command::Pong => Ok(()),
             Command::Unsubscribe { identifier } => self.remove_subscription(&identifier).await,
             Command::Message {
                 identifier,
@@ -490,6 +530,29 @@ impl Connection {
             }
         }
     }
+}
+
+/// A fresh session id: 128 random bits from the OS, hex. (A restored
+/// session will be found by its id, so it must not be guessable.)
+fn new_session_id() -> String {
+    let mut bytes = [0u8; 16];
+    if let Err(e) = getrandom::fill(&mut bytes) {
+        // Never seen on Linux; without OS randomness, mix what differs
+        // between calls through SHA-256 rather than hand out a counter.
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        tracing::error!(error = %e, "no OS randomness for a session id");
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                .to_le_bytes(),
+        );
+        h.update(std::process::id().to_le_bytes());
+        h.update(format!("{:?}", std::time::SystemTime::now()).as_bytes());
+        h.update((&bytes as *const _ as usize).to_le_bytes());
+        bytes.copy_from_slice(&h.finalize()[..16]);
+    }
+    hex::encode(bytes)
 }
 
 /// A message on the internal stream: `{"type":"disconnect","reconnect":…}`

@@ -1,5 +1,7 @@
 use std::collections::HashMap;
 
+use crate::protocol::Protocol;
+
 /// The HTTP upgrade request a connection came from, as the web framework
 /// saw it: method, URI, headers and **extensions** (what tower layers put
 /// there: a session, an authenticated user, a signed cookie jar, the app's
@@ -32,6 +34,7 @@ pub struct Request {
     parts: http::request::Parts,
     query: HashMap<String, String>,
     cookies: HashMap<String, String>,
+    protocol: Protocol,
 }
 
 /// Headers whose values `Debug` never shows.
@@ -109,7 +112,21 @@ impl Request {
             parts,
             query,
             cookies,
+            protocol: Protocol::default(),
         }
+    }
+
+    /// The wire protocol the transport negotiated for this connection
+    /// (the WebSocket subprotocol): the connection speaks it.
+    pub fn with_protocol(mut self, protocol: Protocol) -> Self {
+        self.protocol = protocol;
+        self
+    }
+
+    /// The negotiated wire protocol ([`Protocol::V1Json`] unless the
+    /// transport said otherwise).
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
     }
 
     /// The whole request head: method, URI, version, headers, extensions.

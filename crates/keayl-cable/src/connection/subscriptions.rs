@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use super::{CommandError, ConnShared, Connection, ConnectionState, panic_message};
 use crate::channel::{Channel, ChannelContext, DynChannel, Params, SubState, Timer};
+use crate::protocol::HistoryRequest;
 use crate::registry::Registry;
 
 /// How a subscribe ended.
@@ -51,6 +52,9 @@ pub(super) struct Subscription {
     pub(super) channel: Box<dyn DynChannel>,
     pub(super) state: SubState,
     charge: Charge,
+    /// The extended protocol's `history` attached to the subscribe: served
+    /// right after the confirmation.
+    history: Option<HistoryRequest>,
 }
 
 /// A subscription's share of the memory budgets; released when dropped.
@@ -101,6 +105,7 @@ impl Connection {
             _ => Params::new(),
         };
         self.subscribe_dyn(
+            None,
             identifier.to_owned(),
             C::NAME.into(),
             params,
@@ -111,6 +116,7 @@ impl Connection {
 
     pub(super) async fn subscribe_dyn(
         &mut self,
+        mut history: Option<HistoryRequest>,
         identifier: String,
         channel_class: Arc<str>,
         params: Params,
@@ -162,13 +168,14 @@ impl Connection {
             return Ok(SubscribeOutcome::Rejected);
         }
         if state.pending.is_empty() {
-            Self::confirm(&self.shared, channel.as_ref(), &mut state);
+            Self::confirm(&self.shared, channel.as_ref(), &mut state, &mut history);
             self.subscriptions.push((
                 identifier,
                 Box::new(Subscription {
                     channel,
                     state,
                     charge,
+                    history,
                 }),
             ));
             return Ok(SubscribeOutcome::Confirmed);
@@ -181,6 +188,7 @@ impl Connection {
                 channel,
                 state,
                 charge,
+                history,
             }),
         ));
         if self.deferred_confirmations {
@@ -228,11 +236,19 @@ impl Connection {
 
     /// Send `confirm_subscription` (then the messages held back meanwhile)
     /// and start the channel's declared timers.
-    fn confirm(shared: &ConnShared, channel: &dyn DynChannel, state: &mut SubState) {
+    fn confirm(
+        shared: &ConnShared,
+        channel: &dyn DynChannel,
+        state: &mut SubState,
+        history: &mut Option<HistoryRequest>,
+    ) {
         state.confirmed = true;
         state
             .gate
             .open(&shared.sink, state.encoded.confirm_subscription());
+        if let Some(request) = history.take() {
+            Self::serve_history(shared, &state.identifier, &request);
+        }
         let now = Instant::now();
         for &(name, every) in channel.periodically() {
             if !every.is_zero() && !state.timers.iter().any(|t| t.name == name) {
@@ -320,8 +336,13 @@ impl Connection {
                 Self::reject(&self.shared, channel.as_mut(), state).await;
                 continue;
             }
-            let Subscription { channel, state, .. } = &mut *self.subscriptions[i].1;
-            Self::confirm(&self.shared, channel.as_ref(), state);
+            let Subscription {
+                channel,
+                state,
+                history,
+                ..
+            } = &mut *self.subscriptions[i].1;
+            Self::confirm(&self.shared, channel.as_ref(), state, history);
             i += 1;
         }
     }

@@ -7,7 +7,8 @@ use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use super::ProtocolError;
+use super::ext::decode_history;
+use super::{HistoryRequest, Protocol, ProtocolError};
 use crate::channel::Data;
 
 /// A decoded client → server command.
@@ -26,6 +27,9 @@ pub enum Command {
         /// The decoded identifier object, **including** the `"channel"` key, with JSON
         /// types preserved (`"room":1` and `"room":"1"` stay distinct).
         params: Map<String, Value>,
+        /// The extended protocol's `history` attached to the subscribe (run right after
+        /// the confirmation); always `None` in `actioncable-v1-json`.
+        history: Option<HistoryRequest>,
     },
     /// `{"command":"unsubscribe","identifier":"…"}`.
     ///
@@ -48,24 +52,41 @@ pub enum Command {
         /// whole object to the action), keys in the client's order.
         data: Data,
     },
+    /// Extended protocol: `{"command":"history","identifier":"…","history":{…}}`.
+    History {
+        /// The raw identifier string.
+        identifier: String,
+        /// What the client missed.
+        history: HistoryRequest,
+    },
+    /// Extended protocol: `{"command":"ping"}`, answered with `{"type":"pong"}`.
+    Ping,
+    /// Extended protocol: `{"command":"pong"}`, the client's answer to a ping.
+    Pong,
 }
 
 impl Command {
-    /// The raw identifier string this command refers to.
-    pub fn identifier(&self) -> &str {
+    /// The raw identifier string this command refers to (`None` for `ping` and `pong`).
+    pub fn identifier(&self) -> Option<&str> {
         match self {
             Self::Subscribe { identifier, .. }
             | Self::Unsubscribe { identifier }
-            | Self::Message { identifier, .. } => identifier,
+            | Self::Message { identifier, .. }
+            | Self::History { identifier, .. } => Some(identifier),
+            Self::Ping | Self::Pong => None,
         }
     }
 
-    /// The wire name of the command: `"subscribe"`, `"unsubscribe"` or `"message"`.
+    /// The wire name of the command: `"subscribe"`, `"unsubscribe"`, `"message"`, and in
+    /// the extended protocol `"history"`, `"ping"`, `"pong"`.
     pub fn name(&self) -> &'static str {
         match self {
             Self::Subscribe { .. } => "subscribe",
             Self::Unsubscribe { .. } => "unsubscribe",
             Self::Message { .. } => "message",
+            Self::History { .. } => "history",
+            Self::Ping => "ping",
+            Self::Pong => "pong",
         }
     }
 }
@@ -83,7 +104,7 @@ impl Command {
 /// use keayl_cable::protocol::{Command, parse_command};
 ///
 /// let frame = br#"{"command":"subscribe","identifier":"{\"channel\":\"ChatChannel\",\"room\":1}"}"#;
-/// let Command::Subscribe { identifier, channel, params } = parse_command(frame)? else {
+/// let Command::Subscribe { identifier, channel, params, .. } = parse_command(frame)? else {
 ///     unreachable!()
 /// };
 /// assert_eq!(identifier, r#"{"channel":"ChatChannel","room":1}"#);
@@ -92,21 +113,60 @@ impl Command {
 /// # Ok::<(), keayl_cable::protocol::ProtocolError>(())
 /// ```
 pub fn parse_command(frame: &[u8]) -> Result<Command, ProtocolError> {
+    parse_command_with(frame, Protocol::V1Json)
+}
+
+/// [`parse_command`] for a connection speaking `protocol`: the extended protocol
+/// also decodes `history` (alone or attached to `subscribe`), `ping` and `pong`,
+/// which `actioncable-v1-json` treats as unknown commands.
+///
+/// ```
+/// use keayl_cable::protocol::{Command, Protocol, parse_command_with};
+///
+/// let ping = br#"{"command":"ping"}"#;
+/// assert_eq!(parse_command_with(ping, Protocol::V1ExtJson)?, Command::Ping);
+/// assert!(parse_command_with(ping, Protocol::V1Json).is_err());
+/// # Ok::<(), keayl_cable::protocol::ProtocolError>(())
+/// ```
+pub fn parse_command_with(frame: &[u8], protocol: Protocol) -> Result<Command, ProtocolError> {
     let text = std::str::from_utf8(frame).map_err(|e| ProtocolError::NotJson {
         reason: format!("invalid UTF-8: {e}"),
     })?;
     let envelope = parse_envelope(text)?;
+    let extended = protocol.is_extended();
 
-    match command_name(envelope.command)? {
+    match command_name(envelope.command, extended)? {
         Name::Subscribe => {
             let identifier = required_string(envelope.identifier)?;
             let (channel, params) = decode_identifier(&identifier)?;
+            let history = match envelope.history {
+                Some(raw) if extended && raw.get() != "null" => Some(decode_history(raw)?),
+                _ => None,
+            };
             Ok(Command::Subscribe {
                 identifier,
                 channel,
                 params,
+                history,
             })
         }
+        Name::History => {
+            let identifier = required_string(envelope.identifier)?;
+            let history = match envelope.history {
+                Some(raw) if raw.get() != "null" => decode_history(raw)?,
+                _ => {
+                    return Err(ProtocolError::InvalidHistory {
+                        reason: "no \"history\"".into(),
+                    });
+                }
+            };
+            Ok(Command::History {
+                identifier,
+                history,
+            })
+        }
+        Name::Ping => Ok(Command::Ping),
+        Name::Pong => Ok(Command::Pong),
         Name::Unsubscribe => Ok(Command::Unsubscribe {
             identifier: required_string(envelope.identifier)?,
         }),
@@ -122,11 +182,12 @@ pub fn parse_command(frame: &[u8]) -> Result<Command, ProtocolError> {
     }
 }
 
-/// The three top-level keys we care about, borrowed unparsed from the frame.
+/// The top-level keys we care about, borrowed unparsed from the frame.
 struct Envelope<'a> {
     command: Option<&'a RawValue>,
     identifier: Option<&'a RawValue>,
     data: Option<&'a RawValue>,
+    history: Option<&'a RawValue>,
 }
 
 impl<'de> Deserialize<'de> for Envelope<'de> {
@@ -142,6 +203,7 @@ enum Field {
     Command,
     Identifier,
     Data,
+    History,
     #[serde(other)]
     Other,
 }
@@ -160,6 +222,7 @@ impl<'de> Visitor<'de> for EnvelopeVisitor {
             command: None,
             identifier: None,
             data: None,
+            history: None,
         };
         while let Some(field) = map.next_key::<Field>()? {
             // Later duplicates overwrite earlier ones (Ruby `JSON.parse` semantics).
@@ -169,6 +232,7 @@ impl<'de> Visitor<'de> for EnvelopeVisitor {
                 Field::Command => envelope.command = Some(map.next_value()?),
                 Field::Identifier => envelope.identifier = Some(map.next_value()?),
                 Field::Data => envelope.data = Some(map.next_value()?),
+                Field::History => envelope.history = Some(map.next_value()?),
                 Field::Other => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -205,9 +269,12 @@ enum Name {
     Subscribe,
     Unsubscribe,
     Message,
+    History,
+    Ping,
+    Pong,
 }
 
-fn command_name(raw: Option<&RawValue>) -> Result<Name, ProtocolError> {
+fn command_name(raw: Option<&RawValue>, extended: bool) -> Result<Name, ProtocolError> {
     let raw = match raw {
         None => return Err(ProtocolError::MissingCommand),
         Some(raw) if raw.get() == "null" => return Err(ProtocolError::MissingCommand),
@@ -218,6 +285,9 @@ fn command_name(raw: Option<&RawValue>) -> Result<Name, ProtocolError> {
         r#""subscribe""# => return Ok(Name::Subscribe),
         r#""unsubscribe""# => return Ok(Name::Unsubscribe),
         r#""message""# => return Ok(Name::Message),
+        r#""history""# if extended => return Ok(Name::History),
+        r#""ping""# if extended => return Ok(Name::Ping),
+        r#""pong""# if extended => return Ok(Name::Pong),
         _ => {}
     }
     let unknown = |text: &str| ProtocolError::UnknownCommand {
@@ -232,6 +302,9 @@ fn command_name(raw: Option<&RawValue>) -> Result<Name, ProtocolError> {
         "subscribe" => Ok(Name::Subscribe),
         "unsubscribe" => Ok(Name::Unsubscribe),
         "message" => Ok(Name::Message),
+        "history" if extended => Ok(Name::History),
+        "ping" if extended => Ok(Name::Ping),
+        "pong" if extended => Ok(Name::Pong),
         other => Err(unknown(other)),
     }
 }

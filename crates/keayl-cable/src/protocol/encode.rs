@@ -242,7 +242,7 @@ pub(super) fn escaped_len(s: &str) -> usize {
 }
 
 /// Appends `s` as a JSON string literal, quotes included.
-fn write_escaped(out: &mut Vec<u8>, s: &str) {
+pub(super) fn write_escaped(out: &mut Vec<u8>, s: &str) {
     for_each_escaped_piece(s, |piece| out.extend_from_slice(piece.as_bytes()));
 }
 

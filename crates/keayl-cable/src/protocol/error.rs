@@ -101,6 +101,13 @@ pub enum ProtocolError {
     /// (128 levels). Decoding stops at the limit, so hostile input cannot overflow the stack.
     #[error("JSON nested too deeply")]
     TooDeep,
+    /// Extended protocol: a `history` request that is not
+    /// `{"since":<unix seconds>,"streams":{"<stream>":{"offset":<n>,"epoch":"<e>"}}}`.
+    #[error("invalid \"history\": {reason}")]
+    InvalidHistory {
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 impl ProtocolError {
@@ -127,6 +134,7 @@ impl ProtocolError {
             Self::DataNotObject { .. } => "data_not_object",
             Self::ActionNotString { .. } => "action_not_string",
             Self::TooDeep => "too_deep",
+            Self::InvalidHistory { .. } => "invalid_history",
         }
     }
 }

@@ -52,14 +52,19 @@
 mod decode;
 mod encode;
 mod error;
+mod ext;
 
-pub use decode::{Command, parse_command};
+pub use decode::{Command, parse_command, parse_command_with};
 pub(crate) use decode::{raw_kind, value_kind};
 pub use encode::{
     DisconnectReason, EncodedIdentifier, confirm_subscription, disconnect, message, ping,
     reject_subscription, welcome,
 };
 pub use error::ProtocolError;
+pub use ext::{
+    HistoryRequest, Protocol, StreamPosition, confirm_history, pong, reject_history,
+    welcome_with_sid,
+};
 
 #[cfg(test)]
 mod tests;

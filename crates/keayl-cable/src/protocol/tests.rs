@@ -31,11 +31,12 @@ fn subscribe_from_transcript() {
         r#"{"command":"subscribe","identifier":"{\"channel\":\"ChatChannel\",\"room\":\"1\"}"}"#,
     );
     assert_eq!(command.name(), "subscribe");
-    assert_eq!(command.identifier(), ROOM1);
+    assert_eq!(command.identifier(), Some(ROOM1));
     let Command::Subscribe {
         identifier,
         channel,
         params,
+        ..
     } = command
     else {
         panic!("not a subscribe")
@@ -119,6 +120,7 @@ fn identifier_variants_are_distinct_raw_strings() {
             identifier,
             channel,
             params,
+            ..
         } = ok(frame)
         else {
             panic!("not a subscribe")
@@ -868,7 +870,7 @@ proptest! {
         if let Ok(command) = parse_command(frame.as_bytes()) {
             // The raw identifier is exactly the string value on the wire.
             let envelope: Value = serde_json::from_str(&frame).unwrap();
-            prop_assert_eq!(envelope["identifier"].as_str(), Some(command.identifier()));
+            prop_assert_eq!(envelope["identifier"].as_str(), command.identifier());
         }
     }
 
@@ -884,7 +886,7 @@ proptest! {
         let parsed = parse_command(frame.as_bytes());
         prop_assert_eq!(
             parsed,
-            Ok(Command::Subscribe { identifier, channel, params: object })
+            Ok(Command::Subscribe { identifier, channel, params: object, history: None })
         );
     }
 

@@ -1,7 +1,8 @@
 //! AnyCable's extended protocol (`actioncable-v1-ext-json`) over a real
 //! socket: negotiation, the session id in `welcome`, client pings and
-//! pongs, history requests (answered with `reject_history` while streams
-//! keep no history), and `actioncable-v1-json` unchanged beside it.
+//! pongs, positions on broadcasts, history requests served from the
+//! streams' history (or rejected when it cannot cover them), and
+//! `actioncable-v1-json` unchanged beside it.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -116,33 +117,59 @@ async fn client_pings_are_answered_and_pongs_accepted() {
 }
 
 #[tokio::test]
-async fn history_is_rejected_never_silent() {
+async fn missed_messages_are_served_from_history_and_gaps_rejected() {
     let (addr, server) = start().await;
     let (mut ws, _) = connect(addr, "actioncable-v1-ext-json").await;
     next_text(&mut ws).await;
-    // History attached to subscribe: the confirmation, then the answer.
+    send(&mut ws, json!({"command": "subscribe", "identifier": ID})).await;
+    next_text(&mut ws).await;
+    let broadcaster = keayl_cable::Broadcaster::new(server.cable().pubsub().clone());
+    for n in 1..=3 {
+        broadcaster.broadcast("s", &json!({"n": n})).await.unwrap();
+    }
+    let first: Value = serde_json::from_str(&next_text(&mut ws).await).unwrap();
+    let epoch = first["epoch"].as_str().expect("an epoch").to_owned();
+    assert_eq!(
+        first,
+        json!({"identifier": ID, "message": {"n": 1}, "stream_id": "s", "epoch": epoch, "offset": 1})
+    );
+    next_text(&mut ws).await;
+    next_text(&mut ws).await;
+
+    // Another connection that saw offset 1 subscribes with its position:
+    // the confirmation, the missed 2 and 3, then confirm_history.
+    let (mut back, _) = connect(addr, "actioncable-v1-ext-json").await;
+    next_text(&mut back).await;
     send(
-        &mut ws,
-        json!({"command": "subscribe", "identifier": ID, "history": {"since": 1_700_000_000}}),
+        &mut back,
+        json!({"command": "subscribe", "identifier": ID,
+               "history": {"streams": {"s": {"offset": 1, "epoch": epoch}}}}),
     )
     .await;
-    let confirm: Value = serde_json::from_str(&next_text(&mut ws).await).unwrap();
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        got.push(serde_json::from_str::<Value>(&next_text(&mut back).await).unwrap());
+    }
     assert_eq!(
-        confirm,
-        json!({"identifier": ID, "type": "confirm_subscription"})
+        got,
+        [
+            json!({"identifier": ID, "type": "confirm_subscription"}),
+            json!({"identifier": ID, "message": {"n": 2}, "stream_id": "s", "epoch": epoch, "offset": 2}),
+            json!({"identifier": ID, "message": {"n": 3}, "stream_id": "s", "epoch": epoch, "offset": 3}),
+            json!({"type": "confirm_history", "identifier": ID}),
+        ]
     );
-    let answer: Value = serde_json::from_str(&next_text(&mut ws).await).unwrap();
-    assert_eq!(answer, json!({"type": "reject_history", "identifier": ID}));
-    // A history command by position.
+    // An epoch the history does not know: a gap, never silence.
     send(
-        &mut ws,
+        &mut back,
         json!({"command": "history", "identifier": ID,
                "history": {"streams": {"s": {"offset": 3, "epoch": "e1"}}}}),
     )
     .await;
-    let answer: Value = serde_json::from_str(&next_text(&mut ws).await).unwrap();
+    let answer: Value = serde_json::from_str(&next_text(&mut back).await).unwrap();
     assert_eq!(answer, json!({"type": "reject_history", "identifier": ID}));
-    assert_eq!(server.cable().rejected_history(), 2);
+    assert_eq!(server.cable().rejected_history(), 1);
+    assert_eq!(server.cable().served_history(), 1);
     // Unknown subscription, an empty or malformed request: logged, no frame.
     for bad in [
         json!({"command": "history", "identifier": "{\"channel\":\"EchoChannel\"}", "history": {"since": 1}}),
@@ -150,13 +177,13 @@ async fn history_is_rejected_never_silent() {
         json!({"command": "history", "identifier": ID}),
         json!({"command": "history", "identifier": ID, "history": {"since": "yesterday"}}),
     ] {
-        send(&mut ws, bad).await;
+        send(&mut back, bad).await;
     }
-    silent(&mut ws, Duration::from_millis(300)).await;
-    assert_eq!(server.cable().rejected_history(), 2);
+    silent(&mut back, Duration::from_millis(300)).await;
+    assert_eq!(server.cable().rejected_history(), 1);
     // The connection still works.
-    send(&mut ws, json!({"command": "ping"})).await;
-    assert_eq!(next_text(&mut ws).await, r#"{"type":"pong"}"#);
+    send(&mut back, json!({"command": "ping"})).await;
+    assert_eq!(next_text(&mut back).await, r#"{"type":"pong"}"#);
 }
 
 #[tokio::test]
@@ -187,4 +214,14 @@ async fn actioncable_v1_json_is_unchanged() {
     .await;
     silent(&mut ws, Duration::from_millis(300)).await;
     assert_eq!(server.cable().rejected_history(), 0);
+    // Broadcasts carry no position fields.
+    let broadcaster = keayl_cable::Broadcaster::new(server.cable().pubsub().clone());
+    broadcaster.broadcast("s", &json!({"n": 1})).await.unwrap();
+    assert_eq!(
+        next_text(&mut ws).await,
+        format!(
+            r#"{{"identifier":{},"message":{{"n":1}}}}"#,
+            serde_json::to_string(ID).unwrap()
+        )
+    );
 }

@@ -44,6 +44,10 @@ pub struct CableConfig {
     /// `subscribed` that fails or panics, a timer that fails); the rest are
     /// counted and summarised. Default: 20.
     pub log_lines_per_second: u32,
+    /// How long a history request (extended protocol) may wait for the
+    /// pub/sub backend; past it the client gets `reject_history` and its
+    /// live messages flow again. Default: 5 s.
+    pub history_timeout: std::time::Duration,
 }
 
 impl Default for CableConfig {
@@ -55,6 +59,7 @@ impl Default for CableConfig {
             max_subscription_bytes: 1024 * 1024,
             max_total_subscription_bytes: 1024 * 1024 * 1024,
             log_lines_per_second: 20,
+            history_timeout: std::time::Duration::from_secs(5),
         }
     }
 }
@@ -69,6 +74,8 @@ pub(crate) struct Registry {
     suppressed_logs: AtomicU64,
     /// History requests answered with `reject_history`.
     rejected_history: AtomicU64,
+    /// History requests answered with `confirm_history`.
+    served_history: AtomicU64,
 }
 
 impl Registry {
@@ -84,6 +91,7 @@ impl Registry {
             log_limit: LogLimit::new(config.log_lines_per_second),
             suppressed_logs: AtomicU64::new(0),
             rejected_history: AtomicU64::new(0),
+            served_history: AtomicU64::new(0),
             config,
         }
     }
@@ -120,6 +128,14 @@ impl Registry {
 
     pub(crate) fn rejected_history(&self) -> u64 {
         self.rejected_history.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_served_history(&self) {
+        self.served_history.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn served_history(&self) -> u64 {
+        self.served_history.load(Ordering::Relaxed)
     }
 
     pub(crate) fn has_channel(&self, name: &str) -> bool {

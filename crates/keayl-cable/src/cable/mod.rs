@@ -169,6 +169,12 @@ impl Cable {
         self.registry.rejected_history()
     }
 
+    /// History requests (extended protocol) answered with `confirm_history`:
+    /// every missed message was sent.
+    pub fn served_history(&self) -> u64 {
+        self.registry.served_history()
+    }
+
     /// Whether a channel of that name is registered.
     pub fn has_channel(&self, name: &str) -> bool {
         self.registry.has_channel(name)

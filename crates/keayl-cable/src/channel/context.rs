@@ -12,7 +12,7 @@ use crate::coder::{Coder, JsonCoder};
 use crate::connection::{ConnShared, Identifiers, Request, Sink};
 use crate::naming::{self, Streamable};
 use crate::protocol::EncodedIdentifier;
-use crate::pubsub::{BoxFuture, Callback, Delivery, PubSubError, SubscriptionId};
+use crate::pubsub::{BoxFuture, Callback, Delivery, Position, PubSubError, SubscriptionId};
 
 /// What a channel callback can do: read its subscription and connection,
 /// stream, transmit, broadcast, reject, schedule timers.
@@ -40,7 +40,9 @@ pub(crate) struct SubState {
     pub(crate) coder: Arc<dyn Coder>,
     pub(crate) params: Params,
     pub(crate) gate: Arc<Gate>,
-    pub(crate) streams: HashMap<String, SubscriptionId>,
+    /// Stream → its pub/sub subscription and the callback it delivers
+    /// through (history is replayed through the same callback).
+    pub(crate) streams: HashMap<String, (SubscriptionId, Callback)>,
     pub(crate) pending: Vec<PendingStream>,
     pub(crate) timers: Vec<Timer>,
     pub(crate) rejected: bool,
@@ -89,57 +91,105 @@ impl SubState {
 }
 
 /// Holds a subscription's stream messages back until its confirmation is
-/// sent, and stops them for good once it ends.
+/// sent, and while history is replayed, and stops them for good once it
+/// ends.
 ///
 /// The lock is held while handing a frame to the sink, which only enqueues;
 /// that is what keeps "confirmation first, then stream messages, none after
-/// the end" true when broadcasts arrive from other tasks.
+/// the end" true when broadcasts arrive from other tasks. For the extended
+/// protocol it also remembers the last position sent per stream, so a
+/// message that comes both from history and live is sent once, in order.
 #[derive(Debug, Default)]
 pub(crate) struct Gate {
-    state: Mutex<GateState>,
-    /// Bytes held back before the confirmation; beyond them the client is
-    /// disconnected as too slow (what its outbound queue would do).
+    state: Mutex<GateInner>,
+    /// Bytes held back; beyond them the client is disconnected as too slow
+    /// (what its outbound queue would do).
     limit: usize,
 }
 
 #[derive(Debug, Default)]
+struct GateInner {
+    state: GateState,
+    /// Frames held back (with their position, if any) and their length.
+    held: Vec<(Bytes, Option<(Arc<str>, Position)>)>,
+    held_bytes: usize,
+    /// Stream → the last position sent to the client.
+    seen: HashMap<Arc<str>, Position>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 enum GateState {
+    /// Before the confirmation: live messages are held.
     #[default]
     Pending,
-    /// Frames and their total length.
-    Buffering(Vec<Bytes>, usize),
+    /// Confirmed, history being replayed: live messages are held, replayed
+    /// ones pass.
+    Replaying,
     Open,
     Closed,
+}
+
+impl GateInner {
+    /// Send `frame` unless the client already got this position (or a
+    /// later one of the same epoch).
+    fn pass(&mut self, sink: &Sink, frame: Bytes, at: Option<(Arc<str>, Position)>) {
+        if let Some((stream, position)) = at {
+            if let Some(last) = self.seen.get_mut(&stream) {
+                if last.epoch == position.epoch && position.offset <= last.offset {
+                    return;
+                }
+                *last = position;
+            } else {
+                self.seen.insert(stream, position);
+            }
+        }
+        sink.send(frame);
+    }
+
+    fn drain(&mut self, sink: &Sink) {
+        let held = std::mem::take(&mut self.held);
+        self.held_bytes = 0;
+        for (frame, at) in held {
+            self.pass(sink, frame, at);
+        }
+    }
 }
 
 impl Gate {
     pub(crate) fn new(limit: usize) -> Self {
         Gate {
-            state: Mutex::new(GateState::Pending),
+            state: Mutex::new(GateInner::default()),
             limit,
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, GateInner> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn deliver(&self, sink: &Sink, frame: Bytes) {
-        let mut st = self.lock();
-        match &mut *st {
-            GateState::Open => sink.send(frame),
-            GateState::Pending | GateState::Buffering(..) => {
-                if matches!(*st, GateState::Pending) {
-                    *st = GateState::Buffering(Vec::new(), 0);
-                }
-                let GateState::Buffering(held, bytes) = &mut *st else {
-                    return;
-                };
-                if *bytes + frame.len() > self.limit {
-                    *st = GateState::Closed;
+    /// A stream message for the client: `at` is its stream and position
+    /// when the client tracks positions (extended protocol), `replayed`
+    /// whether it comes from history.
+    pub(crate) fn deliver(
+        &self,
+        sink: &Sink,
+        frame: Bytes,
+        at: Option<(Arc<str>, Position)>,
+        replayed: bool,
+    ) {
+        let mut g = self.lock();
+        match g.state {
+            GateState::Open => g.pass(sink, frame, at),
+            GateState::Replaying if replayed => g.pass(sink, frame, at),
+            // History is only replayed after the confirmation.
+            GateState::Pending if replayed => {}
+            GateState::Pending | GateState::Replaying => {
+                if g.held_bytes + frame.len() > self.limit {
+                    g.state = GateState::Closed;
+                    g.held.clear();
                     tracing::warn!(
                         limit = self.limit,
-                        "messages held for a subscription awaiting confirmation went over the limit; disconnecting"
+                        "messages held for a subscription awaiting its confirmation or history went over the limit; disconnecting"
                     );
                     sink.send(crate::protocol::disconnect(
                         crate::protocol::DisconnectReason::TooSlow,
@@ -148,32 +198,59 @@ impl Gate {
                     sink.close();
                     return;
                 }
-                *bytes += frame.len();
-                held.push(frame);
+                g.held_bytes += frame.len();
+                g.held.push((frame, at));
             }
             GateState::Closed => {}
         }
     }
 
     /// Send `confirmation`, then whatever arrived before it, and let later
-    /// messages through.
-    pub(crate) fn open(&self, sink: &Sink, confirmation: Bytes) {
-        let mut st = self.lock();
-        match std::mem::replace(&mut *st, GateState::Open) {
-            GateState::Pending => sink.send(confirmation),
-            GateState::Buffering(held, _) => {
-                sink.send(confirmation);
-                for frame in held {
-                    sink.send(frame);
-                }
-            }
-            GateState::Open => {}
-            GateState::Closed => *st = GateState::Closed,
+    /// messages through — or, with `replay`, keep holding live messages
+    /// until [`end_replay`](Self::end_replay).
+    pub(crate) fn open(&self, sink: &Sink, confirmation: Bytes, replay: bool) {
+        let mut g = self.lock();
+        if g.state != GateState::Pending {
+            return;
+        }
+        sink.send(confirmation);
+        if replay {
+            g.state = GateState::Replaying;
+        } else {
+            g.state = GateState::Open;
+            g.drain(sink);
         }
     }
 
+    /// Hold live messages while history is replayed. False when the
+    /// subscription is not open (not confirmed yet, ended, or already
+    /// replaying).
+    pub(crate) fn begin_replay(&self) -> bool {
+        let mut g = self.lock();
+        if g.state != GateState::Open {
+            return false;
+        }
+        g.state = GateState::Replaying;
+        true
+    }
+
+    /// Send `trailer` (`confirm_history` / `reject_history`), then the live
+    /// messages held meanwhile that the history did not already cover.
+    pub(crate) fn end_replay(&self, sink: &Sink, trailer: Bytes) {
+        let mut g = self.lock();
+        if g.state != GateState::Replaying {
+            return;
+        }
+        sink.send(trailer);
+        g.state = GateState::Open;
+        g.drain(sink);
+    }
+
     pub(crate) fn close(&self) {
-        *self.lock() = GateState::Closed;
+        let mut g = self.lock();
+        g.state = GateState::Closed;
+        g.held = Vec::new();
+        g.seen = HashMap::new();
     }
 }
 
@@ -243,13 +320,17 @@ impl<'a> ChannelContext<'a> {
             return;
         }
         let callback = self.delivery_callback(coder);
-        let sub = self.conn.registry.pubsub().subscribe(&stream, callback);
+        let sub = self
+            .conn
+            .registry
+            .pubsub()
+            .subscribe(&stream, callback.clone());
         self.state.pending.push(PendingStream {
             stream: stream.clone(),
             id: sub.id,
             ready: sub.ready,
         });
-        self.state.streams.insert(stream, sub.id);
+        self.state.streams.insert(stream, (sub.id, callback));
     }
 
     fn delivery_callback(&self, coder: Arc<dyn Coder>) -> Callback {
@@ -259,18 +340,40 @@ impl<'a> ChannelContext<'a> {
         // One bad broadcast reaches every subscriber: its log line is
         // rate-limited.
         let registry = self.conn.registry.clone();
+        // The extended protocol's frames carry positions, and its clients
+        // may replay history: the gate tracks what each stream sent.
+        let extended = self.conn.request.protocol().is_extended();
+        let at = move |d: &Delivery| match (extended, d.position()) {
+            (true, Some(p)) => Some((d.stream_arc().clone(), p.clone())),
+            _ => None,
+        };
         if coder.is_json_passthrough() {
-            Arc::new(move |d: &Delivery| match d.frame_for(&encoded) {
-                Some(frame) => gate.deliver(&sink, frame),
-                None => {
-                    if registry.log_allowed() {
-                        tracing::warn!(stream = d.stream(), "dropped a broadcast that is not JSON")
+            Arc::new(move |d: &Delivery| {
+                let frame = if extended {
+                    d.positioned_frame_for(&encoded)
+                } else {
+                    d.frame_for(&encoded)
+                };
+                match frame {
+                    Some(frame) => gate.deliver(&sink, frame, at(d), d.is_replayed()),
+                    None => {
+                        if registry.log_allowed() {
+                            tracing::warn!(
+                                stream = d.stream(),
+                                "dropped a broadcast that is not JSON"
+                            )
+                        }
                     }
                 }
             })
         } else {
             Arc::new(move |d: &Delivery| match coder.decode(d.message()) {
-                Ok(value) => gate.deliver(&sink, encoded.frame(&value.to_string())),
+                Ok(value) => gate.deliver(
+                    &sink,
+                    d.encode(&encoded, &value.to_string(), extended),
+                    at(d),
+                    d.is_replayed(),
+                ),
                 Err(e) => {
                     if registry.log_allowed() {
                         tracing::warn!(stream = d.stream(), error = %e, "could not decode a broadcast")
@@ -332,7 +435,7 @@ impl<'a> ChannelContext<'a> {
 
     /// Stop streaming `stream`; a no-op if not streaming it.
     pub fn stop_stream_from(&mut self, stream: &str) {
-        if let Some(id) = self.state.streams.remove(stream) {
+        if let Some((id, _)) = self.state.streams.remove(stream) {
             self.state.pending.retain(|p| p.id != id);
             self.conn.registry.pubsub().unsubscribe(id);
         }
@@ -347,7 +450,7 @@ impl<'a> ChannelContext<'a> {
     /// Stop every stream of this subscription.
     pub fn stop_all_streams(&mut self) {
         self.state.pending.clear();
-        for (_, id) in self.state.streams.drain() {
+        for (_, (id, _)) in self.state.streams.drain() {
             self.conn.registry.pubsub().unsubscribe(id);
         }
     }

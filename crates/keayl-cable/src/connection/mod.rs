@@ -344,16 +344,16 @@ impl Connection {
                 identifier,
                 history,
             } => {
-                if self.position(&identifier).is_none() {
+                let Some(index) = self.position(&identifier) else {
                     return Err(CommandError::UnknownSubscription(identifier));
-                }
+                };
                 if history.is_empty() {
                     return Err(protocol::ProtocolError::InvalidHistory {
                         reason: "neither \"since\" nor \"streams\"".into(),
                     }
                     .into());
                 }
-                Self::serve_history(&self.shared, &identifier, &history);
+                self.serve_history(index, history).await;
                 Ok(())
             }
             Command::Ping => {
@@ -428,7 +428,7 @@ impl Connection {
                 if shared.registry.log_allowed() {
                     tracing::error!(error = %e, stream = %p.stream, "stream subscription from an action failed; stopping it");
                 }
-                if state.streams.get(&p.stream) == Some(&p.id) {
+                if state.streams.get(&p.stream).map(|(id, _)| *id) == Some(p.id) {
                     state.streams.remove(&p.stream);
                     shared.registry.pubsub().unsubscribe(p.id);
                 }

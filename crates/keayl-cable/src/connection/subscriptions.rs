@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use super::{CommandError, ConnShared, Connection, ConnectionState, panic_message};
 use crate::channel::{Channel, ChannelContext, DynChannel, Params, SubState, Timer};
+use super::history::Replay;
 use crate::protocol::HistoryRequest;
 use crate::registry::Registry;
 
@@ -54,7 +55,7 @@ pub(super) struct Subscription {
     charge: Charge,
     /// The extended protocol's `history` attached to the subscribe: served
     /// right after the confirmation.
-    history: Option<HistoryRequest>,
+    pub(super) history: Option<HistoryRequest>,
 }
 
 /// A subscription's share of the memory budgets; released when dropped.
@@ -168,7 +169,7 @@ impl Connection {
             return Ok(SubscribeOutcome::Rejected);
         }
         if state.pending.is_empty() {
-            Self::confirm(&self.shared, channel.as_ref(), &mut state, &mut history);
+            let replay = Self::confirm(&self.shared, channel.as_ref(), &mut state, &mut history);
             self.subscriptions.push((
                 identifier,
                 Box::new(Subscription {
@@ -178,6 +179,9 @@ impl Connection {
                     history,
                 }),
             ));
+            if let Some(replay) = replay {
+                Self::replay_history(&self.shared, replay).await;
+            }
             return Ok(SubscribeOutcome::Confirmed);
         }
         // Waiting for the broker: the subscription exists (its actions can
@@ -235,20 +239,24 @@ impl Connection {
     }
 
     /// Send `confirm_subscription` (then the messages held back meanwhile)
-    /// and start the channel's declared timers.
+    /// and start the channel's declared timers. With a history request
+    /// attached, live messages stay held: the returned replay serves the
+    /// history, then lets them through.
+    #[must_use]
     fn confirm(
         shared: &ConnShared,
         channel: &dyn DynChannel,
         state: &mut SubState,
         history: &mut Option<HistoryRequest>,
-    ) {
+    ) -> Option<Replay> {
         state.confirmed = true;
-        state
-            .gate
-            .open(&shared.sink, state.encoded.confirm_subscription());
-        if let Some(request) = history.take() {
-            Self::serve_history(shared, &state.identifier, &request);
-        }
+        let request = history.take();
+        state.gate.open(
+            &shared.sink,
+            state.encoded.confirm_subscription(),
+            request.is_some(),
+        );
+        let replay = request.map(|r| Replay::new(state, &r));
         let now = Instant::now();
         for &(name, every) in channel.periodically() {
             if !every.is_zero() && !state.timers.iter().any(|t| t.name == name) {
@@ -259,6 +267,7 @@ impl Connection {
                 });
             }
         }
+        replay
     }
 
     /// Rails' order for a rejection: stream messages stop, `unsubscribed`
@@ -342,7 +351,10 @@ impl Connection {
                 history,
                 ..
             } = &mut *self.subscriptions[i].1;
-            Self::confirm(&self.shared, channel.as_ref(), state, history);
+            let replay = Self::confirm(&self.shared, channel.as_ref(), state, history);
+            if let Some(replay) = replay {
+                Self::replay_history(&self.shared, replay).await;
+            }
             i += 1;
         }
     }

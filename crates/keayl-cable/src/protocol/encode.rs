@@ -176,6 +176,45 @@ impl EncodedIdentifier {
         Bytes::from(out)
     }
 
+    /// The extended protocol's data frame with the message's position:
+    /// `{"identifier":…,"message":<message_json>,"stream_id":"<stream>","epoch":"<epoch>","offset":<offset>}`.
+    ///
+    /// ```
+    /// use keayl_cable::protocol::EncodedIdentifier;
+    /// use keayl_cable::pubsub::Position;
+    /// let id = EncodedIdentifier::new("i");
+    /// let at = Position { offset: 32, epoch: "x123".into() };
+    /// assert_eq!(
+    ///     &id.frame_at("1", "chat_42", &at)[..],
+    ///     br#"{"identifier":"i","message":1,"stream_id":"chat_42","epoch":"x123","offset":32}"#
+    /// );
+    /// ```
+    pub fn frame_at(
+        &self,
+        message_json: &str,
+        stream: &str,
+        position: &crate::pubsub::Position,
+    ) -> Bytes {
+        let mut out = Vec::with_capacity(
+            data_frame_len(self.escaped.len(), message_json.len())
+                + 48
+                + escaped_len(stream)
+                + escaped_len(&position.epoch),
+        );
+        out.extend_from_slice(IDENTIFIER_PREFIX);
+        out.extend_from_slice(self.escaped.as_bytes());
+        out.extend_from_slice(MESSAGE_INFIX);
+        out.extend_from_slice(message_json.as_bytes());
+        out.extend_from_slice(br#","stream_id":"#);
+        write_escaped(&mut out, stream);
+        out.extend_from_slice(br#","epoch":"#);
+        write_escaped(&mut out, &position.epoch);
+        out.extend_from_slice(br#","offset":"#);
+        out.extend_from_slice(position.offset.to_string().as_bytes());
+        out.push(b'}');
+        Bytes::from(out)
+    }
+
     /// The `confirm_subscription` frame for this identifier.
     pub fn confirm_subscription(&self) -> Bytes {
         self.control(CONFIRM_SUFFIX)

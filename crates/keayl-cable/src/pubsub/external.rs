@@ -71,7 +71,7 @@ impl External {
     pub fn from_arc(client: Arc<dyn PubSubClient>) -> Self {
         External {
             client,
-            local: Arc::new(InMemory::new()),
+            local: Arc::new(InMemory::without_history()),
             remote: Mutex::new(HashMap::new()),
         }
     }

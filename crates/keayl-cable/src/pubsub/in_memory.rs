@@ -1,10 +1,13 @@
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 
-use super::{BoxFuture, Callback, Delivery, PubSub, PubSubError, Subscribed, SubscriptionId};
+use super::{
+    BoxFuture, Callback, Delivery, HistoryConfig, HistoryEntry, HistoryError, HistoryFrom,
+    HistoryLog, Position, PubSub, PubSubError, Subscribed, SubscriptionId,
+};
 
 /// The embedded, single-process backend: tracks subscribers per stream and
 /// fans each broadcast out to them.
@@ -13,12 +16,49 @@ use super::{BoxFuture, Callback, Delivery, PubSub, PubSubError, Subscribed, Subs
 /// takes a snapshot (one `Arc` clone under a read lock) and calls every
 /// callback with no lock held, so subscribing and broadcasting from many
 /// tasks at once is safe and a callback can itself subscribe or broadcast.
-#[derive(Default)]
+///
+/// It keeps stream history by default ([`HistoryConfig::default`]: the
+/// last 100 messages of each stream for 300 s): every broadcast gets a
+/// [`Position`], and [`history`](PubSub::history) serves what a client
+/// missed. The broadcasts of one stream are then delivered in offset
+/// order: a broadcast made while another task delivers on the same stream
+/// is handed to that task, which delivers it next.
 pub struct InMemory {
     inner: RwLock<Registry>,
     next_id: AtomicU64,
     broadcasts: AtomicU64,
     deliveries: AtomicU64,
+    history: Option<Mutex<Ordered>>,
+}
+
+/// The history and, per stream being delivered right now, the broadcasts
+/// waiting for the delivering task.
+struct Ordered {
+    log: HistoryLog,
+    dispatching: HashMap<Arc<str>, VecDeque<(Position, Bytes)>>,
+}
+
+impl Default for InMemory {
+    fn default() -> Self {
+        Self::with_history(HistoryConfig::default())
+    }
+}
+
+/// Ends a stream's delivery turn if a callback panics, so later
+/// broadcasts on it are not queued forever.
+struct Turn<'a> {
+    history: &'a Mutex<Ordered>,
+    stream: &'a str,
+    done: bool,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let mut h = self.history.lock().unwrap_or_else(|e| e.into_inner());
+            h.dispatching.remove(self.stream);
+        }
+    }
 }
 
 /// A subscriber: its id, its callback, and whether it is still subscribed.
@@ -41,14 +81,80 @@ impl std::fmt::Debug for InMemory {
 }
 
 impl InMemory {
-    /// An empty in-memory backend.
+    /// An empty in-memory backend keeping the default history.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty backend keeping history as `config` says
+    /// ([`HistoryConfig::off`]: none, broadcasts carry no position).
+    pub fn with_history(config: HistoryConfig) -> Self {
+        InMemory {
+            inner: RwLock::default(),
+            next_id: AtomicU64::new(0),
+            broadcasts: AtomicU64::new(0),
+            deliveries: AtomicU64::new(0),
+            history: config.is_on().then(|| {
+                Mutex::new(Ordered {
+                    log: HistoryLog::new(config),
+                    dispatching: HashMap::new(),
+                })
+            }),
+        }
+    }
+
+    /// An empty backend keeping no history.
+    pub fn without_history() -> Self {
+        Self::with_history(HistoryConfig::off())
+    }
+
+    /// Record `message` in `stream`'s history (when kept) and deliver it to
+    /// the local subscribers, in offset order.
+    fn publish(&self, stream: &str, message: Bytes) {
+        let Some(history) = &self.history else {
+            self.dispatch(stream, message);
+            return;
+        };
+        let mut h = history.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(position) = h.log.append(stream, message.clone()) else {
+            drop(h);
+            self.dispatch(stream, message);
+            return;
+        };
+        if let Some(waiting) = h.dispatching.get_mut(stream) {
+            // Another task (or a callback up this task's stack) delivers
+            // on this stream: it delivers this one next, in order.
+            waiting.push_back((position, message));
+            return;
+        }
+        h.dispatching.insert(Arc::from(stream), VecDeque::new());
+        drop(h);
+        let mut turn = Turn {
+            history,
+            stream,
+            done: false,
+        };
+        let mut next = Some((position, message));
+        while let Some((position, message)) = next {
+            self.dispatch_at(stream, message, Some(position));
+            let mut h = history.lock().unwrap_or_else(|e| e.into_inner());
+            next = h.dispatching.get_mut(stream).and_then(VecDeque::pop_front);
+            if next.is_none() {
+                h.dispatching.remove(stream);
+            }
+        }
+        turn.done = true;
     }
 
     /// Deliver `message` to the local subscribers of `stream` right now;
     /// returns how many callbacks ran.
     pub fn dispatch(&self, stream: &str, message: Bytes) -> usize {
+        self.dispatch_at(stream, message, None)
+    }
+
+    /// [`dispatch`](Self::dispatch) of a message at `position` of the
+    /// stream's history.
+    pub fn dispatch_at(&self, stream: &str, message: Bytes, position: Option<Position>) -> usize {
         self.broadcasts.fetch_add(1, Ordering::Relaxed);
         let snapshot = {
             let reg = self.inner.read().unwrap_or_else(|e| e.into_inner());
@@ -58,7 +164,7 @@ impl InMemory {
             }
         };
         let (name, subs) = snapshot;
-        let delivery = Delivery::new(name, message);
+        let delivery = Delivery::at(name, message, position);
         for (_, callback, alive) in subs.iter() {
             // Skip subscriptions removed since the snapshot (by an earlier callback).
             if alive.load(Ordering::Acquire) {
@@ -151,8 +257,24 @@ impl PubSub for InMemory {
         stream: &str,
         message: Bytes,
     ) -> BoxFuture<'static, Result<(), PubSubError>> {
-        self.dispatch(stream, message);
+        self.publish(stream, message);
         Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn history(
+        &self,
+        stream: &str,
+        from: &HistoryFrom,
+    ) -> BoxFuture<'static, Result<Vec<HistoryEntry>, HistoryError>> {
+        let result = match &self.history {
+            None => Err(HistoryError::Unsupported),
+            Some(h) => h
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .log
+                .read(stream, from),
+        };
+        Box::pin(std::future::ready(result))
     }
 
     fn subscriber_count(&self, stream: &str) -> BoxFuture<'static, Result<usize, PubSubError>> {
@@ -166,6 +288,9 @@ impl PubSub for InMemory {
             subscriptions: reg.by_id.len(),
             broadcasts: self.broadcasts.load(Ordering::Relaxed),
             deliveries: self.deliveries.load(Ordering::Relaxed),
+            history: self.history.as_ref().map_or_else(Default::default, |h| {
+                h.lock().unwrap_or_else(|e| e.into_inner()).log.stats()
+            }),
             ..super::PubSubStats::default()
         }
     }

@@ -33,6 +33,7 @@
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod external;
+mod history;
 mod in_memory;
 
 use std::future::Future;
@@ -42,6 +43,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 pub use external::{External, PubSubClient, RemoteCallback};
+pub use history::{
+    HistoryConfig, HistoryEntry, HistoryError, HistoryFrom, HistoryLimits, HistoryLog,
+    HistoryStats, Position,
+};
 pub use in_memory::InMemory;
 
 use crate::protocol::EncodedIdentifier;
@@ -114,6 +119,19 @@ pub trait PubSub: Send + Sync + 'static {
     /// as the broker counts them).
     fn subscriber_count(&self, stream: &str) -> BoxFuture<'static, Result<usize, PubSubError>>;
 
+    /// The messages of `stream` after a position or since a time, oldest
+    /// first, each with its [`Position`] (reliable streams: what a client
+    /// that reconnects missed). A backend that keeps no history answers
+    /// [`HistoryError::Unsupported`] (the default).
+    fn history(
+        &self,
+        stream: &str,
+        from: &HistoryFrom,
+    ) -> BoxFuture<'static, Result<Vec<HistoryEntry>, HistoryError>> {
+        let _ = (stream, from);
+        Box::pin(std::future::ready(Err(HistoryError::Unsupported)))
+    }
+
     /// Counters and broker health, for metrics and health checks.
     fn stats(&self) -> PubSubStats {
         PubSubStats::default()
@@ -137,6 +155,9 @@ pub struct PubSubStats {
     pub reconnects: u64,
     /// Broadcasts that could not be published (broker down).
     pub lost_broadcasts: u64,
+    /// The stream history this process holds (zero when the history lives
+    /// in the broker or is off).
+    pub history: HistoryStats,
 }
 
 impl Default for PubSubStats {
@@ -149,6 +170,7 @@ impl Default for PubSubStats {
             healthy: true,
             reconnects: 0,
             lost_broadcasts: 0,
+            history: HistoryStats::default(),
         }
     }
 }
@@ -191,6 +213,13 @@ impl<P: PubSub + ?Sized> PubSub for Arc<P> {
     fn subscriber_count(&self, stream: &str) -> BoxFuture<'static, Result<usize, PubSubError>> {
         (**self).subscriber_count(stream)
     }
+    fn history(
+        &self,
+        stream: &str,
+        from: &HistoryFrom,
+    ) -> BoxFuture<'static, Result<Vec<HistoryEntry>, HistoryError>> {
+        (**self).history(stream, from)
+    }
     fn stats(&self) -> PubSubStats {
         (**self).stats()
     }
@@ -206,24 +235,58 @@ impl<P: PubSub + ?Sized> PubSub for Arc<P> {
 pub struct Delivery {
     stream: Arc<str>,
     message: Bytes,
+    position: Option<Position>,
+    replayed: bool,
     is_json: std::sync::OnceLock<bool>,
     // Almost every broadcast meets one or two distinct identifiers, so a
     // short vector beats a map. The mutex is uncontended: a delivery is
-    // dispatched by one task.
-    frames: std::sync::Mutex<Vec<(Arc<str>, Bytes)>>,
+    // dispatched by one task. The flag: whether the frame carries the
+    // position.
+    frames: std::sync::Mutex<Vec<(Arc<str>, bool, Bytes)>>,
     memo: std::sync::Mutex<Vec<(&'static str, Bytes)>>,
 }
 
 impl Delivery {
-    /// A delivery of `message` on `stream`.
+    /// A delivery of `message` on `stream`, without a position (the stream
+    /// keeps no history).
     pub fn new(stream: Arc<str>, message: Bytes) -> Self {
         Delivery {
             stream,
             message,
+            position: None,
+            replayed: false,
             is_json: std::sync::OnceLock::new(),
             frames: std::sync::Mutex::new(Vec::new()),
             memo: std::sync::Mutex::new(Vec::new()),
         }
+    }
+
+    /// A delivery of `message` at `position` of `stream`'s history.
+    pub fn at(stream: Arc<str>, message: Bytes, position: Option<Position>) -> Self {
+        Delivery {
+            position,
+            ..Delivery::new(stream, message)
+        }
+    }
+
+    /// A message of the stream's history sent again to one subscriber that
+    /// asked for what it missed (see [`PubSub::history`]).
+    pub fn replayed(stream: Arc<str>, entry: HistoryEntry) -> Self {
+        Delivery {
+            replayed: true,
+            ..Delivery::at(stream, entry.message, Some(entry.position))
+        }
+    }
+
+    /// The message's position in its stream's history (`None` when the
+    /// stream keeps none).
+    pub fn position(&self) -> Option<&Position> {
+        self.position.as_ref()
+    }
+
+    /// Whether this is a history message sent again (not a live broadcast).
+    pub fn is_replayed(&self) -> bool {
+        self.replayed
     }
 
     /// Any other encoding of the message, made once per broadcast by the
@@ -244,6 +307,10 @@ impl Delivery {
         &self.stream
     }
 
+    pub(crate) fn stream_arc(&self) -> &Arc<str> {
+        &self.stream
+    }
+
     /// The message as published (JSON text for cable broadcasts).
     pub fn message(&self) -> &Bytes {
         &self.message
@@ -261,17 +328,46 @@ impl Delivery {
     /// every recipient. `None` when the message is not JSON (it cannot be
     /// spliced into a frame; Rails' default handler drops it too).
     pub fn frame_for(&self, identifier: &EncodedIdentifier) -> Option<Bytes> {
+        self.cached_frame(identifier, false)
+    }
+
+    /// Like [`frame_for`](Self::frame_for), with the position fields of the
+    /// extended protocol when the message has one:
+    /// `{"identifier":…,"message":…,"stream_id":…,"epoch":…,"offset":…}`.
+    pub fn positioned_frame_for(&self, identifier: &EncodedIdentifier) -> Option<Bytes> {
+        self.cached_frame(identifier, self.position.is_some())
+    }
+
+    fn cached_frame(&self, identifier: &EncodedIdentifier, positioned: bool) -> Option<Bytes> {
         if !self.is_json() {
             return None;
         }
         let mut frames = self.frames.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, f)) = frames.iter().find(|(id, _)| **id == *identifier.as_json()) {
+        if let Some((_, _, f)) = frames
+            .iter()
+            .find(|(id, p, _)| *p == positioned && **id == *identifier.as_json())
+        {
             return Some(f.clone());
         }
         // The message is valid JSON, hence valid UTF-8.
         let text = std::str::from_utf8(&self.message).ok()?;
-        let frame = identifier.frame(text);
-        frames.push((Arc::from(identifier.as_json()), frame.clone()));
+        let frame = self.encode(identifier, text, positioned);
+        frames.push((Arc::from(identifier.as_json()), positioned, frame.clone()));
         Some(frame)
+    }
+
+    /// The frame for `identifier` around `message_json` (the message as a
+    /// coder decoded it), with the position fields when `positioned` and
+    /// the message has a position.
+    pub fn encode(
+        &self,
+        identifier: &EncodedIdentifier,
+        message_json: &str,
+        positioned: bool,
+    ) -> Bytes {
+        match (&self.position, positioned) {
+            (Some(p), true) => identifier.frame_at(message_json, &self.stream, p),
+            _ => identifier.frame(message_json),
+        }
     }
 }

@@ -48,6 +48,15 @@ pub struct CableConfig {
     /// pub/sub backend; past it the client gets `reject_history` and its
     /// live messages flow again. Default: 5 s.
     pub history_timeout: std::time::Duration,
+    /// How long a closed connection's session (extended protocol) can be
+    /// restored by a client reconnecting with its `sid`: its identifiers
+    /// and subscriptions come back without `connect`. Zero: no restore.
+    /// Default: 300 s (AnyCable's).
+    pub session_ttl: std::time::Duration,
+    /// How long the live messages of restored subscriptions are held
+    /// waiting for the client's `history` request (so what it missed comes
+    /// first, in order); then they flow anyway. Default: 2 s.
+    pub restore_hold: std::time::Duration,
 }
 
 impl Default for CableConfig {
@@ -60,6 +69,8 @@ impl Default for CableConfig {
             max_total_subscription_bytes: 1024 * 1024 * 1024,
             log_lines_per_second: 20,
             history_timeout: std::time::Duration::from_secs(5),
+            session_ttl: std::time::Duration::from_secs(300),
+            restore_hold: std::time::Duration::from_secs(2),
         }
     }
 }
@@ -76,6 +87,8 @@ pub(crate) struct Registry {
     rejected_history: AtomicU64,
     /// History requests answered with `confirm_history`.
     served_history: AtomicU64,
+    /// Sessions restored (extended protocol).
+    restored_sessions: AtomicU64,
 }
 
 impl Registry {
@@ -92,6 +105,7 @@ impl Registry {
             suppressed_logs: AtomicU64::new(0),
             rejected_history: AtomicU64::new(0),
             served_history: AtomicU64::new(0),
+            restored_sessions: AtomicU64::new(0),
             config,
         }
     }
@@ -136,6 +150,14 @@ impl Registry {
 
     pub(crate) fn served_history(&self) -> u64 {
         self.served_history.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_restored_session(&self) {
+        self.restored_sessions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn restored_sessions(&self) -> u64 {
+        self.restored_sessions.load(Ordering::Relaxed)
     }
 
     pub(crate) fn has_channel(&self, name: &str) -> bool {

@@ -261,3 +261,147 @@ async fn live_messages_during_a_replay_come_after_it_once_and_in_order() {
         ["confirm_subscription", "data", "data", "data", "data", "confirm_history", "data"]
     );
 }
+
+/// Authenticates from `?user=`, and records every `connect`.
+#[derive(Clone, Default)]
+struct UserHandler {
+    log: Log,
+}
+
+impl keayl_cable::connection::ConnectionHandler for UserHandler {
+    const IDENTIFIED_BY: &'static [&'static str] = &["current_user"];
+
+    async fn connect(
+        &self,
+        conn: &mut Connection,
+    ) -> Result<(), keayl_cable::connection::ConnectError> {
+        let user = conn.request().query("user").unwrap_or("nobody").to_owned();
+        self.log.push(format!("connect:{user}"));
+        conn.set_identifier("current_user", user);
+        Ok(())
+    }
+}
+
+fn session_cable(log: &Log) -> Cable {
+    Cable::builder(InMemory::new())
+        .connection_handler(UserHandler { log: log.clone() })
+        .channel::<EchoChannel>()
+        .build()
+}
+
+async fn open_at(cable: &Cable, uri: &str, header_sid: Option<&str>) -> (Connection, RecordingSink, Value) {
+    let sink = RecordingSink::new();
+    let mut request = http::Request::get(uri);
+    if let Some(sid) = header_sid {
+        request = request.header("X-AnyCable-Restore-Sid", sid);
+    }
+    let request = Request::from(request.body(()).unwrap()).with_protocol(Protocol::V1ExtJson);
+    let mut conn = cable
+        .connection(sink.sink(), Identifiers::new())
+        .with_request(request);
+    conn.open().await;
+    let welcome = frames(&sink).remove(0);
+    (conn, sink, welcome)
+}
+
+#[tokio::test]
+async fn a_session_is_restored_without_connect_and_gets_what_it_missed() {
+    let log = Log::new();
+    let cable = session_cable(&log);
+    let (mut first, sink, welcome) = open_at(&cable, "/cable?user=alice", None).await;
+    let sid = welcome["sid"].as_str().unwrap().to_owned();
+    first.handle_frame(subscribe(ID).as_bytes()).await.unwrap();
+    sink.take();
+    publish(&cable, 1..=1).await;
+    let epoch = frames(&sink)[0]["epoch"].as_str().unwrap().to_owned();
+    // The socket is cut; broadcasts go on.
+    first.disconnect().await;
+    publish(&cable, 2..=3).await;
+
+    let (mut back, sink, welcome) =
+        open_at(&cable, &format!("/cable?user=mallory&sid={sid}"), None).await;
+    let new_sid = welcome["sid"].as_str().unwrap().to_owned();
+    assert_ne!(new_sid, sid);
+    assert_eq!(
+        welcome,
+        json!({"type": "welcome", "sid": new_sid, "restored": true, "restored_ids": [ID]})
+    );
+    assert_eq!(log.entries(), ["connect:alice"], "no connect on restore");
+    assert_eq!(
+        back.identifier::<String>("current_user").map(String::as_str),
+        Some("alice"),
+        "the saved identity, not the query's"
+    );
+    assert!(back.is_restored());
+    assert_eq!(back.subscription_identifiers().collect::<Vec<_>>(), [ID]);
+    // Live messages wait for the client's history request ...
+    publish(&cable, 4..=4).await;
+    assert!(sink.take().is_empty());
+    let frame = json!({"command": "history", "identifier": ID,
+        "history": {"streams": {"s": {"offset": 1, "epoch": epoch}}}});
+    back.handle_frame(frame.to_string().as_bytes()).await.unwrap();
+    let got = frames(&sink);
+    // ... so what was missed comes first and in order (4, broadcast after
+    // the restore, is in the history too, and is sent once), then the
+    // trailer.
+    assert_eq!(numbers(&got), [2, 3, 4]);
+    assert_eq!(got.len(), 4);
+    assert_eq!(got[3], json!({"type": "confirm_history", "identifier": ID}));
+    assert_eq!(cable.restored_sessions(), 1);
+
+    // A session is restored once: the old sid now gets a new session.
+    let (_again, _, welcome) = open_at(&cable, &format!("/cable?user=bob&sid={sid}"), None).await;
+    assert_eq!(welcome.get("restored"), None);
+    assert_eq!(log.entries(), ["connect:alice", "connect:bob"]);
+}
+
+#[tokio::test]
+async fn the_header_wins_and_server_ended_sessions_are_gone() {
+    let log = Log::new();
+    let cable = session_cable(&log);
+    let (mut a, _, welcome) = open_at(&cable, "/cable?user=a", None).await;
+    let sid_a = welcome["sid"].as_str().unwrap().to_owned();
+    a.disconnect().await;
+    let (mut b, _, welcome) = open_at(&cable, "/cable?user=b", None).await;
+    let sid_b = welcome["sid"].as_str().unwrap().to_owned();
+    // The server ends b's session with a disconnect message.
+    b.close(keayl_cable::protocol::DisconnectReason::ServerRestart, true);
+    b.disconnect().await;
+
+    // Header a, query b: the header is used.
+    let (restored, _, welcome) =
+        open_at(&cable, &format!("/cable?sid={sid_b}"), Some(&sid_a)).await;
+    assert_eq!(welcome["restored"], true);
+    assert_eq!(welcome["restored_ids"], json!([]));
+    assert_eq!(restored.identifier::<String>("current_user").map(String::as_str), Some("a"));
+    // b's session ended with the disconnect message.
+    let (_, _, welcome) = open_at(&cable, &format!("/cable?user=c&sid={sid_b}"), None).await;
+    assert_eq!(welcome.get("restored"), None);
+    assert_eq!(log.entries(), ["connect:a", "connect:b", "connect:c"]);
+    // A made-up sid is a new session.
+    let (_, _, welcome) = open_at(&cable, "/cable?user=d&sid=nope", None).await;
+    assert_eq!(welcome.get("restored"), None);
+}
+
+#[tokio::test]
+async fn held_messages_of_a_restored_subscription_flow_after_the_hold() {
+    let log = Log::new();
+    let cable = session_cable(&log);
+    let (mut first, _, welcome) = open_at(&cable, "/cable?user=a", None).await;
+    let sid = welcome["sid"].as_str().unwrap().to_owned();
+    first.handle_frame(subscribe(ID).as_bytes()).await.unwrap();
+    first.disconnect().await;
+    let (mut back, sink, welcome) = open_at(&cable, &format!("/cable?sid={sid}"), None).await;
+    assert_eq!(welcome["restored_ids"], json!([ID]));
+    publish(&cable, 1..=2).await;
+    assert!(sink.take().is_empty());
+    // A client that never asks for history: after the hold, live messages
+    // flow (the transport runs timers at `next_timer_due`).
+    let due = back.next_timer_due().expect("the hold ends");
+    assert!(due <= tokio::time::Instant::now() + cable.config().restore_hold);
+    back.run_periodic_timers(due).await;
+    assert_eq!(numbers(&frames(&sink)), [1, 2]);
+    publish(&cable, 3..=3).await;
+    assert_eq!(numbers(&frames(&sink)), [3]);
+    assert_eq!(back.next_timer_due(), None);
+}

@@ -175,6 +175,11 @@ impl Cable {
         self.registry.served_history()
     }
 
+    /// Sessions restored from a client's `sid` (extended protocol).
+    pub fn restored_sessions(&self) -> u64 {
+        self.registry.restored_sessions()
+    }
+
     /// Whether a channel of that name is registered.
     pub fn has_channel(&self, name: &str) -> bool {
         self.registry.has_channel(name)

@@ -47,6 +47,9 @@ pub(crate) struct SubState {
     pub(crate) timers: Vec<Timer>,
     pub(crate) rejected: bool,
     pub(crate) confirmed: bool,
+    /// Restored from a session: no confirmation or rejection frame, and
+    /// live messages held until the client's history request.
+    pub(crate) restored: bool,
 }
 
 /// A stream subscription of one subscription that is not known to be live yet.
@@ -86,6 +89,7 @@ impl SubState {
             timers: Vec::new(),
             rejected: false,
             confirmed: false,
+            restored: false,
         }
     }
 }
@@ -107,11 +111,14 @@ pub(crate) struct Gate {
     limit: usize,
 }
 
+/// A message's stream and position, when the client tracks positions.
+type At = Option<(Arc<str>, Position)>;
+
 #[derive(Debug, Default)]
 struct GateInner {
     state: GateState,
     /// Frames held back (with their position, if any) and their length.
-    held: Vec<(Bytes, Option<(Arc<str>, Position)>)>,
+    held: Vec<(Bytes, At)>,
     held_bytes: usize,
     /// Stream → the last position sent to the client.
     seen: HashMap<Arc<str>, Position>,
@@ -132,7 +139,7 @@ enum GateState {
 impl GateInner {
     /// Send `frame` unless the client already got this position (or a
     /// later one of the same epoch).
-    fn pass(&mut self, sink: &Sink, frame: Bytes, at: Option<(Arc<str>, Position)>) {
+    fn pass(&mut self, sink: &Sink, frame: Bytes, at: At) {
         if let Some((stream, position)) = at {
             if let Some(last) = self.seen.get_mut(&stream) {
                 if last.epoch == position.epoch && position.offset <= last.offset {
@@ -174,7 +181,7 @@ impl Gate {
         &self,
         sink: &Sink,
         frame: Bytes,
-        at: Option<(Arc<str>, Position)>,
+        at: At,
         replayed: bool,
     ) {
         let mut g = self.lock();
@@ -208,12 +215,14 @@ impl Gate {
     /// Send `confirmation`, then whatever arrived before it, and let later
     /// messages through — or, with `replay`, keep holding live messages
     /// until [`end_replay`](Self::end_replay).
-    pub(crate) fn open(&self, sink: &Sink, confirmation: Bytes, replay: bool) {
+    pub(crate) fn open(&self, sink: &Sink, confirmation: Option<Bytes>, replay: bool) {
         let mut g = self.lock();
         if g.state != GateState::Pending {
             return;
         }
-        sink.send(confirmation);
+        if let Some(confirmation) = confirmation {
+            sink.send(confirmation);
+        }
         if replay {
             g.state = GateState::Replaying;
         } else {
@@ -222,12 +231,12 @@ impl Gate {
         }
     }
 
-    /// Hold live messages while history is replayed. False when the
-    /// subscription is not open (not confirmed yet, ended, or already
-    /// replaying).
+    /// Hold live messages while history is replayed (a restored
+    /// subscription's gate is still pending: what it held waits for the
+    /// replay too). False when the subscription ended or is replaying.
     pub(crate) fn begin_replay(&self) -> bool {
         let mut g = self.lock();
-        if g.state != GateState::Open {
+        if !matches!(g.state, GateState::Open | GateState::Pending) {
             return false;
         }
         g.state = GateState::Replaying;

@@ -24,6 +24,27 @@ pub trait ConnectionHandler: Send + Sync + 'static {
         async { Ok(()) }
     }
 
+    /// Rebuild the identifiers of a restored session (extended protocol: a
+    /// client reconnecting with its `sid`), instead of `connect`. `saved`
+    /// holds each identifier's param as it was when the session was live
+    /// (what [`IdentifierValue::param`](super::IdentifierValue::param)
+    /// gave). The default sets each one not already set as a `String`;
+    /// an app with typed identifiers loads them here (its user by id, say),
+    /// and refusing (any error) sends the client through `connect` as a
+    /// new session.
+    fn restore(
+        &self,
+        conn: &mut Connection,
+        saved: &[(String, String)],
+    ) -> impl Future<Output = Result<(), ConnectError>> + Send {
+        for (name, param) in saved {
+            if !conn.identifiers().contains(name) {
+                conn.set_identifier(name.clone(), param.clone());
+            }
+        }
+        async { Ok(()) }
+    }
+
     /// Called last when the connection closes, after every subscription was
     /// torn down.
     fn disconnect(&self, conn: &mut Connection) -> impl Future<Output = ()> + Send {
@@ -44,6 +65,11 @@ pub(crate) trait DynHandler: Send + Sync {
         &'a self,
         conn: &'a mut Connection,
     ) -> crate::pubsub::BoxFuture<'a, Result<(), ConnectError>>;
+    fn restore<'a>(
+        &'a self,
+        conn: &'a mut Connection,
+        saved: &'a [(String, String)],
+    ) -> crate::pubsub::BoxFuture<'a, Result<(), ConnectError>>;
     fn disconnect<'a>(&'a self, conn: &'a mut Connection) -> crate::pubsub::BoxFuture<'a, ()>;
 }
 
@@ -56,6 +82,13 @@ impl<H: ConnectionHandler> DynHandler for H {
         conn: &'a mut Connection,
     ) -> crate::pubsub::BoxFuture<'a, Result<(), ConnectError>> {
         Box::pin(ConnectionHandler::connect(self, conn))
+    }
+    fn restore<'a>(
+        &'a self,
+        conn: &'a mut Connection,
+        saved: &'a [(String, String)],
+    ) -> crate::pubsub::BoxFuture<'a, Result<(), ConnectError>> {
+        Box::pin(ConnectionHandler::restore(self, conn, saved))
     }
     fn disconnect<'a>(&'a self, conn: &'a mut Connection) -> crate::pubsub::BoxFuture<'a, ()> {
         Box::pin(ConnectionHandler::disconnect(self, conn))

@@ -128,6 +128,8 @@ impl Connection {
             sub.history = Some(request);
             return;
         }
+        // A restored subscription's held messages wait for this replay.
+        sub.state.restored = false;
         if !sub.state.gate.begin_replay() {
             return;
         }

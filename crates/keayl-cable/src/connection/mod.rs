@@ -54,6 +54,7 @@ mod handler;
 mod history;
 mod identifiers;
 mod request;
+mod session;
 mod sink;
 mod subscriptions;
 
@@ -69,6 +70,7 @@ pub(crate) use handler::DynHandler;
 pub use handler::{AcceptAll, ConnectError, ConnectionHandler};
 pub use identifiers::{IdentifierValue, Identifiers};
 pub use request::Request;
+pub use session::RESTORE_SID_HEADER;
 pub use sink::Sink;
 pub use subscriptions::SubscribeOutcome;
 use subscriptions::Subscription;
@@ -113,6 +115,13 @@ pub struct Connection {
     deferred_confirmations: bool,
     /// The extended protocol's session id, sent in `welcome`.
     session_id: Option<String>,
+    /// The server ended the session (a `disconnect` message).
+    session_ended: bool,
+    /// `open` restored a saved session.
+    restored: bool,
+    /// Until when restored subscriptions hold live messages for the
+    /// client's history request.
+    restore_hold_until: Option<Instant>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -156,6 +165,9 @@ impl Connection {
             state: ConnectionState::New,
             deferred_confirmations: false,
             session_id: None,
+            session_ended: false,
+            restored: false,
+            restore_hold_until: None,
         }
     }
 
@@ -243,11 +255,15 @@ impl Connection {
         if self.state != ConnectionState::New {
             return self.state;
         }
-        let handler = self.shared.handler.clone();
-        let outcome = AssertUnwindSafe(handler.connect(self)).catch_unwind().await;
-        let outcome = match outcome {
-            Ok(r) => r,
-            Err(panic) => Err(ConnectError::Failed(panic_message(&*panic))),
+        let restoring = self.restore_identifiers().await;
+        let outcome = if restoring.is_some() {
+            Ok(())
+        } else {
+            let handler = self.shared.handler.clone();
+            match AssertUnwindSafe(handler.connect(self)).catch_unwind().await {
+                Ok(r) => r,
+                Err(panic) => Err(ConnectError::Failed(panic_message(&*panic))),
+            }
         };
         match outcome {
             Ok(()) => {}
@@ -279,12 +295,29 @@ impl Connection {
         self.state = ConnectionState::Open;
         if self.shared.request.protocol().is_extended() {
             let sid = new_session_id();
-            self.shared.sink.send(protocol::welcome_with_sid(&sid));
+            match restoring {
+                Some(saved) => {
+                    let restored = self.restore_subscriptions(saved).await;
+                    self.shared.registry.count_restored_session();
+                    self.restored = true;
+                    self.shared.sink.send(protocol::welcome_restored(
+                        &sid,
+                        restored.iter().map(String::as_str),
+                    ));
+                }
+                None => self.shared.sink.send(protocol::welcome_with_sid(&sid)),
+            }
             self.session_id = Some(sid);
+            self.save_session().await;
         } else {
             self.shared.sink.send(protocol::welcome());
         }
         self.state
+    }
+
+    /// Whether `open` restored a saved session (extended protocol).
+    pub fn is_restored(&self) -> bool {
+        self.restored
     }
 
     /// The session id sent in the extended protocol's `welcome` (`None`
@@ -303,7 +336,9 @@ impl Connection {
     /// Close from the server side: send `{"type":"disconnect",…}` and ask the
     /// transport to close. The transport then calls
     /// [`disconnect`](Self::disconnect).
-    pub fn close(&self, reason: DisconnectReason, reconnect: bool) {
+    pub fn close(&mut self, reason: DisconnectReason, reconnect: bool) {
+        // The client forgets its session on a `disconnect` message.
+        self.session_ended = true;
         self.shared
             .sink
             .send(protocol::disconnect(reason, reconnect));
@@ -336,9 +371,13 @@ impl Connection {
                     .registry
                     .channel_factory(&channel)
                     .ok_or(CommandError::UnknownChannel(channel.clone()))?;
-                self.subscribe_dyn(history, identifier, channel.into(), params, factory())
-                    .await
-                    .map(|_| ())
+                let outcome = self
+                    .subscribe_dyn(history, identifier, channel.into(), params, factory())
+                    .await?;
+                if outcome == SubscribeOutcome::Confirmed {
+                    self.save_session().await;
+                }
+                Ok(())
             }
             Command::History {
                 identifier,
@@ -363,7 +402,11 @@ impl Connection {
             // A client's answer to our ping: its arrival is what counts
             // (the reader saw the connection alive).
             Command::Pong => Ok(()),
-            Command::Unsubscribe { identifier } => self.remove_subscription(&identifier).await,
+            Command::Unsubscribe { identifier } => {
+                self.remove_subscription(&identifier).await?;
+                self.save_session().await;
+                Ok(())
+            }
             Command::Message {
                 identifier,
                 action,
@@ -459,11 +502,15 @@ impl Connection {
         })
     }
 
-    /// The earliest due time of any periodic timer.
+    /// The earliest due time of any periodic timer (or of the end of a
+    /// restored session's hold, see [`CableConfig::restore_hold`]).
+    ///
+    /// [`CableConfig::restore_hold`]: crate::CableConfig::restore_hold
     pub fn next_timer_due(&self) -> Option<Instant> {
         self.subscriptions
             .iter()
             .flat_map(|(_, s)| s.state.timers.iter().map(|t| t.due))
+            .chain(self.restore_hold_until)
             .min()
     }
 
@@ -471,6 +518,9 @@ impl Connection {
     /// its interval, or at [`next_timer_due`](Self::next_timer_due)). Returns
     /// how many fired.
     pub async fn run_periodic_timers(&mut self, now: Instant) -> usize {
+        if self.restore_hold_until.is_some_and(|at| at <= now) {
+            self.release_restored();
+        }
         let mut fired = 0;
         for (_, sub) in self.subscriptions.iter_mut() {
             let due: Vec<&'static str> = sub
@@ -512,6 +562,15 @@ impl Connection {
             return;
         }
         let was_open = self.state == ConnectionState::Open;
+        if was_open {
+            // Kept for a reconnect with the session id, unless the server
+            // ended it.
+            if self.session_ended {
+                self.end_session().await;
+            } else {
+                self.save_session().await;
+            }
+        }
         self.state = ConnectionState::Closed;
         for (_, mut sub) in std::mem::take(&mut self.subscriptions) {
             Self::unsubscribe(&self.shared, &mut sub).await;

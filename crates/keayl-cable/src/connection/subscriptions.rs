@@ -121,6 +121,21 @@ impl Connection {
         identifier: String,
         channel_class: Arc<str>,
         params: Params,
+        channel: Box<dyn DynChannel>,
+    ) -> Result<SubscribeOutcome, CommandError> {
+        self.subscribe_as(false, history.take(), identifier, channel_class, params, channel)
+            .await
+    }
+
+    /// Subscribe; `restored`: from a session, without frames (the client
+    /// learns from `restored_ids`) and always waiting for the broker.
+    pub(super) async fn subscribe_as(
+        &mut self,
+        restored: bool,
+        mut history: Option<HistoryRequest>,
+        identifier: String,
+        channel_class: Arc<str>,
+        params: Params,
         mut channel: Box<dyn DynChannel>,
     ) -> Result<SubscribeOutcome, CommandError> {
         let limit = self.shared.registry.config().max_subscriptions;
@@ -137,6 +152,7 @@ impl Connection {
             params,
             pending_limit,
         );
+        state.restored = restored;
         let mut ctx = ChannelContext {
             state: &mut state,
             conn: &self.shared,
@@ -195,7 +211,7 @@ impl Connection {
                 history,
             }),
         ));
-        if self.deferred_confirmations {
+        if self.deferred_confirmations && !restored {
             return Ok(SubscribeOutcome::Pending);
         }
         loop {
@@ -251,11 +267,13 @@ impl Connection {
     ) -> Option<Replay> {
         state.confirmed = true;
         let request = history.take();
-        state.gate.open(
-            &shared.sink,
-            state.encoded.confirm_subscription(),
-            request.is_some(),
-        );
+        if !state.restored {
+            state.gate.open(
+                &shared.sink,
+                Some(state.encoded.confirm_subscription()),
+                request.is_some(),
+            );
+        }
         let replay = request.map(|r| Replay::new(state, &r));
         let now = Instant::now();
         for &(name, every) in channel.periodically() {
@@ -284,7 +302,9 @@ impl Connection {
         ctx.stop_all_streams();
         state.pending.clear();
         state.timers.clear();
-        shared.sink.send(state.encoded.reject_subscription());
+        if !state.restored {
+            shared.sink.send(state.encoded.reject_subscription());
+        }
     }
 
     /// Whether a subscription waits for its streams to go live (see

@@ -110,6 +110,24 @@ pub fn welcome_with_sid(sid: &str) -> Bytes {
     Bytes::from(out)
 }
 
+/// `{"type":"welcome","sid":"<sid>","restored":true,"restored_ids":[…]}`:
+/// the welcome of a restored session, with the identifiers of the
+/// subscriptions it restored (the client does not subscribe them again).
+pub fn welcome_restored<'a>(sid: &str, restored_ids: impl IntoIterator<Item = &'a str>) -> Bytes {
+    let mut out = Vec::with_capacity(64 + sid.len());
+    out.extend_from_slice(br#"{"type":"welcome","sid":"#);
+    write_escaped(&mut out, sid);
+    out.extend_from_slice(br#","restored":true,"restored_ids":["#);
+    for (i, id) in restored_ids.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_escaped(&mut out, id);
+    }
+    out.extend_from_slice(b"]}");
+    Bytes::from(out)
+}
+
 /// `{"type":"pong"}`: the answer to a client's `ping`.
 pub fn pong() -> Bytes {
     Bytes::from_static(br#"{"type":"pong"}"#)
@@ -148,6 +166,14 @@ mod tests {
             br#"{"type":"welcome","sid":"a\"b"}"#
         );
         assert_eq!(&pong()[..], br#"{"type":"pong"}"#);
+        assert_eq!(
+            &welcome_restored("s", [r#"{"channel":"A"}"#, "b"])[..],
+            br#"{"type":"welcome","sid":"s","restored":true,"restored_ids":["{\"channel\":\"A\"}","b"]}"#
+        );
+        assert_eq!(
+            &welcome_restored("s", [])[..],
+            br#"{"type":"welcome","sid":"s","restored":true,"restored_ids":[]}"#
+        );
         assert_eq!(
             &reject_history(r#"{"channel":"X"}"#)[..],
             br#"{"type":"reject_history","identifier":"{\"channel\":\"X\"}"}"#

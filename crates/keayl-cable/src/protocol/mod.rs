@@ -63,7 +63,7 @@ pub use encode::{
 pub use error::ProtocolError;
 pub use ext::{
     HistoryRequest, Protocol, StreamPosition, confirm_history, pong, reject_history,
-    welcome_with_sid,
+    welcome_restored, welcome_with_sid,
 };
 
 #[cfg(test)]

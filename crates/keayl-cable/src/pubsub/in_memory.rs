@@ -6,7 +6,7 @@ use bytes::Bytes;
 
 use super::{
     BoxFuture, Callback, Delivery, HistoryConfig, HistoryEntry, HistoryError, HistoryFrom,
-    HistoryLog, Position, PubSub, PubSubError, Subscribed, SubscriptionId,
+    HistoryLog, Position, PubSub, PubSubError, SessionStore, Subscribed, SubscriptionId,
 };
 
 /// The embedded, single-process backend: tracks subscribers per stream and
@@ -29,7 +29,12 @@ pub struct InMemory {
     broadcasts: AtomicU64,
     deliveries: AtomicU64,
     history: Option<Mutex<Ordered>>,
+    sessions: Mutex<SessionStore>,
 }
+
+/// Bytes of session snapshots an [`InMemory`] keeps at most (the oldest go
+/// first beyond it).
+pub const MAX_SESSION_BYTES: usize = 64 * 1024 * 1024;
 
 /// The history and, per stream being delivered right now, the broadcasts
 /// waiting for the delivering task.
@@ -94,6 +99,7 @@ impl InMemory {
             next_id: AtomicU64::new(0),
             broadcasts: AtomicU64::new(0),
             deliveries: AtomicU64::new(0),
+            sessions: Mutex::new(SessionStore::new(MAX_SESSION_BYTES)),
             history: config.is_on().then(|| {
                 Mutex::new(Ordered {
                     log: HistoryLog::new(config),
@@ -281,6 +287,36 @@ impl PubSub for InMemory {
         Box::pin(std::future::ready(Ok(self.local_count(stream))))
     }
 
+    fn save_session(
+        &self,
+        sid: &str,
+        snapshot: Bytes,
+        ttl: std::time::Duration,
+    ) -> BoxFuture<'static, Result<(), PubSubError>> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .save(sid, snapshot, ttl);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn take_session(&self, sid: &str) -> BoxFuture<'static, Result<Option<Bytes>, PubSubError>> {
+        let taken = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take(sid);
+        Box::pin(std::future::ready(Ok(taken)))
+    }
+
+    fn remove_session(&self, sid: &str) -> BoxFuture<'static, Result<(), PubSubError>> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(sid);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
     fn stats(&self) -> super::PubSubStats {
         let reg = self.inner.read().unwrap_or_else(|e| e.into_inner());
         super::PubSubStats {
@@ -291,6 +327,7 @@ impl PubSub for InMemory {
             history: self.history.as_ref().map_or_else(Default::default, |h| {
                 h.lock().unwrap_or_else(|e| e.into_inner()).log.stats()
             }),
+            sessions: self.sessions.lock().unwrap_or_else(|e| e.into_inner()).len(),
             ..super::PubSubStats::default()
         }
     }

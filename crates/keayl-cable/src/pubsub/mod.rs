@@ -35,6 +35,7 @@ pub mod conformance;
 mod external;
 mod history;
 mod in_memory;
+mod sessions;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -48,6 +49,7 @@ pub use history::{
     HistoryStats, Position,
 };
 pub use in_memory::InMemory;
+pub use sessions::SessionStore;
 
 use crate::protocol::EncodedIdentifier;
 
@@ -132,6 +134,34 @@ pub trait PubSub: Send + Sync + 'static {
         Box::pin(std::future::ready(Err(HistoryError::Unsupported)))
     }
 
+    /// Keep a connection's session snapshot under `sid` for `ttl`
+    /// (extended protocol session restore), where every process sharing
+    /// the backend can [`take`](Self::take_session) it. A backend that
+    /// keeps no sessions ignores it (the default): clients then get a new
+    /// session when they reconnect.
+    fn save_session(
+        &self,
+        sid: &str,
+        snapshot: Bytes,
+        ttl: std::time::Duration,
+    ) -> BoxFuture<'static, Result<(), PubSubError>> {
+        let _ = (sid, snapshot, ttl);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    /// The session snapshot saved under `sid`, if it has not expired;
+    /// removed, so a session is restored once.
+    fn take_session(&self, sid: &str) -> BoxFuture<'static, Result<Option<Bytes>, PubSubError>> {
+        let _ = sid;
+        Box::pin(std::future::ready(Ok(None)))
+    }
+
+    /// Forget the session saved under `sid` (the server ended it).
+    fn remove_session(&self, sid: &str) -> BoxFuture<'static, Result<(), PubSubError>> {
+        let _ = sid;
+        Box::pin(std::future::ready(Ok(())))
+    }
+
     /// Counters and broker health, for metrics and health checks.
     fn stats(&self) -> PubSubStats {
         PubSubStats::default()
@@ -158,6 +188,9 @@ pub struct PubSubStats {
     /// The stream history this process holds (zero when the history lives
     /// in the broker or is off).
     pub history: HistoryStats,
+    /// Session snapshots this process holds (zero when they live in the
+    /// broker).
+    pub sessions: usize,
 }
 
 impl Default for PubSubStats {
@@ -171,6 +204,7 @@ impl Default for PubSubStats {
             reconnects: 0,
             lost_broadcasts: 0,
             history: HistoryStats::default(),
+            sessions: 0,
         }
     }
 }
@@ -219,6 +253,20 @@ impl<P: PubSub + ?Sized> PubSub for Arc<P> {
         from: &HistoryFrom,
     ) -> BoxFuture<'static, Result<Vec<HistoryEntry>, HistoryError>> {
         (**self).history(stream, from)
+    }
+    fn save_session(
+        &self,
+        sid: &str,
+        snapshot: Bytes,
+        ttl: std::time::Duration,
+    ) -> BoxFuture<'static, Result<(), PubSubError>> {
+        (**self).save_session(sid, snapshot, ttl)
+    }
+    fn take_session(&self, sid: &str) -> BoxFuture<'static, Result<Option<Bytes>, PubSubError>> {
+        (**self).take_session(sid)
+    }
+    fn remove_session(&self, sid: &str) -> BoxFuture<'static, Result<(), PubSubError>> {
+        (**self).remove_session(sid)
     }
     fn stats(&self) -> PubSubStats {
         (**self).stats()

@@ -113,6 +113,32 @@ impl BrokerConfig {
         }
     }
 
+    /// The servers of a comma-separated server list
+    /// (`nats://a:4222,nats://b:4222`), each as written (a server after
+    /// the first keeps the spaces that follow its comma). The list is split
+    /// only at a comma followed (after optional spaces) by `scheme://`, so
+    /// a password holding a `,` or a space stays whole. One server is a
+    /// list of one.
+    ///
+    /// ```
+    /// use keayl_broker::BrokerConfig;
+    /// assert_eq!(BrokerConfig::split_servers("nats://a,nats://b"), ["nats://a", "nats://b"]);
+    /// assert_eq!(BrokerConfig::split_servers("nats://u:p,w@a, tls://b"), ["nats://u:p,w@a", " tls://b"]);
+    /// assert_eq!(BrokerConfig::split_servers("redis://h"), ["redis://h"]);
+    /// ```
+    pub fn split_servers(url: &str) -> Vec<&str> {
+        let mut servers = Vec::new();
+        let mut start = 0;
+        for (comma, _) in url.match_indices(',') {
+            if starts_with_scheme(url[comma + 1..].trim_start()) {
+                servers.push(&url[start..comma]);
+                start = comma + 1;
+            }
+        }
+        servers.push(&url[start..]);
+        servers
+    }
+
     /// The URL for logs and health reports: [`redact`]ed.
     pub fn redacted_url(&self) -> String {
         redact(&self.url)
@@ -147,9 +173,17 @@ impl BrokerConfig {
 /// ```
 pub fn redact(url: &str) -> String {
     // Several servers in one string (`nats://a:pw@h1,nats://b:pw@h2`): each
-    // is redacted on its own.
-    if url.matches("://").count() > 1 && url.contains(',') {
-        return url.split(',').map(redact).collect::<Vec<_>>().join(",");
+    // is redacted on its own (the spaces after a comma kept as they are).
+    let servers = BrokerConfig::split_servers(url);
+    if servers.len() > 1 {
+        return servers
+            .iter()
+            .map(|s| {
+                let server = s.trim_start();
+                format!("{}{}", &s[..s.len() - server.len()], redact(server))
+            })
+            .collect::<Vec<_>>()
+            .join(",");
     }
     let Some((scheme, rest)) = url.split_once("://") else {
         let url = match url.rfind('@') {
@@ -193,6 +227,17 @@ pub fn redact(url: &str) -> String {
     format!("{scheme}://{authority}{tail}")
 }
 
+/// Whether `s` starts with `scheme://` (a letter, then letters, digits,
+/// `+`, `-` or `.`).
+fn starts_with_scheme(s: &str) -> bool {
+    let Some((scheme, _)) = s.split_once("://") else {
+        return false;
+    };
+    let mut chars = scheme.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+}
+
 /// Schemes whose password-less userinfo is a secret token.
 fn is_token_scheme(scheme: &str) -> bool {
     matches!(
@@ -214,10 +259,24 @@ fn redact_pair(pair: &str) -> String {
     }
 }
 
-/// The secrets [`redact`] hides in `url`, raw and percent-decoded, longest
-/// first (to mask them in a driver's error message that quotes them).
+/// The secrets [`redact`] hides in `url` (in every server of a server
+/// list), raw and percent-decoded, longest first (to mask them in a
+/// driver's error message that quotes them).
 fn secrets(url: &str) -> Vec<String> {
     let mut found = Vec::new();
+    for server in BrokerConfig::split_servers(url) {
+        server_secrets(server.trim_start(), &mut found);
+    }
+    let decoded: Vec<String> = found.iter().map(|s| crate::percent_decode(s)).collect();
+    found.extend(decoded);
+    found.retain(|s| !s.is_empty());
+    found.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    found.dedup();
+    found
+}
+
+/// The secrets of one server's URL, raw, pushed onto `found`.
+fn server_secrets(url: &str, found: &mut Vec<String>) {
     match url.split_once("://") {
         Some((scheme, rest)) => {
             let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
@@ -244,12 +303,6 @@ fn secrets(url: &str) -> Vec<String> {
             }));
         }
     }
-    let decoded: Vec<String> = found.iter().map(|s| crate::percent_decode(s)).collect();
-    found.extend(decoded);
-    found.retain(|s| !s.is_empty());
-    found.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    found.dedup();
-    found
 }
 
 /// Errors from configuring a networked backend.
@@ -343,6 +396,51 @@ mod tests {
         for (input, want) in cases {
             assert_eq!(redact(input), want, "{input}");
         }
+    }
+
+    #[test]
+    fn server_lists_split_only_before_a_scheme() {
+        // A password with a comma or a space stays whole.
+        let list = "nats://a:p,w@h1:4222,nats://b:p w@h2:4222, tls://c:x,nats:y@h3";
+        assert_eq!(
+            BrokerConfig::split_servers(list),
+            [
+                "nats://a:p,w@h1:4222",
+                "nats://b:p w@h2:4222",
+                " tls://c:x,nats:y@h3"
+            ]
+        );
+        assert_eq!(
+            redact(list),
+            "nats://a:***@h1:4222,nats://b:***@h2:4222, tls://c:***@h3"
+        );
+        // A token after a comma and a space is hidden too.
+        assert_eq!(
+            redact("nats://h1, nats://tok,en@h2"),
+            "nats://h1, nats://***@h2"
+        );
+        // One server with a comma in its password is one server.
+        assert_eq!(redact("nats://u:a,b@h"), "nats://u:***@h");
+        assert_eq!(redact("redis://:a, b@h/0"), "redis://:***@h/0");
+    }
+
+    #[test]
+    fn secrets_of_every_server() {
+        let s = secrets("nats://a:p,w1@h1,nats://b:p%20w2@h2, nats://t,o k@h3");
+        for want in ["p,w1", "p%20w2", "p w2", "t,o k"] {
+            assert!(s.contains(&want.to_owned()), "{want}: {s:?}");
+        }
+        let err = ConfigError::invalid_url(
+            "nats",
+            "nats://a:p,w1@h1,nats://b:p w2@h2",
+            "refused p,w1 and p w2",
+        );
+        let shown = err.to_string();
+        assert!(
+            !shown.contains("p,w1") && !shown.contains("p w2"),
+            "{shown}"
+        );
+        assert!(shown.contains("nats://a:***@h1,nats://b:***@h2"), "{shown}");
     }
 
     #[test]

@@ -98,7 +98,20 @@ struct Inner {
     lost_in_outage: AtomicU64,
     down_since: Mutex<Option<Instant>>,
     last_error: Mutex<Option<String>>,
+    failed_log: Mutex<FailedLog>,
 }
+
+/// The rate limit of [`Health::count_failed_delivery`]'s log.
+#[derive(Default)]
+struct FailedLog {
+    /// When the last line was logged.
+    last: Option<Instant>,
+    /// Calls since then that were not logged.
+    suppressed: u64,
+}
+
+/// At most one failed-delivery line per this interval.
+const FAILED_LOG_INTERVAL: Duration = Duration::from_secs(1);
 
 impl std::fmt::Debug for Health {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -121,6 +134,7 @@ impl Health {
                 lost_in_outage: AtomicU64::new(0),
                 down_since: Mutex::new(None),
                 last_error: Mutex::new(None),
+                failed_log: Mutex::new(FailedLog::default()),
             }),
         }
     }
@@ -326,8 +340,62 @@ impl Health {
             "message from the broker could not be delivered"
         );
     }
+
+    /// Messages from the broker were dropped (`reason`: for example a
+    /// subscription that fell behind). Counted in
+    /// [`failed_delivery_count`](Self::failed_delivery_count) on every call;
+    /// logged at `warn` at most once a second, with how many calls since
+    /// the previous line were not logged (for events that can come in
+    /// floods).
+    pub fn count_failed_delivery(&self, reason: &str) {
+        let total = self.inner.failed_deliveries.fetch_add(1, Ordering::Relaxed) + 1;
+        let suppressed = {
+            let mut log = lock(&self.inner.failed_log);
+            let now = Instant::now();
+            if log
+                .last
+                .is_some_and(|t| now.duration_since(t) < FAILED_LOG_INTERVAL)
+            {
+                log.suppressed += 1;
+                return;
+            }
+            log.last = Some(now);
+            std::mem::take(&mut log.suppressed)
+        };
+        tracing::warn!(
+            backend = self.inner.backend,
+            reason,
+            failed_deliveries = total,
+            suppressed,
+            "messages from the broker dropped ({suppressed} more such reports suppressed since the last line)"
+        );
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_deliveries_are_all_counted_but_logged_at_most_once_a_second() {
+        let health = Health::new("test");
+        for _ in 0..1000 {
+            health.count_failed_delivery("slow consumer");
+        }
+        assert_eq!(health.failed_delivery_count(), 1000);
+        assert_eq!(health.status().failed_deliveries, 1000);
+        // A line was logged; the calls after it (within the second) wait,
+        // counted, for the next one.
+        let log = lock(&health.inner.failed_log);
+        assert!(log.last.is_some());
+        assert!(
+            log.suppressed > 0 && log.suppressed < 1000,
+            "{}",
+            log.suppressed
+        );
+    }
 }

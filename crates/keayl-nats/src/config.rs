@@ -15,9 +15,9 @@ use crate::BACKEND;
 pub struct NatsConfig {
     /// URL (`nats://[user:password@|token@]host[:port]`, `tls://…`, or a
     /// comma-separated list of servers), Rails' `channel_prefix`, reconnect
-    /// and timeouts. `command_timeout` bounds one publish (until it is
-    /// written to the socket), one subscribe batch and the health check
-    /// (both a round trip to the server).
+    /// and timeouts. `command_timeout` bounds one publish, one subscribe
+    /// batch and the health check (each until the server echoes a round
+    /// trip sent after it).
     pub broker: BrokerConfig,
     /// How long [`subscriber_count`](keayl_cable::pubsub::PubSub::subscriber_count)
     /// collects answers from the processes subscribed to a stream (NATS
@@ -96,12 +96,14 @@ impl Credentials {
     }
 }
 
-/// The servers of `url` and the credentials of its first server that has
-/// some.
+/// The servers of `url` (split as [`BrokerConfig::split_servers`] does)
+/// and the credentials of its first server that has some. The addresses
+/// carry no userinfo (the driver logs them); the credentials travel in the
+/// [`ConnectOptions`] ([`Credentials::options`]).
 pub(crate) fn servers(url: &str) -> Result<(Vec<ServerAddr>, Credentials), ConfigError> {
     let mut addrs = Vec::new();
     let mut credentials = Credentials::None;
-    for part in url.split(',').map(str::trim) {
+    for part in BrokerConfig::split_servers(url).into_iter().map(str::trim) {
         if !(part.starts_with("nats://") || part.starts_with("tls://")) {
             return Err(ConfigError::invalid_url(
                 BACKEND,
@@ -119,6 +121,12 @@ pub(crate) fn servers(url: &str) -> Result<(Vec<ServerAddr>, Credentials), Confi
                 None => Credentials::Token(user),
             };
         }
+        let mut bare = addr.into_inner();
+        let stripped = bare.set_password(None).and(bare.set_username(""));
+        let addr = stripped
+            .map_err(|()| "its user name cannot be removed")
+            .and_then(|()| ServerAddr::from_url(bare).map_err(|_| "not a NATS address"))
+            .map_err(|e| ConfigError::invalid_url(BACKEND, url, e))?;
         addrs.push(addr);
     }
     Ok((addrs, credentials))
@@ -146,8 +154,40 @@ mod tests {
             let e = config_from_url(bad).unwrap_err();
             assert_eq!(e.backend(), "nats", "{bad}");
         }
+        // A password with a comma stays whole.
+        let (addrs, credentials) = servers("nats://u:p,w@a:1,nats://b:2").unwrap();
+        assert_eq!(addrs.len(), 2);
+        assert!(matches!(credentials, Credentials::UserPassword(u, p) if u == "u" && p == "p,w"));
         // A bad URL's error does not show its secret.
         let e = config_from_url("nats://tok3n@h:port").unwrap_err();
         assert!(!e.to_string().contains("tok3n"), "{e}");
+    }
+
+    /// The driver logs server addresses: they hold no secret, which reaches
+    /// the server through the connect options instead.
+    #[test]
+    fn addresses_carry_no_credentials() {
+        let (addrs, credentials) =
+            servers("nats://alice:s3cr%40t@h1:4222, tls://bob:other@h2:4223").unwrap();
+        assert_eq!(addrs.len(), 2);
+        for addr in &addrs {
+            let shown = format!("{addr:?} {}", addr.clone().into_inner());
+            for secret in ["s3cr", "other", "alice", "bob", "@"] {
+                assert!(!shown.contains(secret), "{secret} in {shown}");
+            }
+            assert_eq!((addr.username(), addr.password()), (None, None));
+            assert!(!addr.has_user_pass());
+        }
+        assert_eq!((addrs[0].host(), addrs[0].port()), ("h1", 4222));
+        assert_eq!((addrs[1].host(), addrs[1].port()), ("h2", 4223));
+        assert!(addrs[1].tls_required());
+        assert!(matches!(
+            credentials,
+            Credentials::UserPassword(u, p) if u == "alice" && p == "s3cr@t"
+        ));
+
+        let (addrs, credentials) = servers("nats://tok3n@h").unwrap();
+        assert!(!addrs[0].clone().into_inner().as_str().contains("tok3n"));
+        assert!(matches!(credentials, Credentials::Token(t) if t == "tok3n"));
     }
 }

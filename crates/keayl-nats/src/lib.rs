@@ -26,19 +26,30 @@
 //!   ([`subject_for`]: wildcards, dots, spaces and non-ASCII
 //!   percent-encoded, long names hashed under the server's control-line
 //!   limit). Payloads travel verbatim.
-//! * **Confirmation**: NATS does not acknowledge a `SUB`, but it reads a
-//!   connection in order; after a batch of `SUB`s the supervisor makes a
-//!   request nobody answers, and the server's "no responders" reply proves
-//!   the subscriptions are in place. Only then does [`Subscribed::ready`]
-//!   complete (and the cable send `confirm_subscription`). The same round
-//!   trip, every [`BrokerConfig::health_check_interval`], notices a silent
-//!   network cut within [`BrokerConfig::command_timeout`].
-//! * **Publishing** waits until the message is written to the server's
-//!   socket (a flush), at most `command_timeout`; a broadcast while the
-//!   connection is down fails with [`PubSubError::Unavailable`] and is
-//!   counted in [`Health::lost_broadcast_count`]. NATS core delivery is
-//!   at-most-once: what is published while a process is disconnected does
-//!   not reach it (as with Redis pub/sub and Rails).
+//! * **Round trips**: NATS acknowledges nothing, but it reads a connection
+//!   in order and delivers in order. Each session first subscribes to a
+//!   private subject, `_keayl_ack.<random id>`; a round trip publishes the
+//!   next value of a counter there and waits until the server echoes it
+//!   back, which proves the server has read everything sent before it (an
+//!   echo of `n` completes every round trip up to `n`). No request and no
+//!   "no responders" reply is involved, so another application's
+//!   subscriber to `>` neither answers nor stalls them.
+//! * **Subscribing**: after a batch of `SUB`s (and `UNSUB`s) the
+//!   supervisor makes a round trip; only when it is echoed (on the same
+//!   connection: a reconnection by the driver meanwhile fails the batch)
+//!   does [`Subscribed::ready`] complete (and the cable send
+//!   `confirm_subscription`). A round trip every
+//!   [`BrokerConfig::health_check_interval`] notices a silent network cut
+//!   within [`BrokerConfig::command_timeout`].
+//! * **Publishing** waits, at most `command_timeout`, until a round trip
+//!   queued after the message is echoed (concurrent broadcasts share one).
+//!   A broadcast while the connection is down, one not confirmed in time,
+//!   and one confirmed only after the driver re-established the connection
+//!   (it may have been lost in between) fail with
+//!   [`PubSubError::Unavailable`] and are counted in
+//!   [`Health::lost_broadcast_count`]. NATS core delivery is at-most-once:
+//!   what is published while a process is disconnected does not reach it
+//!   (as with Redis pub/sub and Rails).
 //! * **Reconnection**: the driver's own reconnect loop is cut short; a lost
 //!   connection ends the session and the shared supervisor reconnects
 //!   forever with backoff, subscribing every wanted stream again, logging
@@ -46,12 +57,15 @@
 //! * **Slow subscriptions**: when a forwarding task falls behind the
 //!   driver's buffer (65,536 messages per subscription) NATS drops
 //!   messages; each such event is counted in
-//!   [`Health::failed_delivery_count`] and logged, never silent.
-//! * **`subscriber_count`** is a census: a request on
-//!   `_keayl_census.<subject>` that every process with that subject
-//!   subscribed answers, counted for [`NatsConfig::census_window`]. It
-//!   counts processes (as Redis' `PUBSUB NUMSUB` counts connections), not
-//!   local subscribers.
+//!   [`Health::failed_delivery_count`] and logged (at most once a second,
+//!   with how many events the log skipped), never silent.
+//! * **`subscriber_count`** is a census: a message on
+//!   `_keayl_census.<subject>` with a reply inbox, which every process with
+//!   that subject subscribed answers (each session subscribes to the census
+//!   before its first subscribe batch); the answers are counted for
+//!   [`NatsConfig::census_window`], the server's status messages (such as
+//!   "no responders") ignored. It counts processes (as Redis'
+//!   `PUBSUB NUMSUB` counts connections), not local subscribers.
 //!
 //! [`External`]: keayl_cable::pubsub::External
 //! [`Subscribed::ready`]: keayl_cable::pubsub::Subscribed::ready

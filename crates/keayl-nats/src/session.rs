@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
-use crate::client::{Shared, answer_census, lock, round_trip};
+use crate::client::{Acks, Shared, answer_census, connects, lock};
 use crate::config::Credentials;
 
 struct Session {
@@ -120,9 +120,11 @@ enum Op {
 }
 
 /// Unsubscribe `stopping`, subscribe `sub`, then a round trip: the server
-/// has both when it answers.
+/// has both when it is echoed (unless the driver re-established the
+/// connection meanwhile, which fails the batch).
 fn change_op(
     client: Client,
+    acks: Arc<Acks>,
     sub: Vec<String>,
     unsub: Vec<String>,
     stopping: Vec<Forwarder>,
@@ -130,6 +132,7 @@ fn change_op(
 ) -> BoxFuture<'static, Op> {
     Box::pin(async move {
         let mut subscribers = Vec::with_capacity(sub.len());
+        let connects_before = connects(&client);
         let work = async {
             for f in stopping {
                 let _ = f.stop.send(());
@@ -144,7 +147,14 @@ fn change_op(
                     .map_err(|e| e.to_string())?;
                 subscribers.push((subject.clone(), s));
             }
-            round_trip(&client, timeout).await
+            acks.round_trip(timeout).await?;
+            if connects(&client) != connects_before {
+                return Err(
+                    "the connection was re-established before SUB/UNSUB were acknowledged"
+                        .to_owned(),
+                );
+            }
+            Ok(())
         };
         let result = match tokio::time::timeout(timeout, work).await {
             Ok(r) => r,
@@ -165,14 +175,38 @@ async fn run_session(
     cancel: &CancellationToken,
 ) -> SessionEnd {
     let Session { client, mut events } = session;
-    shared.set_client(Some(client.clone()));
     let timeout = shared.config.command_timeout;
-    let _census =
-        AbortOnDropHandle::new(tokio::spawn(answer_census(shared.clone(), client.clone())));
+    // The session's own subscriptions come first, so the first batch's
+    // round trip confirms them too: the round-trip echoes, then the census
+    // requests (its answering task exists before anyone can count).
+    let own = async {
+        let (acks, echoes) = Acks::start(&client).await?;
+        let root = format!("{}.*", crate::subject::CENSUS_ROOT);
+        let requests = client
+            .subscribe(root.clone())
+            .await
+            .map_err(|e| format!("SUB {root} failed: {e}"))?;
+        Ok::<_, String>((acks, echoes, requests))
+    };
+    let (acks, _echoes, requests) = tokio::select! {
+        _ = cancel.cancelled() => return SessionEnd::Cancelled,
+        own = tokio::time::timeout(timeout, own) => match own {
+            Ok(Ok(own)) => own,
+            Ok(Err(e)) => return SessionEnd::Lost(e),
+            Err(_) => return SessionEnd::Lost(format!("SUB not sent within {timeout:?}")),
+        },
+    };
+    let _census = AbortOnDropHandle::new(tokio::spawn(answer_census(
+        shared.clone(),
+        client.clone(),
+        requests,
+    )));
+    shared.set_client(Some((client.clone(), acks.clone())));
     let mut forwarders: HashMap<String, Forwarder> = HashMap::new();
     // Everything wanted is subscribed again (a no-op batch when nothing is).
     let mut op: Option<BoxFuture<'static, Op>> = Some(change_op(
         client.clone(),
+        acks.clone(),
         shared.registry.take_all(),
         Vec::new(),
         Vec::new(),
@@ -192,7 +226,7 @@ async fn run_session(
                     return SessionEnd::Lost("connection lost".into());
                 }
                 Some(Event::SlowConsumer(sid) | Event::ServerError(ServerError::SlowConsumer(sid))) => {
-                    shared.health.record_failed_delivery(&format!(
+                    shared.health.count_failed_delivery(&format!(
                         "NATS dropped messages of a subscription that fell behind (sid {sid})"
                     ));
                 }
@@ -227,8 +261,8 @@ async fn run_session(
                 }
             }
             _ = tick.tick(), if !busy => {
-                let client = client.clone();
-                op = Some(Box::pin(async move { Op::Ping(round_trip(&client, timeout).await) }));
+                let acks = acks.clone();
+                op = Some(Box::pin(async move { Op::Ping(acks.round_trip(timeout).await) }));
             }
             _ = shared.registry.changed(), if !busy => {}
         }
@@ -236,7 +270,14 @@ async fn run_session(
             let (sub, unsub) = shared.registry.take_changes(&lock(&shared.actual));
             if !sub.is_empty() || !unsub.is_empty() {
                 let stopping = unsub.iter().filter_map(|s| forwarders.remove(s)).collect();
-                op = Some(change_op(client.clone(), sub, unsub, stopping, timeout));
+                op = Some(change_op(
+                    client.clone(),
+                    acks.clone(),
+                    sub,
+                    unsub,
+                    stopping,
+                    timeout,
+                ));
             }
         }
     }

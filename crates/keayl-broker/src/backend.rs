@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use keayl_cable::pubsub::{
-    BoxFuture, Callback, External, PubSub, PubSubClient, PubSubError, PubSubStats, Subscribed,
-    SubscriptionId,
+    BoxFuture, Callback, External, HistoryEntry, HistoryError, HistoryFrom, PubSub, PubSubClient,
+    PubSubError, PubSubStats, Subscribed, SubscriptionId,
 };
 
 use crate::{ConfigError, Health};
@@ -110,6 +110,31 @@ impl<C: BrokerClient> PubSub for BrokerPubSub<C> {
 
     fn subscriber_count(&self, stream: &str) -> BoxFuture<'static, Result<usize, PubSubError>> {
         self.external.subscriber_count(stream)
+    }
+
+    fn history(
+        &self,
+        stream: &str,
+        from: &HistoryFrom,
+    ) -> BoxFuture<'static, Result<Vec<HistoryEntry>, HistoryError>> {
+        self.external.history(stream, from)
+    }
+
+    fn save_session(
+        &self,
+        sid: &str,
+        snapshot: Bytes,
+        ttl: std::time::Duration,
+    ) -> BoxFuture<'static, Result<(), PubSubError>> {
+        self.external.save_session(sid, snapshot, ttl)
+    }
+
+    fn take_session(&self, sid: &str) -> BoxFuture<'static, Result<Option<Bytes>, PubSubError>> {
+        self.external.take_session(sid)
+    }
+
+    fn remove_session(&self, sid: &str) -> BoxFuture<'static, Result<(), PubSubError>> {
+        self.external.remove_session(sid)
     }
 
     /// Local counters plus the broker link from [`Health`] (for `/metrics`

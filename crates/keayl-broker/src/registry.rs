@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use keayl_cable::pubsub::{BoxFuture, PubSubError, RemoteCallback, Subscribed, SubscriptionId};
+use keayl_cable::pubsub::{
+    BoxFuture, Position, PubSubError, RemoteCallback, Subscribed, SubscriptionId,
+};
 use tokio::sync::{Notify, oneshot};
 
 type Waiter = oneshot::Sender<Result<(), PubSubError>>;
@@ -265,6 +267,12 @@ impl Registry {
     /// Deliver `message` received on `channel` to its subscribers (callbacks
     /// run with no lock held). Returns how many ran.
     pub fn dispatch(&self, channel: &str, message: Bytes) -> usize {
+        self.dispatch_at(channel, message, None)
+    }
+
+    /// [`dispatch`](Self::dispatch) of a message at `position` of its
+    /// stream's history (kept in the broker).
+    pub fn dispatch_at(&self, channel: &str, message: Bytes, position: Option<Position>) -> usize {
         let targets: Vec<(Arc<str>, RemoteCallback)> = {
             let inner = self.lock();
             match inner.channels.get(channel) {
@@ -277,7 +285,7 @@ impl Registry {
             }
         };
         for (stream, callback) in &targets {
-            callback(stream, message.clone());
+            callback(stream, message.clone(), position.clone());
         }
         targets.len()
     }
@@ -358,7 +366,7 @@ mod tests {
     #[tokio::test]
     async fn registry_tracks_wanted_channels() {
         let r = Registry::default();
-        let cb: RemoteCallback = Arc::new(|_, _| {});
+        let cb: RemoteCallback = Arc::new(|_, _, _| {});
         let (a, ready_a) = r.add("ch".into(), "s", cb.clone(), Duration::from_secs(5));
         let (b, ready_b) = r.add("ch".into(), "s", cb.clone(), Duration::from_secs(5));
         let (sub, unsub) = r.take_changes(&HashSet::new());
@@ -379,7 +387,7 @@ mod tests {
     #[tokio::test]
     async fn ready_times_out_and_close_fails_waiters() {
         let r = Registry::default();
-        let cb: RemoteCallback = Arc::new(|_, _| {});
+        let cb: RemoteCallback = Arc::new(|_, _, _| {});
         let (_, ready) = r.add("x".into(), "x", cb.clone(), Duration::from_millis(20));
         assert!(matches!(ready.await, Err(PubSubError::Unavailable(_))));
         let (_, ready) = r.add("y".into(), "y", cb.clone(), Duration::from_secs(5));

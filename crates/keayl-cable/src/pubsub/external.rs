@@ -5,11 +5,15 @@ use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::future::Shared;
 
-use super::{BoxFuture, Callback, InMemory, PubSub, PubSubError, Subscribed, SubscriptionId};
+use super::{
+    BoxFuture, Callback, HistoryEntry, HistoryError, HistoryFrom, InMemory, Position, PubSub,
+    PubSubError, Subscribed, SubscriptionId,
+};
 
 /// Callback a [`PubSubClient`] calls for every message on a subscribed
-/// stream: `(stream, message)`.
-pub type RemoteCallback = Arc<dyn Fn(&str, Bytes) + Send + Sync>;
+/// stream: `(stream, message, its position)` (the position when the broker
+/// keeps the stream's history, see [`PubSubClient::history`]).
+pub type RemoteCallback = Arc<dyn Fn(&str, Bytes, Option<Position>) + Send + Sync>;
 
 /// A networked pub/sub client (Redis- or PostgreSQL-shaped), as
 /// [`External`] needs it.
@@ -31,6 +35,42 @@ pub trait PubSubClient: Send + Sync + 'static {
     /// Whether the broker is reachable, and outage counters.
     fn health(&self) -> super::ClientHealth {
         super::ClientHealth::default()
+    }
+
+    /// The history of `stream` kept in the broker (see
+    /// [`PubSub::history`]); positions must be assigned by the broker, once
+    /// per broadcast whichever process publishes it, and delivered with
+    /// each message. Default: none kept.
+    fn history(
+        &self,
+        stream: &str,
+        from: &HistoryFrom,
+    ) -> BoxFuture<'static, Result<Vec<HistoryEntry>, HistoryError>> {
+        let _ = (stream, from);
+        Box::pin(std::future::ready(Err(HistoryError::Unsupported)))
+    }
+
+    /// See [`PubSub::save_session`]. Default: sessions are not kept.
+    fn save_session(
+        &self,
+        sid: &str,
+        snapshot: Bytes,
+        ttl: std::time::Duration,
+    ) -> BoxFuture<'static, Result<(), PubSubError>> {
+        let _ = (sid, snapshot, ttl);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    /// See [`PubSub::take_session`].
+    fn take_session(&self, sid: &str) -> BoxFuture<'static, Result<Option<Bytes>, PubSubError>> {
+        let _ = sid;
+        Box::pin(std::future::ready(Ok(None)))
+    }
+
+    /// See [`PubSub::remove_session`].
+    fn remove_session(&self, sid: &str) -> BoxFuture<'static, Result<(), PubSubError>> {
+        let _ = sid;
+        Box::pin(std::future::ready(Ok(())))
     }
 }
 
@@ -94,11 +134,12 @@ impl PubSub for External {
         let (id, first) = self.local.add(stream, callback);
         let ready = if first || !remote.contains_key(stream) {
             let local = Arc::downgrade(&self.local);
-            let on_message: RemoteCallback = Arc::new(move |stream: &str, message: Bytes| {
-                if let Some(local) = local.upgrade() {
-                    local.dispatch(stream, message);
-                }
-            });
+            let on_message: RemoteCallback =
+                Arc::new(move |stream: &str, message: Bytes, position: Option<Position>| {
+                    if let Some(local) = local.upgrade() {
+                        local.dispatch_at(stream, message, position);
+                    }
+                });
             let sub = self.client.subscribe(stream, on_message);
             let ready = sub.ready.shared();
             remote.insert(Arc::from(stream), (sub.id, ready.clone()));
@@ -131,6 +172,31 @@ impl PubSub for External {
 
     fn subscriber_count(&self, stream: &str) -> BoxFuture<'static, Result<usize, PubSubError>> {
         self.client.subscriber_count(stream)
+    }
+
+    fn history(
+        &self,
+        stream: &str,
+        from: &HistoryFrom,
+    ) -> BoxFuture<'static, Result<Vec<HistoryEntry>, HistoryError>> {
+        self.client.history(stream, from)
+    }
+
+    fn save_session(
+        &self,
+        sid: &str,
+        snapshot: Bytes,
+        ttl: std::time::Duration,
+    ) -> BoxFuture<'static, Result<(), PubSubError>> {
+        self.client.save_session(sid, snapshot, ttl)
+    }
+
+    fn take_session(&self, sid: &str) -> BoxFuture<'static, Result<Option<Bytes>, PubSubError>> {
+        self.client.take_session(sid)
+    }
+
+    fn remove_session(&self, sid: &str) -> BoxFuture<'static, Result<(), PubSubError>> {
+        self.client.remove_session(sid)
     }
 
     fn stats(&self) -> super::PubSubStats {

@@ -549,7 +549,7 @@ impl PubSubClient for FakeBroker {
                 .collect()
         };
         for callback in callbacks {
-            callback(stream, message.clone());
+            callback(stream, message.clone(), None);
         }
         Box::pin(std::future::ready(Ok(())))
     }

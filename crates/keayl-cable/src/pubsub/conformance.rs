@@ -131,7 +131,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::FutureExt;
 
-use super::{BoxFuture, Callback, Delivery, PubSub, SubscriptionId};
+use super::{
+    BoxFuture, Callback, Delivery, HistoryError, HistoryFrom, Position, PubSub, SubscriptionId,
+};
 use crate::protocol::EncodedIdentifier;
 
 /// Defines one `#[tokio::test]` per conformance check (named after the
@@ -172,6 +174,8 @@ macro_rules! __keayl_pubsub_conformance_tests {
             deliveries_share_encoded_frames(),
             synchronous_delivery(),
             reentrant_callbacks(),
+            history_positions_and_reads(),
+            sessions_are_shared(),
         }
     };
     (@tests [$factory:expr, $options:expr, $run_if:expr] $($name:ident($($test:tt)*)),* $(,)?) => {
@@ -249,6 +253,15 @@ pub struct Options {
     /// How long to wait for a delivery, a readiness or a count before
     /// failing. Default 5 s.
     pub timeout: Duration,
+    /// Whether the backend keeps stream history with the defaults
+    /// ([`HistoryConfig::default`](super::HistoryConfig)), shared by every
+    /// instance: [`history_positions_and_reads`] checks it (and, when
+    /// false, that the backend says so).
+    pub history: bool,
+    /// Whether the backend keeps session snapshots shared by every
+    /// instance: [`sessions_are_shared`] checks it (and, when false, that
+    /// nothing is restored).
+    pub sessions: bool,
 }
 
 impl Options {
@@ -258,6 +271,8 @@ impl Options {
             counting: Counting::Subscribers,
             synchronous: true,
             timeout: Duration::from_secs(5),
+            history: true,
+            sessions: true,
         }
     }
 
@@ -267,6 +282,8 @@ impl Options {
             counting: Counting::Instances,
             synchronous: false,
             timeout: Duration::from_secs(5),
+            history: false,
+            sessions: false,
         }
     }
 }
@@ -292,7 +309,7 @@ pub fn unique_stream(label: &str) -> String {
 /// Collects every delivery made to its [`callback`](Self::callback).
 #[derive(Clone, Default)]
 pub struct Inbox {
-    got: Arc<Mutex<Vec<(String, Bytes)>>>,
+    got: Arc<Mutex<Vec<(String, Bytes, Option<Position>)>>>,
 }
 
 impl std::fmt::Debug for Inbox {
@@ -311,28 +328,30 @@ impl Inbox {
     pub fn callback(&self) -> Callback {
         let got = self.got.clone();
         Arc::new(move |d: &Delivery| {
-            got.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push((d.stream().to_owned(), d.message().clone()))
+            got.lock().unwrap_or_else(|e| e.into_inner()).push((
+                d.stream().to_owned(),
+                d.message().clone(),
+                d.position().cloned(),
+            ))
         })
     }
 
     /// Messages received so far, in order.
     pub fn messages(&self) -> Vec<Bytes> {
-        self.lock().iter().map(|(_, m)| m.clone()).collect()
+        self.lock().iter().map(|(_, m, _)| m.clone()).collect()
     }
 
     /// Messages received so far as text (lossy), in order.
     pub fn texts(&self) -> Vec<String> {
         self.lock()
             .iter()
-            .map(|(_, m)| String::from_utf8_lossy(m).into_owned())
+            .map(|(_, m, _)| String::from_utf8_lossy(m).into_owned())
             .collect()
     }
 
     /// The stream of every message received so far.
     pub fn streams(&self) -> Vec<String> {
-        self.lock().iter().map(|(s, _)| s.clone()).collect()
+        self.lock().iter().map(|(s, _, _)| s.clone()).collect()
     }
 
     /// How many messages arrived.
@@ -356,7 +375,12 @@ impl Inbox {
         eventually(timeout, || self.len() >= n).await
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(String, Bytes)>> {
+    /// The positions of the messages received so far, in order.
+    pub fn positions(&self) -> Vec<Option<Position>> {
+        self.lock().iter().map(|(_, _, p)| p.clone()).collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(String, Bytes, Option<Position>)>> {
         self.got.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -1409,4 +1433,121 @@ mod tests {
         assert!(CHECKS.contains(&"subscribe_broadcast_unsubscribe"));
         assert!(CHECKS.contains(&"reentrant_callbacks"));
     }
+}
+
+/// Every broadcast gets a position assigned once, whichever instance
+/// publishes it: one epoch, offsets counting up by one, delivered with the
+/// message; every instance reads the same history, after a position or
+/// since a time, and refuses an epoch it does not know. A backend without
+/// history ([`Options::history`] false) says so: no positions, and
+/// [`HistoryError::Unsupported`].
+pub async fn history_positions_and_reads(factory: &impl Factory, options: &Options) {
+    let a = factory.instance().await;
+    let b = factory.instance().await;
+    let stream = unique_stream("history");
+    let inbox = Inbox::new();
+    let _sub = subscribe_live(&b, &stream, &inbox, options.timeout).await;
+    for i in 1..=6u32 {
+        let from = if i % 2 == 0 { &a } else { &b };
+        from.broadcast(&stream, Bytes::from(format!("{{\"n\":{i}}}")))
+            .await
+            .expect("broadcast");
+    }
+    assert!(
+        inbox.wait_for(6, options.timeout).await,
+        "history: 6 broadcasts delivered, got {}",
+        inbox.len()
+    );
+    let positions = inbox.positions();
+    if !options.history {
+        assert!(
+            positions.iter().all(Option::is_none),
+            "a backend without history delivers no positions: {positions:?}"
+        );
+        let read = b.history(&stream, &HistoryFrom::Since(0)).await;
+        assert_eq!(read, Err(HistoryError::Unsupported), "history without history");
+        return;
+    }
+    let positions: Vec<Position> = positions
+        .into_iter()
+        .map(|p| p.expect("every broadcast has a position"))
+        .collect();
+    let epoch = positions[0].epoch.clone();
+    let offsets: Vec<u64> = positions.iter().map(|p| p.offset).collect();
+    let first = offsets[0];
+    assert_eq!(
+        offsets,
+        (first..first + 6).collect::<Vec<_>>(),
+        "offsets count up by one per broadcast, in delivery order"
+    );
+    assert!(
+        positions.iter().all(|p| p.epoch == epoch),
+        "one epoch: {positions:?}"
+    );
+    let texts = inbox.texts();
+    for reader in [&a, &b] {
+        let after = HistoryFrom::After {
+            offset: first + 2,
+            epoch: epoch.to_string(),
+        };
+        let entries = reader.history(&stream, &after).await.expect("history after a position");
+        let got: Vec<(u64, String)> = entries
+            .iter()
+            .map(|e| (e.position.offset, String::from_utf8_lossy(&e.message).into_owned()))
+            .collect();
+        let want: Vec<(u64, String)> = (3..6).map(|i| (first + i as u64, texts[i].clone())).collect();
+        assert_eq!(got, want, "the entries after offset {}", first + 2);
+        assert!(entries.iter().all(|e| e.position.epoch == epoch));
+        let since = crate::pubsub::unix_now().saturating_sub(60);
+        let all = reader
+            .history(&stream, &HistoryFrom::Since(since))
+            .await
+            .expect("history since a time");
+        assert_eq!(all.len(), 6, "everything of the last minute");
+        let latest = HistoryFrom::After {
+            offset: first + 5,
+            epoch: epoch.to_string(),
+        };
+        assert_eq!(reader.history(&stream, &latest).await, Ok(Vec::new()), "nothing after the last");
+        let wrong = HistoryFrom::After {
+            offset: first,
+            epoch: format!("{epoch}-not"),
+        };
+        assert!(
+            matches!(
+                reader.history(&stream, &wrong).await,
+                Err(HistoryError::UnknownEpoch(_))
+            ),
+            "an unknown epoch is refused"
+        );
+    }
+}
+
+/// A session snapshot saved by one instance is taken by another, once;
+/// removed or expired ones are gone. A backend without sessions
+/// ([`Options::sessions`] false) restores nothing.
+pub async fn sessions_are_shared(factory: &impl Factory, options: &Options) {
+    let a = factory.instance().await;
+    let b = factory.instance().await;
+    let sid = unique_stream("sid");
+    let ttl = Duration::from_secs(30);
+    a.save_session(&sid, Bytes::from_static(b"{\"snapshot\":1}"), ttl)
+        .await
+        .expect("save");
+    let taken = b.take_session(&sid).await.expect("take");
+    if !options.sessions {
+        assert_eq!(taken, None, "a backend without sessions restores nothing");
+        return;
+    }
+    assert_eq!(taken.as_deref(), Some(&b"{\"snapshot\":1}"[..]), "saved by a, taken by b");
+    assert_eq!(a.take_session(&sid).await.expect("take"), None, "taken once");
+    a.save_session(&sid, Bytes::from_static(b"2"), ttl).await.expect("save");
+    b.remove_session(&sid).await.expect("remove");
+    assert_eq!(a.take_session(&sid).await.expect("take"), None, "removed");
+    let short = unique_stream("sid");
+    a.save_session(&short, Bytes::from_static(b"3"), Duration::from_secs(1))
+        .await
+        .expect("save");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(b.take_session(&short).await.expect("take"), None, "expired");
 }

@@ -186,7 +186,7 @@ pub struct HistoryStats {
 const ENTRY_OVERHEAD: usize = 96;
 
 /// The current Unix time in seconds (what `since` in history requests counts).
-pub(crate) fn unix_now() -> u64 {
+pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())

@@ -46,7 +46,7 @@ use bytes::Bytes;
 pub use external::{External, PubSubClient, RemoteCallback};
 pub use history::{
     HistoryConfig, HistoryEntry, HistoryError, HistoryFrom, HistoryLimits, HistoryLog,
-    HistoryStats, Position,
+    HistoryStats, Position, unix_now,
 };
 pub use in_memory::InMemory;
 pub use sessions::SessionStore;

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use keayl_cable::pubsub::HistoryConfig;
+
 use crate::{Backoff, take_query_param};
 
 /// The settings every networked backend shares: where the broker is, Rails'
@@ -34,6 +36,12 @@ pub struct BrokerConfig {
     pub connect_timeout: Duration,
     /// Interval of the health check on the subscriber connection. Default 5 s.
     pub health_check_interval: Duration,
+    /// The stream history kept in the broker, for backends that keep one
+    /// (reliable streams): per stream the last `limit` messages for `ttl`,
+    /// with per-stream overrides; `max_bytes` is the in-process bound and
+    /// does not apply to a broker. Default [`HistoryConfig::default`]
+    /// (100 messages, 300 s); [`HistoryConfig::off`] keeps none.
+    pub history: HistoryConfig,
 }
 
 impl std::fmt::Debug for BrokerConfig {
@@ -47,6 +55,7 @@ impl std::fmt::Debug for BrokerConfig {
             .field("command_timeout", &self.command_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("health_check_interval", &self.health_check_interval)
+            .field("history", &self.history)
             .finish()
     }
 }
@@ -69,6 +78,7 @@ impl BrokerConfig {
             command_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(2),
             health_check_interval: Duration::from_secs(5),
+            history: HistoryConfig::default(),
         }
     }
 

@@ -57,6 +57,11 @@ pub struct CableConfig {
     /// waiting for the client's `history` request (so what it missed comes
     /// first, in order); then they flow anyway. Default: 2 s.
     pub restore_hold: std::time::Duration,
+    /// Extended protocol: disconnect (reason `no_pong`, reconnect allowed)
+    /// a client that sent no `{"command":"pong"}` for this long. The
+    /// `@anycable/core` client answers every ping, so set it above the
+    /// ping interval (three intervals, say). `None` (the default): off.
+    pub pong_timeout: Option<std::time::Duration>,
 }
 
 impl Default for CableConfig {
@@ -71,6 +76,7 @@ impl Default for CableConfig {
             history_timeout: std::time::Duration::from_secs(5),
             session_ttl: std::time::Duration::from_secs(300),
             restore_hold: std::time::Duration::from_secs(2),
+            pong_timeout: None,
         }
     }
 }

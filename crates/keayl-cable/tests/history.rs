@@ -405,3 +405,34 @@ async fn held_messages_of_a_restored_subscription_flow_after_the_hold() {
     assert_eq!(numbers(&frames(&sink)), [3]);
     assert_eq!(back.next_timer_due(), None);
 }
+
+#[tokio::test]
+async fn a_client_that_stops_ponging_is_disconnected_with_no_pong() {
+    let timeout = std::time::Duration::from_secs(9);
+    let config = keayl_cable::CableConfig {
+        pong_timeout: Some(timeout),
+        ..keayl_cable::CableConfig::default()
+    };
+    let cable = Cable::builder(InMemory::new())
+        .channel::<EchoChannel>()
+        .config(config)
+        .build();
+    let (mut conn, sink) = open(&cable, Protocol::V1ExtJson).await;
+    let first = conn.next_timer_due().expect("a pong is due");
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    conn.handle_frame(br#"{"command":"pong"}"#).await.unwrap();
+    let second = conn.next_timer_due().expect("still due");
+    assert!(second > first, "a pong moves the deadline");
+    // Before the deadline nothing happens.
+    conn.run_periodic_timers(second - std::time::Duration::from_secs(1)).await;
+    assert!(sink.take().is_empty());
+    conn.run_periodic_timers(second).await;
+    assert_eq!(sink.close_count(), 1);
+    assert_eq!(
+        sink.take(),
+        [r#"{"type":"disconnect","reason":"no_pong","reconnect":true}"#]
+    );
+    // actioncable-v1-json clients never pong: no deadline for them.
+    let (v1, _) = open(&cable, Protocol::V1Json).await;
+    assert_eq!(v1.next_timer_due(), None);
+}

@@ -122,6 +122,9 @@ pub struct Connection {
     /// Until when restored subscriptions hold live messages for the
     /// client's history request.
     restore_hold_until: Option<Instant>,
+    /// When the client must have sent its next `pong` (extended protocol
+    /// with [`CableConfig::pong_timeout`](crate::CableConfig::pong_timeout)).
+    pong_due: Option<Instant>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -168,6 +171,7 @@ impl Connection {
             session_ended: false,
             restored: false,
             restore_hold_until: None,
+            pong_due: None,
         }
     }
 
@@ -308,6 +312,12 @@ impl Connection {
                 None => self.shared.sink.send(protocol::welcome_with_sid(&sid)),
             }
             self.session_id = Some(sid);
+            self.pong_due = self
+                .shared
+                .registry
+                .config()
+                .pong_timeout
+                .map(|t| Instant::now() + t);
             self.save_session().await;
         } else {
             self.shared.sink.send(protocol::welcome());
@@ -401,7 +411,12 @@ impl Connection {
             }
             // A client's answer to our ping: its arrival is what counts
             // (the reader saw the connection alive).
-            Command::Pong => Ok(()),
+            Command::Pong => {
+                if let Some(timeout) = self.shared.registry.config().pong_timeout {
+                    self.pong_due = Some(Instant::now() + timeout);
+                }
+                Ok(())
+            }
             Command::Unsubscribe { identifier } => {
                 self.remove_subscription(&identifier).await?;
                 self.save_session().await;
@@ -511,6 +526,7 @@ impl Connection {
             .iter()
             .flat_map(|(_, s)| s.state.timers.iter().map(|t| t.due))
             .chain(self.restore_hold_until)
+            .chain(self.pong_due)
             .min()
     }
 
@@ -520,6 +536,12 @@ impl Connection {
     pub async fn run_periodic_timers(&mut self, now: Instant) -> usize {
         if self.restore_hold_until.is_some_and(|at| at <= now) {
             self.release_restored();
+        }
+        if self.pong_due.is_some_and(|at| at <= now) && self.state == ConnectionState::Open {
+            self.pong_due = None;
+            tracing::info!("no pong within the pong timeout; disconnecting");
+            self.close(DisconnectReason::NoPong, true);
+            return 0;
         }
         let mut fired = 0;
         for (_, sub) in self.subscriptions.iter_mut() {

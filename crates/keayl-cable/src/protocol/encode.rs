@@ -98,7 +98,10 @@ pub enum DisconnectReason {
     Remote,
     /// `"too_slow"` (AnyCable): the client does not read fast enough.
     TooSlow,
-    /// Any other reason (AnyCable uses `token_expired`, `idle_timeout`, `no_pong`). The text
+    /// `"no_pong"` (AnyCable, extended protocol): the client did not answer
+    /// pings within the pong timeout (`reconnect: true`).
+    NoPong,
+    /// Any other reason (AnyCable uses `token_expired`, `idle_timeout`). The text
     /// is JSON-escaped on output.
     Other(&'static str),
 }
@@ -112,6 +115,7 @@ impl DisconnectReason {
             Self::ServerRestart => "server_restart",
             Self::Remote => "remote",
             Self::TooSlow => "too_slow",
+            Self::NoPong => "no_pong",
             Self::Other(reason) => reason,
         }
     }

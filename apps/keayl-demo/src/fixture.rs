@@ -12,6 +12,7 @@ use keayl_axum::cable::{
 use keayl_cable::connection::{ConnectError, Connection, ConnectionHandler};
 use keayl_cable::naming::GlobalId;
 use keayl_cable::signing::StreamVerifier;
+use keayl_cable::pubsub_channel::PubSubChannel;
 use keayl_cable::turbo_channel::TurboStreamsChannel;
 use keayl_cable::{Cable, Channel, ChannelContext, ChannelError, Data, NoActions, PubSub};
 use serde::de::Error as _;
@@ -531,6 +532,10 @@ pub struct FixtureConfig {
     pub tick_every: Duration,
     /// Ping interval. Default 3 s.
     pub ping_interval: Duration,
+    /// Extended protocol: disconnect clients that stop ponging
+    /// ([`CableConfig::pong_timeout`](keayl_cable::CableConfig::pong_timeout)).
+    /// Default off.
+    pub pong_timeout: Option<Duration>,
 }
 
 impl Default for FixtureConfig {
@@ -538,6 +543,7 @@ impl Default for FixtureConfig {
         FixtureConfig {
             tick_every: Duration::from_secs(1),
             ping_interval: Duration::from_secs(3),
+            pong_timeout: None,
         }
     }
 }
@@ -545,6 +551,8 @@ impl Default for FixtureConfig {
 /// The fixture's cable.
 pub fn fixture_cable(pubsub: Arc<dyn PubSub>, config: &FixtureConfig) -> Cable {
     let verifier = StreamVerifier::new(TURBO_KEY);
+    // `$pubsub`: signed names with the Turbo key, and any public name.
+    let pubsub_channel = PubSubChannel::signed(verifier.clone()).with_public_streams(true);
     let every = config.tick_every;
     Cable::builder_shared(pubsub)
         .connection_handler(FixtureConnection)
@@ -558,8 +566,30 @@ pub fn fixture_cable(pubsub: Arc<dyn PubSub>, config: &FixtureConfig) -> Cable {
         .channel::<StateChannel>()
         .channel::<ControlChannel>()
         .channel::<FailingChannel>()
+        .channel::<HistoryChannel>()
+        .channel_with(move || pubsub_channel.clone())
         .channel_with(move || TurboStreamsChannel::new(verifier.clone()))
+        .config(keayl_cable::CableConfig {
+            pong_timeout: config.pong_timeout,
+            ..keayl_cable::CableConfig::default()
+        })
         .build()
+}
+
+/// `HistoryChannel`: streams `history_a` (reliable streams: with the
+/// extended protocol, its broadcasts carry positions and missed ones are
+/// served from history).
+#[derive(Debug, Default)]
+pub struct HistoryChannel;
+
+impl Channel for HistoryChannel {
+    const NAME: &'static str = "HistoryChannel";
+    type Action = NoActions;
+
+    async fn subscribed(&mut self, ctx: &mut ChannelContext<'_>) -> Result<(), ChannelError> {
+        ctx.stream_from("history_a");
+        Ok(())
+    }
 }
 
 /// The fixture's router: `/cable` (origin checks off), `/cable-origin`

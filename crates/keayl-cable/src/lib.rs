@@ -30,6 +30,7 @@ mod log_limit;
 pub mod naming;
 pub mod protocol;
 pub mod pubsub;
+pub mod pubsub_channel;
 mod registry;
 pub mod signing;
 pub mod socket;

@@ -12,8 +12,10 @@ use keayl_demo::fixture::{FixtureConfig, fixture_router};
 use keayl_demo::startup::{PubSubArgs, init_process};
 use serde_json::{Value, json};
 
-/// The conformance fixture: the reference channels, `/cable` without origin
-/// checks, `/cable-origin` with them, an open `POST /_broadcast`, and
+/// The conformance fixture: the reference channels (and `HistoryChannel`,
+/// `$pubsub`), `/cable` without origin checks (both `actioncable-v1-json`
+/// and `actioncable-v1-ext-json`: history on every stream, sessions kept
+/// 300 s), `/cable-origin` with them, an open `POST /_broadcast`, and
 /// `GET /_pubsub/health` (the pub/sub backend's status as JSON; 503 while
 /// the broker is down).
 #[derive(Debug, Parser)]
@@ -28,6 +30,10 @@ struct Args {
     /// Seconds between pings.
     #[arg(long, default_value_t = 3.0)]
     ping_interval: f64,
+    /// Extended protocol: disconnect (`no_pong`) a client that sent no
+    /// pong for this many seconds. Off by default.
+    #[arg(long)]
+    pong_timeout: Option<f64>,
     #[command(flatten)]
     pubsub: PubSubArgs,
 }
@@ -39,6 +45,9 @@ async fn main() -> anyhow::Result<()> {
     let config = FixtureConfig {
         tick_every: Duration::from_secs_f64(args.tick_every.max(0.01)),
         ping_interval: Duration::from_secs_f64(args.ping_interval.max(0.05)),
+        pong_timeout: args
+            .pong_timeout
+            .map(|s| Duration::from_secs_f64(s.max(0.05))),
     };
     let backend = args.pubsub.connect().await?;
     let pubsub: Arc<dyn keayl_cable::PubSub> = backend.pubsub;

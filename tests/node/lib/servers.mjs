@@ -127,7 +127,7 @@ export async function startServer(bin, args, { name = path.basename(bin), env = 
  * The conformance fixture. Fast timers by default: ticks every 0.2 s, pings
  * every 0.5 s.
  */
-export function startFixture({ tickEvery = 0.2, pingInterval = 0.5 } = {}) {
+export function startFixture({ tickEvery = 0.2, pingInterval = 0.5, pongTimeout } = {}) {
   return startServer(
     FIXTURE_BIN,
     (port) => [
@@ -137,6 +137,7 @@ export function startFixture({ tickEvery = 0.2, pingInterval = 0.5 } = {}) {
       String(tickEvery),
       '--ping-interval',
       String(pingInterval),
+      ...(pongTimeout === undefined ? [] : ['--pong-timeout', String(pongTimeout)]),
     ],
     { name: 'cable-fixture' },
   );

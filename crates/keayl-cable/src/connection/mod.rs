@@ -119,6 +119,8 @@ pub struct Connection {
     session_ended: bool,
     /// `open` restored a saved session.
     restored: bool,
+    /// Whether sessions are saved and restored (extended protocol).
+    sessions: bool,
     /// Until when restored subscriptions hold live messages for the
     /// client's history request.
     restore_hold_until: Option<Instant>,
@@ -170,9 +172,18 @@ impl Connection {
             session_id: None,
             session_ended: false,
             restored: false,
+            sessions: true,
             restore_hold_until: None,
             pong_due: None,
         }
+    }
+
+    /// Neither save this connection's session nor restore one from the
+    /// request, whatever the protocol: for transports that resume by other
+    /// means (the SSE transport resumes from `Last-Event-ID`).
+    pub fn without_sessions(mut self) -> Self {
+        self.sessions = false;
+        self
     }
 
     /// Attach the upgrade request (query, cookies, headers) for `connect`.

@@ -58,7 +58,8 @@ impl Connection {
 
     /// Whether sessions are saved for this connection.
     fn keeps_session(&self) -> bool {
-        self.shared.request.protocol().is_extended()
+        self.sessions
+            && self.shared.request.protocol().is_extended()
             && !self.shared.registry.config().session_ttl.is_zero()
     }
 

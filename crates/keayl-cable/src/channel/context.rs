@@ -112,16 +112,31 @@ pub(crate) struct Gate {
 }
 
 /// A message's stream and position, when the client tracks positions.
-type At = Option<(Arc<str>, Position)>;
+pub(crate) type At<'a> = Option<(&'a Arc<str>, &'a Position)>;
+
+/// A held message's stream and position.
+type Owned = (Arc<str>, Position);
+
+/// The last position sent on one stream.
+#[derive(Debug)]
+struct Last {
+    stream: Arc<str>,
+    epoch: Arc<str>,
+    offset: u64,
+}
 
 #[derive(Debug, Default)]
 struct GateInner {
     state: GateState,
     /// Frames held back (with their position, if any) and their length.
-    held: Vec<(Bytes, At)>,
+    held: Vec<(Bytes, Option<Owned>)>,
     held_bytes: usize,
-    /// Stream → the last position sent to the client.
-    seen: HashMap<Arc<str>, Position>,
+    /// Per stream, the last position sent to the client: the first
+    /// stream's inline (no pointer to chase per delivery), any others in a
+    /// vector. A subscription has a stream or two: a scan, comparing
+    /// pointers first, is cheaper than hashing the name.
+    seen: Option<Last>,
+    seen_more: Vec<Last>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -139,15 +154,37 @@ enum GateState {
 impl GateInner {
     /// Send `frame` unless the client already got this position (or a
     /// later one of the same epoch).
-    fn pass(&mut self, sink: &Sink, frame: Bytes, at: At) {
+    fn pass(&mut self, sink: &Sink, frame: Bytes, at: At<'_>) {
         if let Some((stream, position)) = at {
-            if let Some(last) = self.seen.get_mut(&stream) {
-                if last.epoch == position.epoch && position.offset <= last.offset {
-                    return;
+            let same = |a: &Arc<str>, b: &Arc<str>| Arc::ptr_eq(a, b) || **a == **b;
+            let found = match &mut self.seen {
+                Some(first) if same(&first.stream, stream) => Some(first),
+                Some(_) => self.seen_more.iter_mut().find(|l| same(&l.stream, stream)),
+                None => None,
+            };
+            match found {
+                Some(last) if same(&last.epoch, &position.epoch) => {
+                    if position.offset <= last.offset {
+                        return;
+                    }
+                    last.offset = position.offset;
                 }
-                *last = position;
-            } else {
-                self.seen.insert(stream, position);
+                Some(last) => {
+                    last.epoch = position.epoch.clone();
+                    last.offset = position.offset;
+                }
+                None => {
+                    let last = Last {
+                        stream: stream.clone(),
+                        epoch: position.epoch.clone(),
+                        offset: position.offset,
+                    };
+                    if self.seen.is_none() {
+                        self.seen = Some(last);
+                    } else {
+                        self.seen_more.push(last);
+                    }
+                }
             }
         }
         sink.send(frame);
@@ -157,7 +194,7 @@ impl GateInner {
         let held = std::mem::take(&mut self.held);
         self.held_bytes = 0;
         for (frame, at) in held {
-            self.pass(sink, frame, at);
+            self.pass(sink, frame, at.as_ref().map(|(s, p)| (s, p)));
         }
     }
 }
@@ -181,7 +218,7 @@ impl Gate {
         &self,
         sink: &Sink,
         frame: Bytes,
-        at: At,
+        at: At<'_>,
         replayed: bool,
     ) {
         let mut g = self.lock();
@@ -206,7 +243,8 @@ impl Gate {
                     return;
                 }
                 g.held_bytes += frame.len();
-                g.held.push((frame, at));
+                g.held
+                    .push((frame, at.map(|(s, p)| (s.clone(), p.clone()))));
             }
             GateState::Closed => {}
         }
@@ -259,7 +297,8 @@ impl Gate {
         let mut g = self.lock();
         g.state = GateState::Closed;
         g.held = Vec::new();
-        g.seen = HashMap::new();
+        g.seen = None;
+        g.seen_more = Vec::new();
     }
 }
 
@@ -352,10 +391,12 @@ impl<'a> ChannelContext<'a> {
         // The extended protocol's frames carry positions, and its clients
         // may replay history: the gate tracks what each stream sent.
         let extended = self.conn.request.protocol().is_extended();
-        let at = move |d: &Delivery| match (extended, d.position()) {
-            (true, Some(p)) => Some((d.stream_arc().clone(), p.clone())),
-            _ => None,
-        };
+        fn at(extended: bool, d: &Delivery) -> At<'_> {
+            match (extended, d.position()) {
+                (true, Some(p)) => Some((d.stream_arc(), p)),
+                _ => None,
+            }
+        }
         if coder.is_json_passthrough() {
             Arc::new(move |d: &Delivery| {
                 let frame = if extended {
@@ -364,7 +405,7 @@ impl<'a> ChannelContext<'a> {
                     d.frame_for(&encoded)
                 };
                 match frame {
-                    Some(frame) => gate.deliver(&sink, frame, at(d), d.is_replayed()),
+                    Some(frame) => gate.deliver(&sink, frame, at(extended, d), d.is_replayed()),
                     None => {
                         if registry.log_allowed() {
                             tracing::warn!(
@@ -380,7 +421,7 @@ impl<'a> ChannelContext<'a> {
                 Ok(value) => gate.deliver(
                     &sink,
                     d.encode(&encoded, &value.to_string(), extended),
-                    at(d),
+                    at(extended, d),
                     d.is_replayed(),
                 ),
                 Err(e) => {

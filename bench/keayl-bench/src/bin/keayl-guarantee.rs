@@ -462,7 +462,7 @@ async fn main() -> Result<()> {
     // tell whether it was published).
     let publish_started = Instant::now();
     let _ = go_tx.send(Some(publish_started));
-    let mut broadcasters = vec![
+    let mut broadcasters = [
         HttpBroadcaster::connect(&Target::new(a.addr)).await?,
         HttpBroadcaster::connect(&Target::new(b.addr)).await?,
     ];

@@ -108,6 +108,39 @@ fn describe() {
         "keayl_lost_broadcasts_total",
         "Broadcasts that could not be published (broker down)"
     );
+    describe_gauge!(
+        "keayl_history_streams",
+        "Streams with a history held in this process"
+    );
+    describe_gauge!(
+        "keayl_history_entries",
+        "Messages of stream history held in this process"
+    );
+    describe_gauge!(
+        "keayl_history_bytes",
+        Unit::Bytes,
+        "Bytes of stream history held in this process (payloads plus bookkeeping)"
+    );
+    describe_counter!(
+        "keayl_history_evicted_total",
+        "History messages evicted before their time (per-stream limit or process budget)"
+    );
+    describe_counter!(
+        "keayl_history_served_total",
+        "History requests answered with confirm_history"
+    );
+    describe_counter!(
+        "keayl_history_rejected_total",
+        "History requests answered with reject_history: gaps clients were told about"
+    );
+    describe_counter!(
+        "keayl_sessions_restored_total",
+        "Sessions restored from a client's sid"
+    );
+    describe_gauge!(
+        "keayl_sessions",
+        "Session snapshots held in this process (zero when they live in the broker)"
+    );
     describe_gauge!("keayl_runtime_alive_tasks", "Live Tokio tasks");
     describe_gauge!(
         "keayl_http_connections",
@@ -154,6 +187,7 @@ pub fn render(servers: &[CableServer], listener: Option<&ListenerStats>) -> Stri
             render_listener(l.snapshot());
         }
         let mut pubsub = PubSubStats::default();
+        let (mut served, mut rejected, mut restored) = (0u64, 0u64, 0u64);
         let (
             mut conns,
             mut total,
@@ -184,6 +218,9 @@ pub fn render(servers: &[CableServer], listener: Option<&ListenerStats>) -> Stri
             }
             if i == 0 {
                 pubsub = s.cable().pubsub().stats();
+                served = s.cable().served_history();
+                rejected = s.cable().rejected_history();
+                restored = s.cable().restored_sessions();
             }
         }
         gauge!("keayl_connections").set(conns as f64);
@@ -207,6 +244,14 @@ pub fn render(servers: &[CableServer], listener: Option<&ListenerStats>) -> Stri
         gauge!("keayl_broker_up").set(if pubsub.healthy { 1.0 } else { 0.0 });
         counter!("keayl_broker_reconnects_total").absolute(pubsub.reconnects);
         counter!("keayl_lost_broadcasts_total").absolute(pubsub.lost_broadcasts);
+        gauge!("keayl_history_streams").set(pubsub.history.streams as f64);
+        gauge!("keayl_history_entries").set(pubsub.history.entries as f64);
+        gauge!("keayl_history_bytes").set(pubsub.history.bytes as f64);
+        counter!("keayl_history_evicted_total").absolute(pubsub.history.evicted);
+        counter!("keayl_history_served_total").absolute(served);
+        counter!("keayl_history_rejected_total").absolute(rejected);
+        counter!("keayl_sessions_restored_total").absolute(restored);
+        gauge!("keayl_sessions").set(pubsub.sessions as f64);
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             gauge!("keayl_runtime_alive_tasks").set(rt.metrics().num_alive_tasks() as f64);
         }

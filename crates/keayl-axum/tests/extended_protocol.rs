@@ -170,6 +170,21 @@ async fn missed_messages_are_served_from_history_and_gaps_rejected() {
     assert_eq!(answer, json!({"type": "reject_history", "identifier": ID}));
     assert_eq!(server.cable().rejected_history(), 1);
     assert_eq!(server.cable().served_history(), 1);
+    // The same in /metrics (whole lines: a name is not a prefix of another).
+    let text = keayl_axum::ops::render(std::slice::from_ref(&server), None);
+    for line in [
+        "keayl_history_served_total 1",
+        "keayl_history_rejected_total 1",
+        "keayl_history_entries 3",
+        "keayl_history_streams 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+    }
+    let bytes = text
+        .lines()
+        .find_map(|l| l.strip_prefix("keayl_history_bytes "))
+        .expect("history bytes");
+    assert!(bytes.parse::<f64>().unwrap() > 0.0);
     // Unknown subscription, an empty or malformed request: logged, no frame.
     for bad in [
         json!({"command": "history", "identifier": "{\"channel\":\"EchoChannel\"}", "history": {"since": 1}}),

@@ -1,6 +1,8 @@
 //! Redis pub/sub for Keayl's cable, wire-compatible with Rails' Action Cable
 //! Redis adapter: a Rails app and Keayl processes can share one Redis and see
-//! each other's broadcasts.
+//! each other's broadcasts (Rails subscribers need raw messages: see
+//! [reliable streams](#reliable-streams-history-in-redis) for the streams
+//! that keep history, whose broadcasts carry a position).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), keayl_redis::ConfigError> {
@@ -35,9 +37,10 @@
 //! (`[channel_prefix, broadcasting].compact.join(":")`). That covers the
 //! internal channels too: a remote disconnect for user `alice` travels on
 //! `"<prefix>:action_cable/alice"`, so `ActionCable.server.remote_connections`
-//! in a Rails app disconnects Keayl clients and vice versa. Payloads are
-//! published verbatim (cable broadcasts are JSON text, as Rails' coder
-//! produces). See [`BrokerConfig::prefixed`].
+//! in a Rails app disconnects Keayl clients and vice versa. Payloads of
+//! streams without history are published verbatim (cable broadcasts are
+//! JSON text, as Rails' coder produces); those of streams with history are
+//! framed with their position (below). See [`BrokerConfig::prefixed`].
 //!
 //! # Confirmation
 //!
@@ -77,8 +80,119 @@
 //! channel: how many *connections* are subscribed (one per Keayl process,
 //! one per Rails process), not how many local subscribers.
 //!
+//! # Reliable streams: history in Redis
+//!
+//! With [`BrokerConfig::history`] on (the default: 100 messages for 300 s
+//! per stream, with per-stream overrides), every broadcast gets a
+//! [`Position`] (the stream's epoch and an offset counting up by one) and
+//! the stream's last messages are kept **in Redis**, so every process
+//! shares one sequence of offsets and one history, and a client that
+//! reconnects to any process gets what it missed
+//! ([`PubSub::history`](keayl_cable::PubSub::history)).
+//!
+//! **Keys.** For a stream whose pub/sub channel is `C` (the stream under the
+//! channel prefix, see above):
+//!
+//! | key              | type          | holds                                        | expires after    |
+//! |------------------|---------------|----------------------------------------------|------------------|
+//! | `C:keayl:hist`   | Redis Stream  | the last messages: fields `o` (offset), `m` (message) | `ttl` after the last broadcast |
+//! | `C:keayl:seq`    | string (INCR) | the last offset given out                     | `2 × ttl`        |
+//! | `C:keayl:epoch`  | string        | the epoch (random hex, made by a Keayl process) | `2 × ttl`      |
+//!
+//! Session snapshots (extended protocol session restore) are kept at
+//! `<prefix>:keayl:session:<sid>` (`keayl:session:<sid>` without a prefix)
+//! with `SET … PX ttl`, taken with `GETDEL` and forgotten with `DEL`; a
+//! session saved by one process is restored by any. History and sessions
+//! need Redis ≥ 6.2 (`XTRIM MINID`, `GETDEL`).
+//!
+//! These names cannot collide with Rails: Rails' Redis adapter uses only
+//! pub/sub channels (`SUBSCRIBE`/`PUBLISH`), and channels are not keys —
+//! they live outside Redis' keyspace, so no channel name, whatever it is,
+//! can be one of these keys. Between themselves the keys are distinct:
+//! every history key ends with one of the three suffixes, and a session id
+//! that ends with one (only a client can make one up; Keayl's are hex) is
+//! never looked up. Keys follow the channel name, so two processes share a
+//! stream's history exactly when they share its channel (same prefix).
+//! Keep other data of the application out of the `…:keayl:…` names.
+//!
+//! **A broadcast is one Lua script** (`EVALSHA`, loaded with `SCRIPT LOAD`
+//! on every new connection; `EVAL` when Redis answers `NOSCRIPT`), one
+//! round trip as a plain `PUBLISH` is, and atomic: it creates the epoch if
+//! the stream has none (a random candidate passed by the caller; a new
+//! history then starts at offset 1, also when the offset counter alone was
+//! lost, e.g. evicted under `maxmemory`), `INCR`s the offset, `XADD`s the
+//! message (`MAXLEN` the stream's `limit`, exact), drops entries older than
+//! the `ttl` by Redis' own clock (`XTRIM MINID`, `TIME`), refreshes the
+//! expiries, and `PUBLISH`es the message framed with its position:
+//! `\x1ekeayl1 <offset> <epoch>\x1e<message>`. Positions are therefore
+//! assigned once per broadcast, in publish order, whichever process
+//! publishes. A JSON text never starts with the record separator `\x1e`,
+//! so what arrives on a channel is either such a frame (delivered with its
+//! position) or a raw message, e.g. from a Rails process (delivered as is,
+//! without a position); a malformed frame is delivered raw.
+//!
+//! Streams without history publish raw `PUBLISH`es exactly as before and
+//! write no key: streams whose [`HistoryConfig::limits_for`] limit (or ttl)
+//! is 0, every stream under [`HistoryConfig::off`], and Action Cable's
+//! internal `action_cable/…` streams (remote disconnects, which Rails
+//! processes must be able to read).
+//!
+//! **Rails subscribers.** A Rails process *subscribed* to a stream that
+//! keeps history receives the framed message, which its coder cannot
+//! decode. Broadcasts from Rails to Keayl are unaffected. When Rails
+//! processes also serve subscribers of some streams, give those streams a
+//! limit of 0 ([`HistoryConfig::with_stream_override`]) or turn history
+//! off.
+//!
+//! **Reads** ([`PubSub::history`](keayl_cable::PubSub::history)) are one
+//! script too, on the publishing connection, within
+//! [`BrokerConfig::command_timeout`]:
+//!
+//! * after `(offset, epoch)`: an epoch that is not the stream's current one
+//!   (or none), or an offset beyond the last one, is
+//!   [`HistoryError::UnknownEpoch`]; when the entry right after `offset` is
+//!   gone (trimmed by the limit or older than the ttl) it is
+//!   [`HistoryError::Evicted`]`(offset + 1)`; otherwise the entries after
+//!   `offset`, oldest first;
+//! * since a Unix time: the entries at or after it (by the time of their
+//!   stream entry id, Redis' clock: keep the clocks in sync).
+//!
+//! Entries older than the ttl are never returned. A stream that keeps no
+//! history answers [`HistoryError::Unsupported`]; Redis down, slow or
+//! refusing is [`HistoryError::Unavailable`] (the client gets
+//! `reject_history`, never a silent gap).
+//!
+//! **Bounds.** Per stream at most `limit` messages, each kept at most
+//! `ttl`; an idle stream's keys vanish on their own (the history after
+//! `ttl`, the epoch and offset after `2 × ttl`, so a client that saw the
+//! last message is told "nothing missed" for a while after it expired).
+//! After that the next broadcast starts a new epoch and old positions are
+//! refused. [`HistoryConfig::max_bytes`] is an in-process bound and does
+//! not apply: size Redis' memory for `limit ×` message size `×` active
+//! streams. Every process should use the same history settings.
+//!
+//! **What survives a Redis restart.** With persistence (RDB/AOF) the keys
+//! come back and history reads work across the restart (broadcasts made
+//! while Redis was down were not sent: they failed loudly). Without
+//! persistence the epochs are gone: the next broadcast of each stream
+//! creates a new epoch, old positions get [`HistoryError::UnknownEpoch`]
+//! (clients are told they may have missed messages), and saved sessions
+//! are lost (clients start new sessions). Redis' script cache never
+//! survives; the scripts are loaded again on reconnection.
+//!
 //! [`External`]: keayl_cable::pubsub::External
 //! [`Subscribed::ready`]: keayl_cable::pubsub::Subscribed::ready
+//! [`Position`]: keayl_cable::pubsub::Position
+//! [`HistoryConfig::limits_for`]: keayl_cable::pubsub::HistoryConfig::limits_for
+//! [`HistoryConfig::off`]: keayl_cable::pubsub::HistoryConfig::off
+//! [`HistoryConfig::with_stream_override`]: keayl_cable::pubsub::HistoryConfig::with_stream_override
+//! [`HistoryConfig::max_bytes`]: keayl_cable::pubsub::HistoryConfig::max_bytes
+//! [`HistoryError::UnknownEpoch`]: keayl_cable::pubsub::HistoryError::UnknownEpoch
+//! [`HistoryError::Evicted`]: keayl_cable::pubsub::HistoryError::Evicted
+//! [`HistoryError::Unsupported`]: keayl_cable::pubsub::HistoryError::Unsupported
+//! [`HistoryError::Unavailable`]: keayl_cable::pubsub::HistoryError::Unavailable
+
+mod history;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -92,7 +206,8 @@ use keayl_broker::{
     in_flight,
 };
 use keayl_cable::pubsub::{
-    BoxFuture, ClientHealth, PubSubClient, PubSubError, RemoteCallback, Subscribed, SubscriptionId,
+    BoxFuture, ClientHealth, HistoryEntry, HistoryError, HistoryFrom, PubSubClient, PubSubError,
+    RemoteCallback, Subscribed, SubscriptionId,
 };
 use redis::AsyncConnectionConfig;
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
@@ -156,6 +271,50 @@ impl Shared {
 
     fn set_publisher(&self, conn: Option<MultiplexedConnection>) {
         *self.publisher.lock().unwrap_or_else(|e| e.into_inner()) = conn;
+    }
+
+    /// A command on the publisher connection failed: when the connection is
+    /// unusable, have the supervisor replace it.
+    fn failed(&self, e: &redis::RedisError) {
+        if is_fatal(e) {
+            self.publisher_broken.store(true, Ordering::Relaxed);
+            self.registry.poke();
+        }
+    }
+
+    /// The history bounds of `stream`, `None` when it keeps none.
+    fn bounds(&self, stream: &str) -> Option<history::Bounds> {
+        history::bounds(&self.config.history, stream)
+    }
+
+    /// Where the session `sid` is kept.
+    fn session_key(&self, sid: &str) -> String {
+        self.config
+            .prefixed(&format!("{}{sid}", history::SESSION_INFIX))
+    }
+
+    /// Run `op` on the publisher connection within the command timeout
+    /// (the connection's response timeout applies to each command; this
+    /// bounds the whole, a script's `NOSCRIPT` retry included).
+    async fn on_publisher<T, F>(&self, what: &str, op: F) -> Result<T, String>
+    where
+        F: AsyncFnOnce(&mut MultiplexedConnection) -> redis::RedisResult<T>,
+    {
+        let Some(mut conn) = self.publisher() else {
+            return Err(format!(
+                "redis {} is unreachable (reconnecting)",
+                self.broker
+            ));
+        };
+        let timeout = self.config.command_timeout;
+        match tokio::time::timeout(timeout + Duration::from_millis(100), op(&mut conn)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                self.failed(&e);
+                Err(format!("{what} failed: {e}"))
+            }
+            Err(_) => Err(format!("{what}: no answer within {timeout:?}")),
+        }
     }
 }
 
@@ -243,6 +402,7 @@ impl PubSubClient for RedisClient {
     fn publish(&self, stream: &str, message: Bytes) -> BoxFuture<'static, Result<(), PubSubError>> {
         let shared = self.shared.clone();
         let channel = shared.channel(stream);
+        let bounds = shared.bounds(stream);
         let conn = shared.publisher();
         Box::pin(async move {
             let Some(mut conn) = conn else {
@@ -251,23 +411,32 @@ impl PubSubClient for RedisClient {
                     shared.broker
                 )));
             };
-            let result: redis::RedisResult<i64> = redis::cmd("PUBLISH")
-                .arg(&channel)
-                .arg(message.as_ref())
-                .query_async(&mut conn)
-                .await;
-            match result {
-                Ok(_) => Ok(()),
-                Err(e) => {
-                    if is_fatal(&e) {
-                        shared.publisher_broken.store(true, Ordering::Relaxed);
-                        shared.registry.poke();
-                    }
-                    Err(shared
-                        .health
-                        .lost(format!("PUBLISH to {channel:?} failed: {e}")))
-                }
-            }
+            let result: redis::RedisResult<()> = match bounds {
+                // No history: a plain PUBLISH of the raw message, as Rails
+                // publishes.
+                None => redis::cmd("PUBLISH")
+                    .arg(&channel)
+                    .arg(message.as_ref())
+                    .query_async::<i64>(&mut conn)
+                    .await
+                    .map(drop),
+                // History: append and publish the positioned frame, one
+                // script.
+                Some(bounds) => history::publish(&mut conn, &channel, bounds, &message)
+                    .await
+                    .map(drop),
+            };
+            result.map_err(|e| {
+                shared.failed(&e);
+                let what = if bounds.is_some() {
+                    "broadcast (history script)"
+                } else {
+                    "PUBLISH"
+                };
+                shared
+                    .health
+                    .lost(format!("{what} to {channel:?} failed: {e}"))
+            })
         })
     }
 
@@ -288,10 +457,7 @@ impl PubSubClient for RedisClient {
                 .query_async(&mut conn)
                 .await;
             result.map(|(_, n)| n).map_err(|e| {
-                if is_fatal(&e) {
-                    shared.publisher_broken.store(true, Ordering::Relaxed);
-                    shared.registry.poke();
-                }
+                shared.failed(&e);
                 PubSubError::Unavailable(format!("PUBSUB NUMSUB failed: {e}"))
             })
         })
@@ -299,6 +465,104 @@ impl PubSubClient for RedisClient {
 
     fn health(&self) -> ClientHealth {
         self.shared.health.client_health()
+    }
+
+    fn history(
+        &self,
+        stream: &str,
+        from: &HistoryFrom,
+    ) -> BoxFuture<'static, Result<Vec<HistoryEntry>, HistoryError>> {
+        let Some(bounds) = self.shared.bounds(stream) else {
+            return Box::pin(std::future::ready(Err(HistoryError::Unsupported)));
+        };
+        let shared = self.shared.clone();
+        let channel = shared.channel(stream);
+        let from = from.clone();
+        Box::pin(async move {
+            let reply = shared
+                .on_publisher("history read", async |conn| {
+                    history::read(conn, &channel, bounds, &from).await
+                })
+                .await
+                .map_err(HistoryError::Unavailable)?;
+            history::decode_read(reply, &from)
+        })
+    }
+
+    fn save_session(
+        &self,
+        sid: &str,
+        snapshot: Bytes,
+        ttl: Duration,
+    ) -> BoxFuture<'static, Result<(), PubSubError>> {
+        if history::is_reserved_sid(sid) {
+            return Box::pin(std::future::ready(Err(PubSubError::Failed(format!(
+                "session id {sid:?} is reserved"
+            )))));
+        }
+        let shared = self.shared.clone();
+        let key = shared.session_key(sid);
+        Box::pin(async move {
+            shared
+                .on_publisher("saving a session", async |conn| {
+                    if ttl.is_zero() {
+                        return redis::cmd("DEL")
+                            .arg(&key)
+                            .query_async::<i64>(conn)
+                            .await
+                            .map(drop);
+                    }
+                    redis::cmd("SET")
+                        .arg(&key)
+                        .arg(snapshot.as_ref())
+                        .arg("PX")
+                        .arg(history::millis(ttl))
+                        .query_async::<()>(conn)
+                        .await
+                })
+                .await
+                .map_err(PubSubError::Unavailable)
+        })
+    }
+
+    fn take_session(&self, sid: &str) -> BoxFuture<'static, Result<Option<Bytes>, PubSubError>> {
+        if history::is_reserved_sid(sid) {
+            return Box::pin(std::future::ready(Ok(None)));
+        }
+        let shared = self.shared.clone();
+        let key = shared.session_key(sid);
+        Box::pin(async move {
+            shared
+                .on_publisher("taking a session", async |conn| {
+                    redis::cmd("GETDEL")
+                        .arg(&key)
+                        .query_async::<Option<Vec<u8>>>(conn)
+                        .await
+                })
+                .await
+                .map(|v| v.map(Bytes::from))
+                .map_err(PubSubError::Unavailable)
+        })
+    }
+
+    fn remove_session(&self, sid: &str) -> BoxFuture<'static, Result<(), PubSubError>> {
+        if history::is_reserved_sid(sid) {
+            return Box::pin(std::future::ready(Ok(())));
+        }
+        let shared = self.shared.clone();
+        let key = shared.session_key(sid);
+        Box::pin(async move {
+            shared
+                .on_publisher("removing a session", async |conn| {
+                    redis::cmd("DEL")
+                        .arg(&key)
+                        .query_async::<i64>(conn)
+                        .await
+                        .map(drop)
+                })
+                .await
+                .map_err(PubSubError::Unavailable)
+        })
     }
 }
 
@@ -344,7 +608,7 @@ async fn new_publisher(shared: &Shared) -> Result<MultiplexedConnection, String>
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(timeout))
         .set_response_timeout(Some(shared.config.command_timeout));
-    tokio::time::timeout(
+    let mut conn = tokio::time::timeout(
         timeout + Duration::from_millis(100),
         shared
             .client
@@ -352,7 +616,20 @@ async fn new_publisher(shared: &Shared) -> Result<MultiplexedConnection, String>
     )
     .await
     .map_err(|_| format!("connecting timed out after {timeout:?}"))?
-    .map_err(|e| e.to_string())
+    .map_err(|e| e.to_string())?;
+    if shared.config.history.is_on() {
+        // Broadcasts run the history script with EVALSHA from the first.
+        let timeout = shared.config.command_timeout;
+        match tokio::time::timeout(timeout, history::load_scripts(&mut conn)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) if is_fatal(&e) => return Err(format!("SCRIPT LOAD: {e}")),
+            Ok(Err(e)) => {
+                tracing::warn!(backend = "redis", error = %e, "Redis refused SCRIPT LOAD; broadcasts with history send the script with EVAL");
+            }
+            Err(_) => return Err(format!("SCRIPT LOAD timed out after {timeout:?}")),
+        }
+    }
+    Ok(conn)
 }
 
 /// The one broker operation in flight on the subscriber connection.
@@ -441,7 +718,10 @@ async fn run_session(
             message = stream.next() => match message {
                 Some(m) => {
                     let payload = Bytes::copy_from_slice(m.get_payload_bytes());
-                    shared.registry.dispatch(m.get_channel_name(), payload);
+                    // A positioned frame (a Keayl broadcast with history)
+                    // or a raw message (Rails, or no history).
+                    let (message, position) = history::unframe(payload);
+                    shared.registry.dispatch_at(m.get_channel_name(), message, position);
                 }
                 None => return SessionEnd::Lost("connection closed".into()),
             },

@@ -306,10 +306,13 @@ pub fn unique_stream(label: &str) -> String {
     )
 }
 
+/// One delivery an [`Inbox`] got: stream, message, position.
+type Got = (String, Bytes, Option<Position>);
+
 /// Collects every delivery made to its [`callback`](Self::callback).
 #[derive(Clone, Default)]
 pub struct Inbox {
-    got: Arc<Mutex<Vec<(String, Bytes, Option<Position>)>>>,
+    got: Arc<Mutex<Vec<Got>>>,
 }
 
 impl std::fmt::Debug for Inbox {
@@ -380,7 +383,7 @@ impl Inbox {
         self.lock().iter().map(|(_, _, p)| p.clone()).collect()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(String, Bytes, Option<Position>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Got>> {
         self.got.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

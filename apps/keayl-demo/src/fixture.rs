@@ -593,8 +593,8 @@ impl Channel for HistoryChannel {
 }
 
 /// The fixture's router: `/cable` (origin checks off), `/cable-origin`
-/// (allowing `http://allowed.example` and the same origin as the host), and
-/// an open `POST /_broadcast`.
+/// (allowing `http://allowed.example` and the same origin as the host), an
+/// open `POST /_broadcast`, and `/cable`'s channels over SSE at `GET /events`.
 pub fn fixture_router(pubsub: Arc<dyn PubSub>, config: &FixtureConfig) -> Router {
     let cable = fixture_cable(pubsub, config);
     let open = CableServer::new(
@@ -629,6 +629,7 @@ pub fn fixture_router(pubsub: Arc<dyn PubSub>, config: &FixtureConfig) -> Router
     let _ = SERVERS.set(vec![open.clone(), checked.clone()]);
     open.router()
         .merge(open.broadcast_router())
+        .merge(open.events_router())
         .merge(checked.route_at("/cable-origin"))
         .merge(keayl_axum::ops::ops_router(
             vec![open.clone(), checked],

@@ -4,7 +4,8 @@
 //! serves it: [`CableServer::router`] gives an axum `Router<S>` with the
 //! WebSocket route (default `/cable`) for an app of any state `S`, and
 //! [`CableServer::broadcast_router`] the HTTP broadcast API
-//! (`POST /_broadcast`), each mounted on its own.
+//! (`POST /_broadcast`) and [`CableServer::events_router`] the SSE
+//! transport (`GET /events`, see [`events`]), each mounted on its own.
 //!
 //! ```no_run
 //! use keayl_axum::cable::{CableServer, ServerConfig};
@@ -33,6 +34,7 @@
 //! blocking reads, writes or pings.
 
 mod broadcast_api;
+pub mod events;
 mod origin;
 mod socket;
 
@@ -76,7 +78,12 @@ pub struct ServerConfig {
     pub broadcast_body_timeout: Duration,
     /// The connection driver's settings: pings, queues, timeouts, the
     /// connection limit ([`SocketConfig`] lists them with their defaults).
+    /// The SSE transport uses the same pings, outbound queue bound,
+    /// handshake timeout and connection limit.
     pub socket: SocketConfig,
+    /// Path of the SSE route ([`CableServer::events_router`]). Default
+    /// `/events`.
+    pub events_path: String,
 }
 
 impl Default for ServerConfig {
@@ -90,6 +97,7 @@ impl Default for ServerConfig {
             broadcast_body_bytes: 1024 * 1024,
             broadcast_body_timeout: Duration::from_secs(5),
             socket: SocketConfig::default(),
+            events_path: "/events".into(),
         }
     }
 }
@@ -105,6 +113,8 @@ struct Inner {
     hub: Hub,
     config: ServerConfig,
     tracker: TaskTracker,
+    /// Restart and shutdown signal for SSE connections.
+    events: events::Restarts,
 }
 
 impl CableServer {
@@ -123,6 +133,7 @@ impl CableServer {
                 hub,
                 config,
                 tracker: TaskTracker::new(),
+                events: events::Restarts::new(),
             }),
         })
     }
@@ -198,11 +209,33 @@ impl CableServer {
         )
     }
 
+    /// AnyCable's SSE transport, `GET` [`ServerConfig::events_path`]
+    /// (default `/events`): one channel subscription per request, over
+    /// Server-Sent Events, resumable with `Last-Event-ID` (see [`events`]).
+    /// A router of any state `S`, which reaches `connect` as a request
+    /// extension, as with [`router`](Self::router).
+    pub fn events_router<S>(&self) -> Router<S>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
+        let server = self.clone();
+        Router::new().route(
+            &self.inner.config.events_path,
+            get(
+                move |State(state): State<S>, mut req: Request<axum::body::Body>| {
+                    req.extensions_mut().insert(state);
+                    events::handler(server.clone(), req)
+                },
+            ),
+        )
+    }
+
     /// Close every connection as a restart does: each client gets
     /// `{"type":"disconnect","reason":"server_restart","reconnect":true}`
     /// and is closed; new connections are still accepted.
     pub fn restart(&self) {
         self.inner.hub.restart();
+        self.inner.events.restart();
     }
 
     /// Graceful shutdown: refuse new connections, send every client
@@ -211,6 +244,7 @@ impl CableServer {
     /// `with_graceful_shutdown`).
     pub async fn shutdown(&self) {
         self.inner.hub.shutdown();
+        self.inner.events.restart();
         self.inner.tracker.close();
         let _ = tokio::time::timeout(
             self.inner.config.shutdown_deadline,

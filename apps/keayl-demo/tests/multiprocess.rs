@@ -202,6 +202,23 @@ impl Client {
 
     /// The next frame that is not a ping; `None` when the connection closed
     /// (or nothing came within 5 s).
+    /// Connect over `actioncable-v1-ext-json` (with `?sid=` when given);
+    /// returns the client and its welcome.
+    async fn connect_ext(addr: SocketAddr, query: &str) -> (Client, Value) {
+        let mut req = format!("ws://{addr}/cable?{query}")
+            .into_client_request()
+            .unwrap();
+        req.headers_mut().insert(
+            "sec-websocket-protocol",
+            "actioncable-v1-ext-json".parse().unwrap(),
+        );
+        let (ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+        let mut client = Client { ws };
+        let welcome = client.next().await.expect("welcome");
+        assert_eq!(welcome["type"], "welcome", "{welcome}");
+        (client, welcome)
+    }
+
     async fn next_within(&mut self, within: Duration) -> Option<Value> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
@@ -338,6 +355,78 @@ async fn http_broadcast_across(pubsub: &str) {
             )
         });
     assert_eq!(got["text"], "ünïcödé");
+}
+
+/// A client on A loses its socket; broadcasts go on through B; it comes
+/// back on B with its session id. With a backend that keeps history and
+/// sessions (`reliable`) the session is restored there (no `connect`: the
+/// identity comes from the session) and a `history` request from its last
+/// position gets exactly the missed messages; without (NATS) it gets a new
+/// session and `reject_history`: a gap, never silence.
+async fn restore_on_the_other_process(pubsub: &str, reliable: bool) {
+    let a = Fixture::start(pubsub).await;
+    let b = Fixture::start(pubsub).await;
+    let name = unique("room");
+    let room = chat(&name);
+    let identifier = room.to_string();
+    let broadcast = |at: SocketAddr, n: u64| {
+        let body = json!({"stream": format!("room:{name}"), "data": json!({"n": n}).to_string()});
+        async move {
+            let (status, text) = http(at, "POST", "/_broadcast", Some(&body.to_string())).await;
+            assert_eq!(status, 201, "{text}");
+        }
+    };
+    let (mut alice, welcome) = Client::connect_ext(a.addr, "token=alice").await;
+    let sid = welcome["sid"].as_str().expect("a sid").to_owned();
+    alice.subscribe(&room).await;
+    broadcast(a.addr, 1).await;
+    let first = alice.next().await.expect("message 1");
+    assert_eq!(first["message"], json!({"n": 1}), "{first}");
+    if reliable {
+        assert_eq!(first["stream_id"], format!("room:{name}"));
+        assert_eq!(first["offset"], 1, "{first}");
+    } else {
+        assert_eq!(first.get("offset"), None, "no positions without history: {first}");
+    }
+    drop(alice);
+    broadcast(b.addr, 2).await;
+    broadcast(b.addr, 3).await;
+
+    // Back, on the other process, without the token: only the session
+    // says who this is.
+    let (mut back, welcome) = Client::connect_ext(b.addr, &format!("sid={sid}")).await;
+    if !reliable {
+        assert_eq!(welcome.get("restored"), None, "{welcome}");
+        back.send(json!({"command": "subscribe", "identifier": identifier,
+            "history": {"streams": {format!("room:{name}"): {"offset": 1, "epoch": "e"}}}}))
+            .await;
+        assert_eq!(back.next().await.expect("confirm")["type"], "confirm_subscription");
+        let answer = back.next().await.expect("the history answer");
+        assert_eq!(answer, json!({"type": "reject_history", "identifier": identifier}));
+        return;
+    }
+    assert_eq!(welcome["restored"], true, "{welcome}
+B: {}", b.logs());
+    assert_eq!(welcome["restored_ids"], json!([identifier]));
+    back.send(json!({"command": "history", "identifier": identifier,
+        "history": {"streams": {format!("room:{name}"): {"offset": 1, "epoch": first["epoch"]}}}}))
+        .await;
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        got.push(back.next().await.expect("history"));
+    }
+    assert_eq!(got[0]["message"], json!({"n": 2}), "{got:?}");
+    assert_eq!(got[1]["message"], json!({"n": 3}), "{got:?}");
+    assert_eq!((got[0]["offset"].clone(), got[1]["offset"].clone()), (json!(2), json!(3)));
+    assert_eq!(got[2], json!({"type": "confirm_history", "identifier": identifier}));
+    // The restored identity speaks.
+    back.perform(&room, json!({"action": "speak", "message": "back"}))
+        .await;
+    let said = back
+        .expect_message(&room, T, |m| m["message"] == "back")
+        .await
+        .expect("the speak");
+    assert_eq!(said["from"], "alice");
 }
 
 /// A remote disconnect issued on A (`ControlChannel#kick`) closes the user's
@@ -502,7 +591,7 @@ fn with_prefix(url: &str, prefix: &str) -> String {
 }
 
 macro_rules! across_processes {
-    ($backend:ident, $feature:literal, $service:literal, $url:expr, $port:literal, $private:ty) => {
+    ($backend:ident, $feature:literal, $service:literal, $url:expr, $port:literal, $private:ty, reliable: $reliable:literal) => {
         #[cfg(feature = $feature)]
         mod $backend {
             use super::*;
@@ -533,6 +622,13 @@ macro_rules! across_processes {
             async fn remote_disconnect_on_a_closes_the_connection_on_b() {
                 if available() {
                     remote_disconnect_across(&url()).await;
+                }
+            }
+
+            #[tokio::test]
+            async fn a_session_is_restored_on_the_other_process() {
+                if available() {
+                    restore_on_the_other_process(&url(), $reliable).await;
                 }
             }
 
@@ -568,7 +664,8 @@ across_processes!(
     "Redis",
     std::env::var("KEAYL_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
     6379,
-    private::PrivateRedis
+    private::PrivateRedis,
+    reliable: true
 );
 across_processes!(
     postgres,
@@ -577,7 +674,8 @@ across_processes!(
     std::env::var("KEAYL_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into()),
     5432,
-    private::PrivatePostgres
+    private::PrivatePostgres,
+    reliable: true
 );
 across_processes!(
     nats,
@@ -585,5 +683,6 @@ across_processes!(
     "NATS",
     std::env::var("KEAYL_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
     4222,
-    private::PrivateNats
+    private::PrivateNats,
+    reliable: false
 );

@@ -8,10 +8,12 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use keayl_broker::{Background, BrokerClient, ConfigError, Core, Health};
 use keayl_cable::pubsub::{
-    BoxFuture, ClientHealth, PubSubClient, PubSubError, RemoteCallback, Subscribed, SubscriptionId,
+    BoxFuture, ClientHealth, HistoryEntry, HistoryError, HistoryFrom, PubSubClient, PubSubError,
+    RemoteCallback, Subscribed, SubscriptionId,
 };
 use tokio_util::sync::CancellationToken;
 
+use crate::history;
 use crate::publish::{Sent, pg_error, publish};
 use crate::schema::Conn;
 use crate::session::supervise;
@@ -140,8 +142,9 @@ impl PostgresClient {
     ) -> BoxFuture<'static, Result<(), BroadcastError>> {
         let shared = self.shared.clone();
         let channel = shared.channel(stream);
+        let stream = stream.to_owned();
         Box::pin(async move {
-            let result = publish(&shared, &channel, &message).await;
+            let result = publish(&shared, &stream, &channel, &message).await;
             match &result {
                 Ok(Sent::Notified) => {}
                 Ok(Sent::Spilled) => {
@@ -218,5 +221,46 @@ impl PubSubClient for PostgresClient {
 
     fn health(&self) -> ClientHealth {
         self.shared.health.client_health()
+    }
+
+    /// From [`STREAMS_TABLE`](crate::STREAMS_TABLE) and
+    /// [`MESSAGES_TABLE`](crate::MESSAGES_TABLE), shared by every process
+    /// (see the crate docs).
+    fn history(
+        &self,
+        stream: &str,
+        from: &HistoryFrom,
+    ) -> BoxFuture<'static, Result<Vec<HistoryEntry>, HistoryError>> {
+        let limits = self.shared.config.history.limits_for(stream);
+        let channel = self.shared.channel(stream);
+        Box::pin(history::read(
+            self.shared.clone(),
+            channel,
+            limits,
+            from.clone(),
+        ))
+    }
+
+    /// In [`SESSIONS_TABLE`](crate::SESSIONS_TABLE).
+    fn save_session(
+        &self,
+        sid: &str,
+        snapshot: Bytes,
+        ttl: std::time::Duration,
+    ) -> BoxFuture<'static, Result<(), PubSubError>> {
+        Box::pin(history::save_session(
+            self.shared.clone(),
+            sid.to_owned(),
+            snapshot,
+            ttl,
+        ))
+    }
+
+    fn take_session(&self, sid: &str) -> BoxFuture<'static, Result<Option<Bytes>, PubSubError>> {
+        Box::pin(history::take_session(self.shared.clone(), sid.to_owned()))
+    }
+
+    fn remove_session(&self, sid: &str) -> BoxFuture<'static, Result<(), PubSubError>> {
+        Box::pin(history::remove_session(self.shared.clone(), sid.to_owned()))
     }
 }

@@ -24,10 +24,13 @@ pub struct PostgresConfig {
     /// URL (`postgres://user[:password]@host[:port]/database[?…]`, or a
     /// `key=value` string, the `channel_prefix` parameter removed), Rails'
     /// `channel_prefix` (hashed with the stream when over 63 bytes, see
-    /// [`channel_name`]), reconnect and timeouts. `command_timeout` is
-    /// one statement's (`NOTIFY`, a `LISTEN` batch, a spill fetch, the
-    /// health check `SELECT 1`; 10 s for spilled payloads); the health
-    /// check interval also runs the spill table's maintenance.
+    /// [`channel_name`]), reconnect and timeouts, and the stream history
+    /// kept in PostgreSQL (`history`, see the crate docs). `command_timeout`
+    /// is one statement's (`NOTIFY`, a positioned publish, a history read,
+    /// a session statement, a `LISTEN` batch, a spill fetch, the health
+    /// check `SELECT 1`; 10 s for spilled payloads and the maintenance);
+    /// the health check interval also runs the maintenance of the spill,
+    /// history and session tables.
     pub broker: BrokerConfig,
     /// How long a spilled payload is kept for a listener that has not
     /// fetched it yet (listeners fetch right after the `NOTIFY`, so only a

@@ -1,6 +1,9 @@
 //! PostgreSQL `LISTEN`/`NOTIFY` pub/sub for Keayl's cable, wire-compatible
 //! with Rails' Action Cable PostgreSQL adapter: a Rails app and Keayl
-//! processes sharing one database see each other's broadcasts.
+//! processes sharing one database see each other's broadcasts. Reliable
+//! streams (stream history with positions) and session snapshots are kept
+//! in PostgreSQL tables shared by every process, the approach of Rails'
+//! Solid Cable (see [Reliable streams](#reliable-streams-history-and-sessions-in-tables)).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), keayl_postgres::ConfigError> {
@@ -23,8 +26,9 @@
 //!   of the process (local subscribers are multiplexed onto it by
 //!   [`External`]: the first local subscriber of a stream makes the
 //!   `LISTEN`, the last one to leave `UNLISTEN`s), and carries `NOTIFY`s
-//!   from any task through prepared statements. `LISTEN`s and `UNLISTEN`s
-//!   are batched into one round trip.
+//!   from any task through prepared statements (as well as the history
+//!   reads and session statements). `LISTEN`s and `UNLISTEN`s are batched
+//!   into one round trip.
 //! * A health-check `SELECT 1` every
 //!   [`BrokerConfig::health_check_interval`] notices a silent network cut.
 //!
@@ -118,6 +122,125 @@
 //! when the table is full). The spill needs PL/pgSQL (installed by
 //! default).
 //!
+//! # Reliable streams: history and sessions in tables
+//!
+//! Every process sharing the database reads and writes the same three
+//! tables, so a position is assigned once per broadcast whichever process
+//! publishes it, and a client may reconnect to any process:
+//!
+//! * [`STREAMS_TABLE`] (`stream text PRIMARY KEY, epoch, last_offset,
+//!   updated_at, expires_at`): per stream (keyed by its channel name, see
+//!   [`channel_name`], so `channel_prefix`es do not mix) the epoch, the
+//!   last offset given, and when its history expires (the last message's
+//!   time plus the stream's TTL).
+//! * [`MESSAGES_TABLE`] (`stream, "offset", epoch, created_at, payload
+//!   bytea`, primary key `(stream, "offset")`): the messages. Each row
+//!   keeps its epoch, so a row left from an earlier epoch is never served
+//!   as part of the current one.
+//! * [`SESSIONS_TABLE`] (`sid text PRIMARY KEY, snapshot bytea,
+//!   expires_at`, indexed on `expires_at`): session snapshots of the
+//!   extended protocol's session restore.
+//!
+//! They are `UNLOGGED`, created on connect (`CREATE … IF NOT EXISTS`, under
+//! the same advisory lock as the spill table) in a transaction of their
+//! own: a role that cannot create them keeps the spill table and the
+//! listener registry, the failure is logged, broadcasts then carry no
+//! positions, and history and session calls fail with
+//! [`HistoryError::Unavailable`] / [`PubSubError::Unavailable`].
+//!
+//! ## A broadcast is one statement
+//!
+//! On a stream whose [`HistoryConfig::limits_for`] keeps history (the
+//! default: the last 100 messages for 300 s, from
+//! [`BrokerConfig::history`]), a broadcast is one statement (a CTE, one
+//! round trip, one transaction) that upserts the stream's row (its row lock
+//! serializes the publishes of a stream across processes; a new random
+//! 64-bit epoch, offsets from 1, when the row is new or its history expired
+//! — its last message older than its TTL), increments the offset, inserts
+//! the message, trims the stream's other rows (of other epochs, beyond the
+//! limit, older than the TTL: **trimming happens in the publishing
+//! statement**), and `NOTIFY`s `__keayl_position:<epoch>:<offset>:<message>`
+//! ([`POSITION_MARKER`]). Listeners parse the position and deliver the
+//! message with it; since a notification is sent at commit and the row lock
+//! orders the commits, every process hears a stream's messages in offset
+//! order. A payload that does not parse as positioned (or a raw `NOTIFY`,
+//! from Rails say) is delivered as it came, without a position.
+//!
+//! A positioned payload too large for `NOTIFY` with its position (a
+//! message within [`NOTIFY_LIMIT`] minus about 100 bytes fits) goes through
+//! the spill table as above (`keayl_cable_spill_v2`: the same bound and
+//! readers, minus the `NOTIFY`), and the same statement notifies
+//! `__keayl_position:<epoch>:<offset>:__keayl_large_payload:<id>`: the
+//! position survives the spill. A spill refused as full
+//! ([`BroadcastError::SpillFull`]) takes no offset and records nothing. The
+//! history itself holds the payload (not the marker).
+//!
+//! On a stream without history (`limit` 0 or a zero TTL: a
+//! [`HistoryConfig::with_stream_override`] with limit 0, or
+//! [`HistoryConfig::off`]) a broadcast is the plain `NOTIFY` (or spill) it
+//! always was: no table is written, no position. A message starting with
+//! either marker always spills, so a listener never misreads it.
+//!
+//! **Rails and older Keayl versions** listening to a stream that keeps
+//! history receive the marker-prefixed payload, not the bare message (Rails
+//! → Keayl is unaffected: it arrives without a position). To keep
+//! Keayl → Rails broadcasts verbatim, turn history off for those streams
+//! (an override with limit 0, or [`HistoryConfig::off`]); upgrade every
+//! Keayl process before turning it on.
+//!
+//! ## Reading
+//!
+//! [`PubSub::history`](keayl_cable::PubSub::history) is one statement
+//! (one snapshot: the stream's row and its messages agree), within
+//! [`BrokerConfig::command_timeout`]. After `(offset, epoch)`: a stream
+//! unknown, another epoch, or an offset beyond the last one →
+//! [`HistoryError::UnknownEpoch`]; the next offset no longer held →
+//! [`HistoryError::Evicted`]`(offset + 1)`; else every message after it,
+//! in order (none after the last). `Since(t)`: the messages created at or
+//! after Unix time `t` (by the database's clock). Rows older than the TTL
+//! or beyond the limit (the reader's [`HistoryConfig`]) are never returned,
+//! whether or not they were deleted yet. The database unreachable, failing
+//! or slow → [`HistoryError::Unavailable`]. Processes sharing a database
+//! should use the same `HistoryConfig` (the publisher trims by its
+//! limits, the reader filters by its own).
+//!
+//! Sessions: `save_session` upserts (`expires_at = now() + ttl`),
+//! `take_session` is `DELETE … RETURNING` (so a session is restored once;
+//! `None` when absent or expired), `remove_session` deletes. Failures are
+//! [`PubSubError::Unavailable`].
+//!
+//! ## Bounds
+//!
+//! * Per stream at most `limit` messages (trimmed by every broadcast), none
+//!   older than the TTL when read.
+//! * Every 30 s, each process's maintenance (on its listening connection,
+//!   beside the health check) purges: the rows of streams whose history
+//!   expired, and streams expired for a second TTL (forgotten: until then a
+//!   client holding the epoch is told there is nothing new, or what was
+//!   evicted, rather than that its epoch is unknown); and expired sessions.
+//!   Each in bounded batches: 100 streams (or sessions) per `DELETE … FOR
+//!   UPDATE SKIP LOCKED`, at most 10 statements per round; live streams are
+//!   skipped (their broadcasts trim them), and a broadcast on a stream being
+//!   purged waits for it.
+//! * [`HistoryConfig::max_bytes`] (the in-process bound) does not apply:
+//!   the messages table holds at most `limit` ×
+//!   [`PostgresConfig::max_payload_bytes`] per stream with recent
+//!   broadcasts. Sessions hold one row per saved session until taken,
+//!   removed or purged.
+//!
+//! ## Restarts
+//!
+//! The tables persist across Keayl restarts and a clean PostgreSQL restart:
+//! epochs and offsets survive, and clients resume where they were. That is
+//! correct, since positions come from the database and not from any
+//! process. PostgreSQL empties `UNLOGGED` tables in crash recovery and does
+//! not replicate them to standbys. After a crash or a failover every stream
+//! starts a new epoch, and a client resuming from an old position gets
+//! [`HistoryError::UnknownEpoch`] (the cable answers `reject_history`), not
+//! a wrong message. Logged tables with asynchronous replication could
+//! instead hand out an offset of a surviving epoch a second time. Sessions
+//! lost that way mean a new session for the client.
+//!
 //! # subscriber_count
 //!
 //! PostgreSQL cannot tell who listens on a channel, so each process records
@@ -157,11 +280,14 @@
 // One file per concern: `config` (PostgresConfig), `channel` (Rails'
 // naming), `schema` (DDL, statements, a fresh connection's setup), `spill`
 // (payloads NOTIFY cannot carry: refusals, counters, fetch, expiry,
-// vacuum), `publish` (NOTIFY or spill), `client` (PostgresClient and the
-// state it shares), `session` (the supervisor task and its session loop).
+// vacuum), `history` (the position marker, history reads, sessions, the
+// purge), `publish` (NOTIFY or spill, positioned or not), `client`
+// (PostgresClient and the state it shares), `session` (the supervisor task
+// and its session loop).
 mod channel;
 mod client;
 mod config;
+mod history;
 mod publish;
 mod schema;
 mod session;
@@ -170,7 +296,8 @@ mod spill;
 pub use channel::channel_name;
 pub use client::PostgresClient;
 pub use config::{DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_MAX_SPILL_BYTES, PostgresConfig};
-pub use schema::{LISTENERS_TABLE, SPILL_TABLE};
+pub use history::POSITION_MARKER;
+pub use schema::{LISTENERS_TABLE, MESSAGES_TABLE, SESSIONS_TABLE, SPILL_TABLE, STREAMS_TABLE};
 pub use spill::{BroadcastError, NOTIFY_LIMIT, SPILL_MARKER, SpillStats};
 
 pub use keayl_broker::{ConfigError, Health, HealthStatus, LinkState, redact};
@@ -178,7 +305,7 @@ pub use keayl_broker::{ConfigError, Health, HealthStatus, LinkState, redact};
 #[cfg(doc)]
 use keayl_broker::BrokerConfig;
 #[cfg(doc)]
-use keayl_cable::pubsub::PubSubError;
+use keayl_cable::pubsub::{HistoryConfig, HistoryError, PubSubError};
 
 /// The PostgreSQL pub/sub backend: put it in an `Arc` and hand it to the
 /// cable. Spill-table specifics are on its [`client`](keayl_broker::BrokerPubSub::client).

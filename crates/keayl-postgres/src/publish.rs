@@ -5,6 +5,7 @@ use std::sync::Arc;
 use keayl_cable::pubsub::PubSubError;
 
 use crate::client::Shared;
+use crate::history::{POSITION_OVERHEAD, keeps_history, limit_i64, ttl_secs};
 use crate::spill::{Route, route, spawn_vacuum};
 use crate::{BroadcastError, NOTIFY_LIMIT, SPILL_TABLE};
 
@@ -26,10 +27,15 @@ pub(crate) enum Sent {
     Spilled,
 }
 
-/// Publish `message` on `channel` (no counting: the caller records the
-/// outcome).
+/// Publish `message` on `stream` (broker channel `channel`; no counting:
+/// the caller records the outcome). When the stream keeps history (and the
+/// history tables exist) the message gets its position, is recorded and
+/// the stream trimmed in the same statement as its `NOTIFY`, which carries
+/// the position (`__keayl_position:<epoch>:<offset>:…`); otherwise it is a
+/// plain `NOTIFY` (or spill), as Rails' adapter sends it.
 pub(crate) async fn publish(
     shared: &Arc<Shared>,
+    stream: &str,
     channel: &str,
     message: &[u8],
 ) -> Result<Sent, BroadcastError> {
@@ -58,14 +64,31 @@ pub(crate) async fn publish(
         .into());
     };
     let timeout = config.command_timeout;
-    match route(message, conn.utf8) {
+    let limits = config.history.limits_for(stream);
+    // History on, but its tables could not be created: plain broadcasts
+    // (the connection's setup logged why).
+    let history = keeps_history(&limits)
+        .then_some(conn.history.as_ref())
+        .flatten();
+    let (limit, ttl) = (limit_i64(limits.limit), ttl_secs(limits.ttl));
+    let overhead = if history.is_some() {
+        POSITION_OVERHEAD
+    } else {
+        0
+    };
+    match route(message, conn.utf8, overhead) {
         Route::Notify(text) => {
-            match tokio::time::timeout(
-                timeout,
-                conn.client.execute(&conn.notify, &[&channel, &text]),
-            )
-            .await
-            {
+            let sent = async {
+                match history {
+                    None => conn.client.execute(&conn.notify, &[&channel, &text]).await,
+                    Some(h) => {
+                        conn.client
+                            .execute(&h.publish, &[&channel, &text, &limit, &ttl])
+                            .await
+                    }
+                }
+            };
+            match tokio::time::timeout(timeout, sent).await {
                 Ok(Ok(_)) => Ok(Sent::Notified),
                 Ok(Err(e)) => Err(pg_error(&e).into()),
                 Err(_) => Err(PubSubError::Unavailable(format!(
@@ -84,20 +107,38 @@ pub(crate) async fn publish(
                 .into());
             };
             let timeout = timeout * 5;
-            let limit = i64::try_from(config.max_spill_bytes).unwrap_or(i64::MAX);
-            let ttl = config.spill_ttl.as_secs_f64();
+            let max_spill = i64::try_from(config.max_spill_bytes).unwrap_or(i64::MAX);
+            let spill_ttl = config.spill_ttl.as_secs_f64();
             // The server gives up waiting for the spill lock well before we
             // give up on the statement, so a timed-out spill is not published
             // later behind the caller's back.
             let lock_ms = i32::try_from(timeout.as_millis() / 2)
                 .unwrap_or(i32::MAX)
                 .max(1);
-            let spilled = tokio::time::timeout(
-                timeout,
-                conn.client
-                    .query_one(&tables.spill, &[&channel, &message, &limit, &ttl, &lock_ms]),
-            )
-            .await;
+            let spill = async {
+                match history {
+                    None => {
+                        conn.client
+                            .query_one(
+                                &tables.spill,
+                                &[&channel, &message, &max_spill, &spill_ttl, &lock_ms],
+                            )
+                            .await
+                    }
+                    Some(h) => {
+                        conn.client
+                            .query_one(
+                                &h.publish_spilled,
+                                &[
+                                    &channel, &message, &limit, &ttl, &max_spill, &spill_ttl,
+                                    &lock_ms,
+                                ],
+                            )
+                            .await
+                    }
+                }
+            };
+            let spilled = tokio::time::timeout(timeout, spill).await;
             match spilled {
                 Ok(Ok(row)) => match row.get::<_, Option<i64>>(0) {
                     Some(_id) => {

@@ -1,8 +1,9 @@
 //! The supervisor task: the reconnect loop ([`Supervisor::run`]) around
 //! the session loop, which drives the one connection (`poll_message` sees
 //! the notifications), keeps its `LISTEN`s in step with the registry,
-//! delivers messages in order, and runs the health check and the spill
-//! table's maintenance.
+//! delivers messages in order (with the positions they carry), and runs the
+//! health check and the maintenance of the spill, history and session
+//! tables.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::LISTENERS_TABLE;
 use crate::channel::quote_ident;
 use crate::client::Shared;
+use crate::history::{self, PURGE_INTERVAL};
 use crate::schema::{Conn, setup, timed};
 use crate::spill::{Delivery, delivery, expire_spilled, expiry_interval};
 
@@ -148,6 +150,7 @@ async fn run_session(
     let mut deliveries: FuturesOrdered<Delivery> = FuturesOrdered::new();
     let mut tick = health_check_interval(shared.config.health_check_interval);
     let mut last_expiry = Instant::now();
+    let mut last_purge = Instant::now();
     loop {
         let busy = op.is_some();
         tokio::select! {
@@ -164,8 +167,8 @@ async fn run_session(
                 None => return SessionEnd::Lost("connection closed".into()),
             },
             Some(d) = deliveries.next(), if !deliveries.is_empty() => match d {
-                Ok((channel, payload)) => {
-                    shared.registry.dispatch(&channel, payload);
+                Ok((channel, payload, position)) => {
+                    shared.registry.dispatch_at(&channel, payload, position);
                 }
                 Err(e) => shared.health.record_failed_delivery(&e),
             },
@@ -216,6 +219,12 @@ async fn run_session(
                 if expire.is_some() {
                     last_expiry = Instant::now();
                 }
+                let purge = (last_purge.elapsed() >= PURGE_INTERVAL)
+                    .then(|| conn.clone())
+                    .flatten();
+                if purge.is_some() {
+                    last_purge = Instant::now();
+                }
                 let ttl = shared.config.spill_ttl.as_secs_f64();
                 op = Some(Box::pin(async move {
                     let result = async {
@@ -224,6 +233,11 @@ async fn run_session(
                             && let Some(t) = &c.tables
                         {
                             expire_spilled(&client, &t.expire, ttl, timeout * 5).await?;
+                        }
+                        if let Some(c) = purge
+                            && let Some(h) = &c.history
+                        {
+                            history::purge(&client, h, timeout * 5).await?;
                         }
                         Ok(())
                     }

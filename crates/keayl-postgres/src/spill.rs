@@ -8,12 +8,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use keayl_broker::OpError;
-use keayl_cable::pubsub::{BoxFuture, PubSubError};
+use keayl_cable::pubsub::{BoxFuture, Position, PubSubError};
 use tokio_postgres::{Client, NoTls, Statement};
 
-use crate::SPILL_TABLE;
 use crate::client::Shared;
+use crate::history::parse_positioned;
 use crate::schema::{Conn, timed};
+use crate::{POSITION_MARKER, SPILL_TABLE};
 #[cfg(doc)]
 use crate::{PostgresClient, PostgresConfig};
 
@@ -108,13 +109,16 @@ pub(crate) enum Route<'a> {
 }
 
 /// Whether `message` fits a `NOTIFY` on a database whose encoding is
-/// UTF-8 (`utf8_db`) or not.
-pub(crate) fn route(message: &[u8], utf8_db: bool) -> Route<'_> {
+/// UTF-8 (`utf8_db`) or not, with `overhead` bytes added to it (a
+/// position). A message starting with a marker always spills, so a
+/// listener never mistakes it for one.
+pub(crate) fn route(message: &[u8], utf8_db: bool, overhead: usize) -> Route<'_> {
     match std::str::from_utf8(message) {
         Ok(text)
-            if text.len() < NOTIFY_LIMIT
+            if text.len() + overhead < NOTIFY_LIMIT
                 && !text.contains('\0')
                 && !text.starts_with(SPILL_MARKER)
+                && !text.starts_with(POSITION_MARKER)
                 && (utf8_db || text.is_ascii()) =>
         {
             Route::Notify(text)
@@ -211,11 +215,15 @@ pub(crate) async fn expire_spilled(
     Ok(())
 }
 
-/// A notification's channel and payload, once it can be delivered.
-pub(crate) type Delivery = BoxFuture<'static, Result<(String, Bytes), String>>;
+/// A notification's channel, payload and position (when it carries one),
+/// once it can be delivered.
+pub(crate) type Delivery = BoxFuture<'static, Result<(String, Bytes, Option<Position>), String>>;
 
 /// The delivery of a notification: its payload at once, or the spilled row
-/// it names, fetched on the listening connection.
+/// it names, fetched on the listening connection; with the position a
+/// positioned payload (`__keayl_position:<epoch>:<offset>:<payload>`)
+/// carries. A payload that only looks positioned (malformed) is delivered
+/// as it came, without a position.
 pub(crate) fn delivery(
     shared: &Shared,
     conn: Option<&Arc<Conn>>,
@@ -223,9 +231,13 @@ pub(crate) fn delivery(
     payload: &str,
 ) -> Delivery {
     let channel = channel.to_owned();
+    let (position, payload) = match parse_positioned(payload) {
+        Some((position, body)) => (Some(position), body),
+        None => (None, payload),
+    };
     let Some(id) = payload.strip_prefix(SPILL_MARKER) else {
         let payload = Bytes::copy_from_slice(payload.as_bytes());
-        return Box::pin(std::future::ready(Ok((channel, payload))));
+        return Box::pin(std::future::ready(Ok((channel, payload, position))));
     };
     let id: Option<i64> = id.parse().ok();
     let tables = conn.filter(|c| c.tables.is_some()).cloned();
@@ -240,7 +252,7 @@ pub(crate) fn delivery(
         };
         match tokio::time::timeout(timeout, conn.client.query_one(&t.fetch, &[&id])).await {
             Ok(Ok(row)) => match row.get::<_, Option<Vec<u8>>>(0) {
-                Some(payload) => Ok((channel, Bytes::from(payload))),
+                Some(payload) => Ok((channel, Bytes::from(payload), position)),
                 None => Err(format!(
                     "spilled payload {id} on {channel:?} not found (expired?)"
                 )),
@@ -259,17 +271,24 @@ mod tests {
 
     #[test]
     fn routes() {
-        assert!(matches!(route(b"\"hi\"", true), Route::Notify(_)));
-        assert!(matches!(route(&[b'a'; 7999], true), Route::Notify(_)));
-        assert!(matches!(route(&[b'a'; 8000], true), Route::Spill));
-        assert!(matches!(route(b"a\0b", true), Route::Spill));
-        assert!(matches!(route(&[0xff, 0xfe], true), Route::Spill));
+        assert!(matches!(route(b"\"hi\"", true, 0), Route::Notify(_)));
+        assert!(matches!(route(&[b'a'; 7999], true, 0), Route::Notify(_)));
+        assert!(matches!(route(&[b'a'; 8000], true, 0), Route::Spill));
+        assert!(matches!(route(b"a\0b", true, 0), Route::Spill));
+        assert!(matches!(route(&[0xff, 0xfe], true, 0), Route::Spill));
         assert!(matches!(
-            route(b"__keayl_large_payload:1", true),
+            route(b"__keayl_large_payload:1", true, 0),
             Route::Spill
         ));
-        assert!(matches!(route("é".as_bytes(), false), Route::Spill));
-        assert!(matches!(route("é".as_bytes(), true), Route::Notify(_)));
+        assert!(matches!(
+            route(b"__keayl_position:e:1:x", true, 0),
+            Route::Spill
+        ));
+        assert!(matches!(route("é".as_bytes(), false, 0), Route::Spill));
+        assert!(matches!(route("é".as_bytes(), true, 0), Route::Notify(_)));
+        // A position's bytes count towards the limit.
+        assert!(matches!(route(&[b'a'; 7899], true, 100), Route::Notify(_)));
+        assert!(matches!(route(&[b'a'; 7900], true, 100), Route::Spill));
     }
 
     #[test]

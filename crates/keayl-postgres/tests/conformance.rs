@@ -1,8 +1,11 @@
 //! The shared pub/sub conformance suite against PostgreSQL (the machine's,
-//! `KEAYL_POSTGRES_URL`), with and without Rails' `channel_prefix`, plus
+//! `KEAYL_POSTGRES_URL`), with and without Rails' `channel_prefix`, history
+//! and sessions kept in PostgreSQL (the default `HistoryConfig`), plus
 //! Rails wire compatibility: a plain connection (standing in for a Rails
 //! process) hears Keayl's broadcasts on Rails' channel names (SHA-1 over 63
-//! bytes), and Keayl hears its `NOTIFY`s; large payloads use the spill table.
+//! bytes) — verbatim on streams without history, with the position marker
+//! on streams with — and Keayl hears its `NOTIFY`s; large payloads use the
+//! spill table.
 
 mod common;
 
@@ -11,25 +14,43 @@ use std::time::Duration;
 
 use common::*;
 use futures_util::StreamExt;
-use keayl_cable::pubsub::PubSub;
 use keayl_cable::pubsub::conformance::{self, Factory, Inbox, Options};
-use keayl_postgres::{PostgresConfig, SPILL_MARKER, channel_name};
+use keayl_cable::pubsub::{HistoryConfig, PubSub};
+use keayl_postgres::{POSITION_MARKER, PostgresConfig, SPILL_MARKER, channel_name};
 use tokio_postgres::AsyncMessage;
 
 const T: Duration = Duration::from_secs(5);
 
 fn factory(prefix: Option<&'static str>) -> impl Factory {
-    move || async move {
-        let mut config = PostgresConfig::from_url(&pg_url()).unwrap();
-        config.channel_prefix = prefix.map(str::to_owned);
-        Arc::new(connected(config).await) as Arc<dyn PubSub>
+    factory_with(prefix, HistoryConfig::default())
+}
+
+fn factory_with(prefix: Option<&'static str>, history: HistoryConfig) -> impl Factory {
+    move || {
+        let history = history.clone();
+        async move {
+            let mut config = PostgresConfig::from_url(&pg_url()).unwrap();
+            config.channel_prefix = prefix.map(str::to_owned);
+            config.history = history;
+            Arc::new(connected(config).await) as Arc<dyn PubSub>
+        }
+    }
+}
+
+/// A networked backend keeping history and sessions, shared by every
+/// instance.
+fn options() -> Options {
+    Options {
+        history: true,
+        sessions: true,
+        ..Options::networked()
     }
 }
 
 // Every check of the suite, one test each.
 conformance::conformance_tests! {
     factory: factory(None),
-    options: Options::networked(),
+    options: options(),
     run_if: require_pg(),
 }
 
@@ -38,18 +59,25 @@ async fn whole_suite_with_a_channel_prefix() {
     if !require_pg() {
         return;
     }
-    conformance::run_all(&factory(Some("keayl-test-prefix")), &Options::networked()).await;
+    conformance::run_all(&factory(Some("keayl-test-prefix")), &options()).await;
+}
+
+#[tokio::test]
+async fn whole_suite_without_history() {
+    if !require_pg() {
+        return;
+    }
+    let options = Options {
+        sessions: true,
+        ..Options::networked()
+    };
+    conformance::run_all(&factory_with(None, HistoryConfig::off()), &options).await;
 }
 
 #[tokio::test]
 async fn prefixed_and_unprefixed_processes_do_not_mix() {
     if require_pg() {
-        conformance::prefixes_do_not_mix(
-            &factory(None),
-            &factory(Some("app1")),
-            &Options::networked(),
-        )
-        .await;
+        conformance::prefixes_do_not_mix(&factory(None), &factory(Some("app1")), &options()).await;
     }
 }
 
@@ -97,7 +125,9 @@ async fn rails_channel_names_both_ways() {
         (Some("p"), long),
     ];
     for (prefix, stream) in cases {
-        let keayl = factory(prefix).instance().await;
+        // Rails hears Keayl's broadcasts verbatim on streams without
+        // history (see `rails_hears_the_position_marker_on_streams_with_history`).
+        let keayl = factory_with(prefix, HistoryConfig::off()).instance().await;
         let channel = channel_name(prefix, &stream);
         assert!(channel.len() <= 63);
 
@@ -139,7 +169,7 @@ async fn large_payloads_travel_as_spill_markers() {
     if !require_pg() {
         return;
     }
-    let keayl = factory(None).instance().await;
+    let keayl = factory_with(None, HistoryConfig::off()).instance().await;
     let stream = conformance::unique_stream("spill");
     let mut rails = rails_listener(&channel_name(None, &stream)).await;
     let big = conformance::json_text_of_len(20_000);
@@ -193,4 +223,29 @@ async fn an_unfetchable_spilled_payload_is_reported_not_dropped_silently() {
         logs.text()
     );
     keayl.unsubscribe(id);
+}
+
+#[tokio::test]
+async fn rails_hears_the_position_marker_on_streams_with_history() {
+    if !require_pg() {
+        return;
+    }
+    let keayl = factory(Some("app")).instance().await;
+    let stream = conformance::unique_stream("rails-positioned");
+    let channel = channel_name(Some("app"), &stream);
+    let mut rails = rails_listener(&channel).await;
+    keayl
+        .broadcast(&stream, r#"{"from":"keayl"}"#.into())
+        .await
+        .unwrap();
+    let (_, payload) = tokio::time::timeout(T, rails.recv())
+        .await
+        .expect("Rails side got nothing")
+        .unwrap();
+    let rest = payload
+        .strip_prefix(POSITION_MARKER)
+        .unwrap_or_else(|| panic!("no position marker: {payload:?}"));
+    let (epoch, rest) = rest.split_once(':').unwrap();
+    assert_eq!(epoch.len(), 16, "{payload:?}");
+    assert_eq!(rest, r#"1:{"from":"keayl"}"#);
 }

@@ -181,7 +181,14 @@ impl Connection {
     /// holds no borrow of the connection (which need not be `Sync`).
     pub(super) fn save_session(&self) -> impl Future<Output = ()> + Send + 'static {
         let job = match self.session_id.as_deref() {
-            Some(sid) if self.keeps_session() && !self.session_ended => {
+            // With the broker down the save would only wait out its
+            // timeout: skip it (the client then resubscribes with its
+            // positions, which loses nothing either).
+            Some(sid)
+                if self.keeps_session()
+                    && !self.session_ended
+                    && self.shared.registry.pubsub().stats().healthy =>
+            {
                 let registry = self.shared.registry.clone();
                 let config = registry.config();
                 let save = registry

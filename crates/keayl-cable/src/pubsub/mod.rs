@@ -48,7 +48,7 @@ pub use history::{
     HistoryConfig, HistoryEntry, HistoryError, HistoryFrom, HistoryLimits, HistoryLog,
     HistoryStats, Position, unix_now,
 };
-pub use in_memory::InMemory;
+pub use in_memory::{InMemory, MAX_SESSION_BYTES};
 pub use sessions::SessionStore;
 
 use crate::protocol::EncodedIdentifier;

@@ -156,11 +156,14 @@ async fn what_the_history_cannot_cover_is_rejected() {
             "offset {offset} of {epoch}"
         );
     }
-    // Offset 2 is covered: 3, 4, 5 are kept, and the client has them all.
+    // Offset 2 is covered: 3, 4, 5 are kept and sent as asked (a client
+    // asks from the last position it has).
     let frame = json!({"command": "history", "identifier": ID,
         "history": {"streams": {"s": {"offset": 2, "epoch": epoch}}}});
     conn.handle_frame(frame.to_string().as_bytes()).await.unwrap();
-    assert_eq!(frames(&sink), [json!({"type": "confirm_history", "identifier": ID})]);
+    let got = frames(&sink);
+    assert_eq!(numbers(&got), [3, 4, 5]);
+    assert_eq!(got[3], json!({"type": "confirm_history", "identifier": ID}));
     assert_eq!(cable.rejected_history(), 2);
 
     // No history kept at all: rejected too.

@@ -137,6 +137,11 @@ struct GateInner {
     /// pointers first, is cheaper than hashing the name.
     seen: Option<Last>,
     seen_more: Vec<Last>,
+    /// Whether positions are checked: from a replay until a live message
+    /// passes the last replayed position (live messages of a stream come
+    /// in offset order, so none after it can be a duplicate). Off, a
+    /// delivery costs no more than without history.
+    tracking: bool,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -155,7 +160,14 @@ impl GateInner {
     /// Send `frame` unless the client already got this position (or a
     /// later one of the same epoch).
     fn pass(&mut self, sink: &Sink, frame: Bytes, at: At<'_>) {
+        if !self.tracking {
+            sink.send(frame);
+            return;
+        }
+        // Live (not replayed) and past the last position: caught up.
+        let live = self.state == GateState::Open;
         if let Some((stream, position)) = at {
+            let none_seen = self.seen.is_none();
             let same = |a: &Arc<str>, b: &Arc<str>| Arc::ptr_eq(a, b) || **a == **b;
             let found = match &mut self.seen {
                 Some(first) if same(&first.stream, stream) => Some(first),
@@ -168,10 +180,21 @@ impl GateInner {
                         return;
                     }
                     last.offset = position.offset;
+                    if live && self.seen_more.is_empty() {
+                        self.stop_tracking();
+                    }
                 }
                 Some(last) => {
                     last.epoch = position.epoch.clone();
                     last.offset = position.offset;
+                    if live && self.seen_more.is_empty() {
+                        self.stop_tracking();
+                    }
+                }
+                None if live && none_seen => {
+                    // Nothing was replayed on this stream: nothing to
+                    // de-duplicate against.
+                    self.stop_tracking();
                 }
                 None => {
                     let last = Last {
@@ -188,6 +211,12 @@ impl GateInner {
             }
         }
         sink.send(frame);
+    }
+
+    fn stop_tracking(&mut self) {
+        self.tracking = false;
+        self.seen = None;
+        self.seen_more = Vec::new();
     }
 
     fn drain(&mut self, sink: &Sink) {
@@ -263,6 +292,7 @@ impl Gate {
         }
         if replay {
             g.state = GateState::Replaying;
+            g.tracking = true;
         } else {
             g.state = GateState::Open;
             g.drain(sink);
@@ -278,6 +308,7 @@ impl Gate {
             return false;
         }
         g.state = GateState::Replaying;
+        g.tracking = true;
         true
     }
 

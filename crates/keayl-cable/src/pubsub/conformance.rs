@@ -1409,34 +1409,6 @@ where
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn json_text_lengths_are_exact() {
-        for len in [2, 3, 4, 5, 7_999, 8_000, 8_001] {
-            let s = json_text_of_len(len);
-            assert_eq!(s.len(), len);
-            assert!(s.starts_with('"') && s.ends_with('"'));
-        }
-    }
-
-    #[test]
-    fn unique_streams_differ() {
-        assert_ne!(unique_stream("x"), unique_stream("x"));
-    }
-
-    #[test]
-    fn checks_are_listed_once() {
-        let mut names = CHECKS.to_vec();
-        names.sort_unstable();
-        names.dedup();
-        assert_eq!(names.len(), CHECKS.len(), "a check is listed twice");
-        assert!(CHECKS.contains(&"subscribe_broadcast_unsubscribe"));
-        assert!(CHECKS.contains(&"reentrant_callbacks"));
-    }
-}
 
 /// Every broadcast gets a position assigned once, whichever instance
 /// publishes it: one epoch, offsets counting up by one, delivered with the
@@ -1553,4 +1525,33 @@ pub async fn sessions_are_shared(factory: &impl Factory, options: &Options) {
         .expect("save");
     tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_eq!(b.take_session(&short).await.expect("take"), None, "expired");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_text_lengths_are_exact() {
+        for len in [2, 3, 4, 5, 7_999, 8_000, 8_001] {
+            let s = json_text_of_len(len);
+            assert_eq!(s.len(), len);
+            assert!(s.starts_with('"') && s.ends_with('"'));
+        }
+    }
+
+    #[test]
+    fn unique_streams_differ() {
+        assert_ne!(unique_stream("x"), unique_stream("x"));
+    }
+
+    #[test]
+    fn checks_are_listed_once() {
+        let mut names = CHECKS.to_vec();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), CHECKS.len(), "a check is listed twice");
+        assert!(CHECKS.contains(&"subscribe_broadcast_unsubscribe"));
+        assert!(CHECKS.contains(&"reentrant_callbacks"));
+    }
 }

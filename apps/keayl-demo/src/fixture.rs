@@ -11,8 +11,8 @@ use keayl_axum::cable::{
 };
 use keayl_cable::connection::{ConnectError, Connection, ConnectionHandler};
 use keayl_cable::naming::GlobalId;
-use keayl_cable::signing::StreamVerifier;
 use keayl_cable::pubsub_channel::PubSubChannel;
+use keayl_cable::signing::StreamVerifier;
 use keayl_cable::turbo_channel::TurboStreamsChannel;
 use keayl_cable::{Cable, Channel, ChannelContext, ChannelError, Data, NoActions, PubSub};
 use serde::de::Error as _;

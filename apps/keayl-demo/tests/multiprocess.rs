@@ -386,7 +386,11 @@ async fn restore_on_the_other_process(pubsub: &str, reliable: bool) {
         assert_eq!(first["stream_id"], format!("room:{name}"));
         assert_eq!(first["offset"], 1, "{first}");
     } else {
-        assert_eq!(first.get("offset"), None, "no positions without history: {first}");
+        assert_eq!(
+            first.get("offset"),
+            None,
+            "no positions without history: {first}"
+        );
     }
     drop(alice);
     broadcast(b.addr, 2).await;
@@ -400,13 +404,24 @@ async fn restore_on_the_other_process(pubsub: &str, reliable: bool) {
         back.send(json!({"command": "subscribe", "identifier": identifier,
             "history": {"streams": {format!("room:{name}"): {"offset": 1, "epoch": "e"}}}}))
             .await;
-        assert_eq!(back.next().await.expect("confirm")["type"], "confirm_subscription");
+        assert_eq!(
+            back.next().await.expect("confirm")["type"],
+            "confirm_subscription"
+        );
         let answer = back.next().await.expect("the history answer");
-        assert_eq!(answer, json!({"type": "reject_history", "identifier": identifier}));
+        assert_eq!(
+            answer,
+            json!({"type": "reject_history", "identifier": identifier})
+        );
         return;
     }
-    assert_eq!(welcome["restored"], true, "{welcome}
-B: {}", b.logs());
+    assert_eq!(
+        welcome["restored"],
+        true,
+        "{welcome}
+B: {}",
+        b.logs()
+    );
     assert_eq!(welcome["restored_ids"], json!([identifier]));
     back.send(json!({"command": "history", "identifier": identifier,
         "history": {"streams": {format!("room:{name}"): {"offset": 1, "epoch": first["epoch"]}}}}))
@@ -417,8 +432,14 @@ B: {}", b.logs());
     }
     assert_eq!(got[0]["message"], json!({"n": 2}), "{got:?}");
     assert_eq!(got[1]["message"], json!({"n": 3}), "{got:?}");
-    assert_eq!((got[0]["offset"].clone(), got[1]["offset"].clone()), (json!(2), json!(3)));
-    assert_eq!(got[2], json!({"type": "confirm_history", "identifier": identifier}));
+    assert_eq!(
+        (got[0]["offset"].clone(), got[1]["offset"].clone()),
+        (json!(2), json!(3))
+    );
+    assert_eq!(
+        got[2],
+        json!({"type": "confirm_history", "identifier": identifier})
+    );
     // The restored identity speaks.
     back.perform(&room, json!({"action": "speak", "message": "back"}))
         .await;

@@ -109,13 +109,20 @@ mod tests {
         let only_signed = PubSubChannel::signed(verifier);
         let public = serde_json::json!({"channel": "$pubsub", "stream_name": "news"});
         let good = serde_json::json!({"channel": "$pubsub", "signed_stream_name": signed});
-        let forged = serde_json::json!({"channel": "$pubsub", "signed_stream_name": "cm9vbToy--00"});
+        let forged =
+            serde_json::json!({"channel": "$pubsub", "signed_stream_name": "cm9vbToy--00"});
         assert_eq!(both.stream_for(&params(public.clone())), Ok("news".into()));
         assert_eq!(both.stream_for(&params(good.clone())), Ok("room:1".into()));
         assert!(only_signed.stream_for(&params(public)).is_err());
-        assert_eq!(only_signed.stream_for(&params(good.clone())), Ok("room:1".into()));
+        assert_eq!(
+            only_signed.stream_for(&params(good.clone())),
+            Ok("room:1".into())
+        );
         assert!(both.stream_for(&params(forged)).is_err());
         assert!(PubSubChannel::public().stream_for(&params(good)).is_err());
-        assert!(both.stream_for(&params(serde_json::json!({"channel": "$pubsub"}))).is_err());
+        assert!(
+            both.stream_for(&params(serde_json::json!({"channel": "$pubsub"})))
+                .is_err()
+        );
     }
 }

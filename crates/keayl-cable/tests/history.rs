@@ -15,7 +15,7 @@ use keayl_cable::pubsub::{
     BoxFuture, Callback, HistoryConfig, HistoryEntry, HistoryError, HistoryFrom, InMemory, PubSub,
     PubSubError, Subscribed, SubscriptionId,
 };
-use keayl_cable::{Cable, Broadcaster};
+use keayl_cable::{Broadcaster, Cable};
 use serde_json::{Value, json};
 
 const ID: &str = r#"{"channel":"EchoChannel","stream":"s"}"#;
@@ -26,7 +26,8 @@ fn cable(pubsub: impl PubSub) -> Cable {
 
 async fn open(cable: &Cable, protocol: Protocol) -> (Connection, RecordingSink) {
     let sink = RecordingSink::new();
-    let request = Request::from(http::Request::get("/cable").body(()).unwrap()).with_protocol(protocol);
+    let request =
+        Request::from(http::Request::get("/cable").body(()).unwrap()).with_protocol(protocol);
     let mut conn = cable
         .connection(sink.sink(), Identifiers::new())
         .with_request(request);
@@ -45,7 +46,10 @@ fn frames(sink: &RecordingSink) -> Vec<Value> {
 async fn publish(cable: &Cable, n: std::ops::RangeInclusive<u64>) {
     let broadcaster = Broadcaster::new(cable.pubsub().clone());
     for i in n {
-        broadcaster.broadcast("s", &json!({ "n": i })).await.unwrap();
+        broadcaster
+            .broadcast("s", &json!({ "n": i }))
+            .await
+            .unwrap();
     }
 }
 
@@ -88,20 +92,34 @@ async fn broadcasts_carry_positions_for_the_extended_protocol_only() {
 async fn history_by_offset_and_by_time() {
     let cable = cable(InMemory::new());
     let (mut watcher, watcher_sink) = open(&cable, Protocol::V1ExtJson).await;
-    watcher.handle_frame(subscribe(ID).as_bytes()).await.unwrap();
+    watcher
+        .handle_frame(subscribe(ID).as_bytes())
+        .await
+        .unwrap();
     watcher_sink.take();
     publish(&cable, 1..=5).await;
-    let epoch = frames(&watcher_sink)[0]["epoch"].as_str().unwrap().to_owned();
+    let epoch = frames(&watcher_sink)[0]["epoch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     // A client that saw offset 2 subscribes again with its position.
     let (mut conn, sink) = open(&cable, Protocol::V1ExtJson).await;
     let frame = json!({"command": "subscribe", "identifier": ID,
         "history": {"streams": {"s": {"offset": 2, "epoch": epoch}}}});
-    conn.handle_frame(frame.to_string().as_bytes()).await.unwrap();
+    conn.handle_frame(frame.to_string().as_bytes())
+        .await
+        .unwrap();
     let got = frames(&sink);
-    assert_eq!(got[0], json!({"identifier": ID, "type": "confirm_subscription"}));
+    assert_eq!(
+        got[0],
+        json!({"identifier": ID, "type": "confirm_subscription"})
+    );
     assert_eq!(numbers(&got), [3, 4, 5]);
-    let offsets: Vec<u64> = got[1..4].iter().map(|f| f["offset"].as_u64().unwrap()).collect();
+    let offsets: Vec<u64> = got[1..4]
+        .iter()
+        .map(|f| f["offset"].as_u64().unwrap())
+        .collect();
     assert_eq!(offsets, [3, 4, 5]);
     assert_eq!(got[4], json!({"type": "confirm_history", "identifier": ID}));
     assert_eq!(got.len(), 5);
@@ -113,7 +131,9 @@ async fn history_by_offset_and_by_time() {
         .as_secs()
         - 60;
     let frame = json!({"command": "history", "identifier": ID, "history": {"since": since}});
-    conn.handle_frame(frame.to_string().as_bytes()).await.unwrap();
+    conn.handle_frame(frame.to_string().as_bytes())
+        .await
+        .unwrap();
     let got = frames(&sink);
     // Offsets the client already has are not sent twice.
     assert_eq!(numbers(&got), Vec::<u64>::new());
@@ -122,7 +142,10 @@ async fn history_by_offset_and_by_time() {
     // A fresh connection asking by time gets all five.
     let (mut fresh, fresh_sink) = open(&cable, Protocol::V1ExtJson).await;
     let frame = json!({"command": "subscribe", "identifier": ID, "history": {"since": since}});
-    fresh.handle_frame(frame.to_string().as_bytes()).await.unwrap();
+    fresh
+        .handle_frame(frame.to_string().as_bytes())
+        .await
+        .unwrap();
     assert_eq!(numbers(&frames(&fresh_sink)), [1, 2, 3, 4, 5]);
 
     // Live broadcasts go on with the next offset.
@@ -149,7 +172,9 @@ async fn what_the_history_cannot_cover_is_rejected() {
         // Offset 2 was evicted (the last 3 are kept); an unknown epoch.
         let frame = json!({"command": "history", "identifier": ID,
             "history": {"streams": {"s": {"offset": offset, "epoch": epoch}}}});
-        conn.handle_frame(frame.to_string().as_bytes()).await.unwrap();
+        conn.handle_frame(frame.to_string().as_bytes())
+            .await
+            .unwrap();
         assert_eq!(
             frames(&sink),
             [json!({"type": "reject_history", "identifier": ID})],
@@ -160,7 +185,9 @@ async fn what_the_history_cannot_cover_is_rejected() {
     // asks from the last position it has).
     let frame = json!({"command": "history", "identifier": ID,
         "history": {"streams": {"s": {"offset": 2, "epoch": epoch}}}});
-    conn.handle_frame(frame.to_string().as_bytes()).await.unwrap();
+    conn.handle_frame(frame.to_string().as_bytes())
+        .await
+        .unwrap();
     let got = frames(&sink);
     assert_eq!(numbers(&got), [3, 4, 5]);
     assert_eq!(got[3], json!({"type": "confirm_history", "identifier": ID}));
@@ -170,7 +197,9 @@ async fn what_the_history_cannot_cover_is_rejected() {
     let none = self::cable(InMemory::without_history());
     let (mut conn, sink) = open(&none, Protocol::V1ExtJson).await;
     let frame = json!({"command": "subscribe", "identifier": ID, "history": {"since": 1}});
-    conn.handle_frame(frame.to_string().as_bytes()).await.unwrap();
+    conn.handle_frame(frame.to_string().as_bytes())
+        .await
+        .unwrap();
     assert_eq!(
         frames(&sink),
         [
@@ -200,7 +229,11 @@ impl PubSub for SlowHistory {
     fn unsubscribe(&self, id: SubscriptionId) {
         self.inner.unsubscribe(id)
     }
-    fn broadcast(&self, stream: &str, message: Bytes) -> BoxFuture<'static, Result<(), PubSubError>> {
+    fn broadcast(
+        &self,
+        stream: &str,
+        message: Bytes,
+    ) -> BoxFuture<'static, Result<(), PubSubError>> {
         self.inner.broadcast(stream, message)
     }
     fn subscriber_count(&self, stream: &str) -> BoxFuture<'static, Result<usize, PubSubError>> {
@@ -234,10 +267,16 @@ async fn live_messages_during_a_replay_come_after_it_once_and_in_order() {
     });
     let cable = cable(pubsub.clone());
     let (mut watcher, watcher_sink) = open(&cable, Protocol::V1ExtJson).await;
-    watcher.handle_frame(subscribe(ID).as_bytes()).await.unwrap();
+    watcher
+        .handle_frame(subscribe(ID).as_bytes())
+        .await
+        .unwrap();
     watcher_sink.take();
     publish(&cable, 1..=3).await;
-    let epoch = frames(&watcher_sink)[0]["epoch"].as_str().unwrap().to_owned();
+    let epoch = frames(&watcher_sink)[0]["epoch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     let (mut conn, sink) = open(&cable, Protocol::V1ExtJson).await;
     let frame = json!({"command": "subscribe", "identifier": ID,
@@ -254,14 +293,28 @@ async fn live_messages_during_a_replay_come_after_it_once_and_in_order() {
     result.unwrap();
     publish(&cable, 6..=6).await;
     let got = frames(&sink);
-    assert_eq!(got[0], json!({"identifier": ID, "type": "confirm_subscription"}));
+    assert_eq!(
+        got[0],
+        json!({"identifier": ID, "type": "confirm_subscription"})
+    );
     // History 2..=5 (read after 4 and 5 were broadcast), the trailer, then
     // the live 4 and 5 are dropped as already sent, then 6.
     assert_eq!(numbers(&got), [2, 3, 4, 5, 6]);
-    let kinds: Vec<&str> = got.iter().map(|f| f["type"].as_str().unwrap_or("data")).collect();
+    let kinds: Vec<&str> = got
+        .iter()
+        .map(|f| f["type"].as_str().unwrap_or("data"))
+        .collect();
     assert_eq!(
         kinds,
-        ["confirm_subscription", "data", "data", "data", "data", "confirm_history", "data"]
+        [
+            "confirm_subscription",
+            "data",
+            "data",
+            "data",
+            "data",
+            "confirm_history",
+            "data"
+        ]
     );
 }
 
@@ -292,7 +345,11 @@ fn session_cable(log: &Log) -> Cable {
         .build()
 }
 
-async fn open_at(cable: &Cable, uri: &str, header_sid: Option<&str>) -> (Connection, RecordingSink, Value) {
+async fn open_at(
+    cable: &Cable,
+    uri: &str,
+    header_sid: Option<&str>,
+) -> (Connection, RecordingSink, Value) {
     let sink = RecordingSink::new();
     let mut request = http::Request::get(uri);
     if let Some(sid) = header_sid {
@@ -331,7 +388,8 @@ async fn a_session_is_restored_without_connect_and_gets_what_it_missed() {
     );
     assert_eq!(log.entries(), ["connect:alice"], "no connect on restore");
     assert_eq!(
-        back.identifier::<String>("current_user").map(String::as_str),
+        back.identifier::<String>("current_user")
+            .map(String::as_str),
         Some("alice"),
         "the saved identity, not the query's"
     );
@@ -342,7 +400,9 @@ async fn a_session_is_restored_without_connect_and_gets_what_it_missed() {
     assert!(sink.take().is_empty());
     let frame = json!({"command": "history", "identifier": ID,
         "history": {"streams": {"s": {"offset": 1, "epoch": epoch}}}});
-    back.handle_frame(frame.to_string().as_bytes()).await.unwrap();
+    back.handle_frame(frame.to_string().as_bytes())
+        .await
+        .unwrap();
     let got = frames(&sink);
     // ... so what was missed comes first and in order (4, broadcast after
     // the restore, is in the history too, and is sent once), then the
@@ -376,7 +436,12 @@ async fn the_header_wins_and_server_ended_sessions_are_gone() {
         open_at(&cable, &format!("/cable?sid={sid_b}"), Some(&sid_a)).await;
     assert_eq!(welcome["restored"], true);
     assert_eq!(welcome["restored_ids"], json!([]));
-    assert_eq!(restored.identifier::<String>("current_user").map(String::as_str), Some("a"));
+    assert_eq!(
+        restored
+            .identifier::<String>("current_user")
+            .map(String::as_str),
+        Some("a")
+    );
     // b's session ended with the disconnect message.
     let (_, _, welcome) = open_at(&cable, &format!("/cable?user=c&sid={sid_b}"), None).await;
     assert_eq!(welcome.get("restored"), None);
@@ -427,7 +492,8 @@ async fn a_client_that_stops_ponging_is_disconnected_with_no_pong() {
     let second = conn.next_timer_due().expect("still due");
     assert!(second > first, "a pong moves the deadline");
     // Before the deadline nothing happens.
-    conn.run_periodic_timers(second - std::time::Duration::from_secs(1)).await;
+    conn.run_periodic_timers(second - std::time::Duration::from_secs(1))
+        .await;
     assert!(sink.take().is_empty());
     conn.run_periodic_timers(second).await;
     assert_eq!(sink.close_count(), 1);

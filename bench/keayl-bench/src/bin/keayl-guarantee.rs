@@ -38,7 +38,10 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 #[derive(Debug, Parser)]
-#[command(version, about = "Reliable streams: every client gets every broadcast once, in order, across cuts and a killed process")]
+#[command(
+    version,
+    about = "Reliable streams: every client gets every broadcast once, in order, across cuts and a killed process"
+)]
 struct Args {
     /// Clients (spread over the two processes).
     #[arg(long, default_value_t = 1000)]
@@ -88,7 +91,9 @@ impl Drop for Process {
 }
 
 fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 fn fixture_bin(args: &Args) -> Result<PathBuf> {
@@ -201,7 +206,9 @@ enum Ended {
 impl Client {
     fn history(&self) -> Value {
         match &self.seen {
-            Some(s) => json!({"streams": {s.stream.clone(): {"offset": s.offset, "epoch": s.epoch}}}),
+            Some(s) => {
+                json!({"streams": {s.stream.clone(): {"offset": s.offset, "epoch": s.epoch}}})
+            }
             // Nothing received yet: everything of the last minute.
             None => json!({"since": unix_now().saturating_sub(60)}),
         }
@@ -352,9 +359,7 @@ async fn run_client(
             }
             continue;
         };
-        let ended = client
-            .session(&mut ws, total, &over, &counters)
-            .await;
+        let ended = client.session(&mut ws, total, &over, &counters).await;
         // A cut: the socket is dropped without a close frame.
         drop(ws);
         match ended {
@@ -445,8 +450,7 @@ async fn main() -> Result<()> {
         }
     }
     let deadline = Instant::now() + subscribe_grace;
-    while counters.subscribed.load(Ordering::Relaxed) < args.clients && Instant::now() < deadline
-    {
+    while counters.subscribed.load(Ordering::Relaxed) < args.clients && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let subscribed = counters.subscribed.load(Ordering::Relaxed);

@@ -30,7 +30,10 @@ use keayl_cable::pubsub::{HistoryConfig, InMemory};
 use keayl_cable::{Broadcaster, Cable, Channel, ChannelContext, ChannelError, NoActions};
 
 #[derive(Debug, Parser)]
-#[command(version, about = "CPU per delivery with stream history on and off, in one run")]
+#[command(
+    version,
+    about = "CPU per delivery with stream history on and off, in one run"
+)]
 struct Args {
     /// Connections subscribed to the stream.
     #[arg(long, default_value_t = 10_000)]
@@ -148,7 +151,11 @@ async fn round(setup: &Setup, broadcasts: usize, message: &serde_json::Value) ->
     }
     let spent = cpu_time() - before;
     let delivered: usize = setup.queues.iter().map(|q| q.drain()).sum();
-    assert_eq!(delivered, broadcasts * setup.queues.len(), "every delivery made");
+    assert_eq!(
+        delivered,
+        broadcasts * setup.queues.len(),
+        "every delivery made"
+    );
     spent.as_nanos() as f64 / delivered as f64
 }
 

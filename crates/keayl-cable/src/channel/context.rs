@@ -243,13 +243,7 @@ impl Gate {
     /// A stream message for the client: `at` is its stream and position
     /// when the client tracks positions (extended protocol), `replayed`
     /// whether it comes from history.
-    pub(crate) fn deliver(
-        &self,
-        sink: &Sink,
-        frame: Bytes,
-        at: At<'_>,
-        replayed: bool,
-    ) {
+    pub(crate) fn deliver(&self, sink: &Sink, frame: Bytes, at: At<'_>, replayed: bool) {
         let mut g = self.lock();
         match g.state {
             GateState::Open => g.pass(sink, frame, at),

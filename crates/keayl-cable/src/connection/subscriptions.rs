@@ -9,9 +9,9 @@ use tokio::time::Instant;
 use futures_util::FutureExt;
 use serde_json::Value;
 
+use super::history::Replay;
 use super::{CommandError, ConnShared, Connection, ConnectionState, panic_message};
 use crate::channel::{Channel, ChannelContext, DynChannel, Params, SubState, Timer};
-use super::history::Replay;
 use crate::protocol::HistoryRequest;
 use crate::registry::Registry;
 
@@ -123,8 +123,15 @@ impl Connection {
         params: Params,
         channel: Box<dyn DynChannel>,
     ) -> Result<SubscribeOutcome, CommandError> {
-        self.subscribe_as(false, history.take(), identifier, channel_class, params, channel)
-            .await
+        self.subscribe_as(
+            false,
+            history.take(),
+            identifier,
+            channel_class,
+            params,
+            channel,
+        )
+        .await
     }
 
     /// Subscribe; `restored`: from a session, without frames (the client

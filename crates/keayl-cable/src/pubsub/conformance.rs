@@ -1409,7 +1409,6 @@ where
     }
 }
 
-
 /// Every broadcast gets a position assigned once, whichever instance
 /// publishes it: one epoch, offsets counting up by one, delivered with the
 /// message; every instance reads the same history, after a position or
@@ -1440,7 +1439,11 @@ pub async fn history_positions_and_reads(factory: &impl Factory, options: &Optio
             "a backend without history delivers no positions: {positions:?}"
         );
         let read = b.history(&stream, &HistoryFrom::Since(0)).await;
-        assert_eq!(read, Err(HistoryError::Unsupported), "history without history");
+        assert_eq!(
+            read,
+            Err(HistoryError::Unsupported),
+            "history without history"
+        );
         return;
     }
     let positions: Vec<Position> = positions
@@ -1465,12 +1468,22 @@ pub async fn history_positions_and_reads(factory: &impl Factory, options: &Optio
             offset: first + 2,
             epoch: epoch.to_string(),
         };
-        let entries = reader.history(&stream, &after).await.expect("history after a position");
+        let entries = reader
+            .history(&stream, &after)
+            .await
+            .expect("history after a position");
         let got: Vec<(u64, String)> = entries
             .iter()
-            .map(|e| (e.position.offset, String::from_utf8_lossy(&e.message).into_owned()))
+            .map(|e| {
+                (
+                    e.position.offset,
+                    String::from_utf8_lossy(&e.message).into_owned(),
+                )
+            })
             .collect();
-        let want: Vec<(u64, String)> = (3..6).map(|i| (first + i as u64, texts[i].clone())).collect();
+        let want: Vec<(u64, String)> = (3..6)
+            .map(|i| (first + i as u64, texts[i].clone()))
+            .collect();
         assert_eq!(got, want, "the entries after offset {}", first + 2);
         assert!(entries.iter().all(|e| e.position.epoch == epoch));
         let since = crate::pubsub::unix_now().saturating_sub(60);
@@ -1483,7 +1496,11 @@ pub async fn history_positions_and_reads(factory: &impl Factory, options: &Optio
             offset: first + 5,
             epoch: epoch.to_string(),
         };
-        assert_eq!(reader.history(&stream, &latest).await, Ok(Vec::new()), "nothing after the last");
+        assert_eq!(
+            reader.history(&stream, &latest).await,
+            Ok(Vec::new()),
+            "nothing after the last"
+        );
         let wrong = HistoryFrom::After {
             offset: first,
             epoch: format!("{epoch}-not"),
@@ -1514,9 +1531,19 @@ pub async fn sessions_are_shared(factory: &impl Factory, options: &Options) {
         assert_eq!(taken, None, "a backend without sessions restores nothing");
         return;
     }
-    assert_eq!(taken.as_deref(), Some(&b"{\"snapshot\":1}"[..]), "saved by a, taken by b");
-    assert_eq!(a.take_session(&sid).await.expect("take"), None, "taken once");
-    a.save_session(&sid, Bytes::from_static(b"2"), ttl).await.expect("save");
+    assert_eq!(
+        taken.as_deref(),
+        Some(&b"{\"snapshot\":1}"[..]),
+        "saved by a, taken by b"
+    );
+    assert_eq!(
+        a.take_session(&sid).await.expect("take"),
+        None,
+        "taken once"
+    );
+    a.save_session(&sid, Bytes::from_static(b"2"), ttl)
+        .await
+        .expect("save");
     b.remove_session(&sid).await.expect("remove");
     assert_eq!(a.take_session(&sid).await.expect("take"), None, "removed");
     let short = unique_stream("sid");

@@ -134,12 +134,13 @@ impl PubSub for External {
         let (id, first) = self.local.add(stream, callback);
         let ready = if first || !remote.contains_key(stream) {
             let local = Arc::downgrade(&self.local);
-            let on_message: RemoteCallback =
-                Arc::new(move |stream: &str, message: Bytes, position: Option<Position>| {
+            let on_message: RemoteCallback = Arc::new(
+                move |stream: &str, message: Bytes, position: Option<Position>| {
                     if let Some(local) = local.upgrade() {
                         local.dispatch_at(stream, message, position);
                     }
-                });
+                },
+            );
             let sub = self.client.subscribe(stream, on_message);
             let ready = sub.ready.shared();
             remote.insert(Arc::from(stream), (sub.id, ready.clone()));

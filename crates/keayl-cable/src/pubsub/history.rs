@@ -439,7 +439,11 @@ impl HistoryLog {
         while self.bytes > self.config.max_bytes {
             let next = match cursor {
                 None => self.due.first().copied(),
-                Some(k) => self.due.range((std::ops::Bound::Excluded(k), std::ops::Bound::Unbounded)).next().copied(),
+                Some(k) => self
+                    .due
+                    .range((std::ops::Bound::Excluded(k), std::ops::Bound::Unbounded))
+                    .next()
+                    .copied(),
             };
             let Some((at, id)) = next else { break };
             let name = self.names[&id].clone();
@@ -544,7 +548,11 @@ mod tests {
         log.append("a", "2".into());
         assert_eq!(log.read("a", &HistoryFrom::Since(0)).unwrap().len(), 2);
         let later = unix_now() + 10;
-        assert!(log.read("a", &HistoryFrom::Since(later)).unwrap().is_empty());
+        assert!(
+            log.read("a", &HistoryFrom::Since(later))
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]

@@ -327,7 +327,11 @@ impl PubSub for InMemory {
             history: self.history.as_ref().map_or_else(Default::default, |h| {
                 h.lock().unwrap_or_else(|e| e.into_inner()).log.stats()
             }),
-            sessions: self.sessions.lock().unwrap_or_else(|e| e.into_inner()).len(),
+            sessions: self
+                .sessions
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .len(),
             ..super::PubSubStats::default()
         }
     }

@@ -16,7 +16,7 @@ trap 'rm -f "$rust_log"' EXIT
 cargo test --workspace 2>&1 | tee "$rust_log"
 
 echo "==> npm packages for the demo page (apps/keayl-demo/web)"
-(cd apps/keayl-demo/web && { [ -d node_modules/@rails/actioncable ] || npm ci --no-audit --no-fund; })
+(cd apps/keayl-demo/web && { [ -d node_modules/@anycable/web ] || npm ci --no-audit --no-fund; })
 
 echo "==> Node tests (tests/node)"
 (

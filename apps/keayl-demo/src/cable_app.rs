@@ -1,5 +1,6 @@
-//! The demo's Action Cable application: a chat with rooms and presence, and
-//! the de-facto benchmark channel.
+//! The demo's Action Cable application: a chat with rooms and presence, a
+//! ticker (for the SSE transport's resume on the index page), and the
+//! de-facto benchmark channel.
 //!
 //! The demo's [`ChatChannel`] is not the fixture's
 //! ([`fixture::ChatChannel`](crate::fixture::ChatChannel)): that one is the
@@ -11,11 +12,15 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use keayl_cable::connection::{ConnectError, Connection, ConnectionHandler};
-use keayl_cable::{Cable, Channel, ChannelContext, ChannelError, Data, PubSub};
+use keayl_cable::{
+    Broadcaster, Cable, Channel, ChannelContext, ChannelError, Data, NoActions, PubSub,
+};
 use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
+use tokio::time::Instant;
 
 use crate::lenient::str_or_empty;
 
@@ -237,14 +242,174 @@ impl Channel for BenchmarkChannel {
     }
 }
 
+/// The stream [`TickerChannel`] listens to: `{"n":…,"unix":…}` once a
+/// second, with stream positions (so the SSE transport resumes it from
+/// `Last-Event-ID`).
+pub const TICKER_STREAM: &str = "demo:ticker";
+
+/// Interval of the ticker.
+pub const TICK_EVERY: Duration = Duration::from_secs(1);
+
+/// How long the ticker goes on after its last listener left: a client
+/// that comes back within it finds the ticks it missed in the stream's
+/// history.
+pub const TICKER_LINGER: Duration = Duration::from_secs(60);
+
+/// One ticker per cable, started by the first [`TickerChannel`]
+/// subscription and stopped [`TICKER_LINGER`] after the last one ended.
+/// Its count `n` goes on across stops. (Each process of a multi-process
+/// demo runs its own ticker on the shared stream.)
+#[derive(Debug, Clone)]
+pub struct Ticker {
+    state: Arc<Mutex<TickerState>>,
+    every: Duration,
+    linger: Duration,
+}
+
+#[derive(Debug, Default)]
+struct TickerState {
+    listeners: usize,
+    running: bool,
+    idle_since: Option<Instant>,
+    n: u64,
+}
+
+impl Ticker {
+    fn new(every: Duration, linger: Duration) -> Self {
+        Ticker {
+            state: Arc::default(),
+            every,
+            linger,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, TickerState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One more listener; starts the ticking task if it is not running.
+    fn join(&self, broadcaster: &Broadcaster) -> TickerListener {
+        let mut st = self.lock();
+        st.listeners += 1;
+        st.idle_since = None;
+        if !st.running {
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    st.running = true;
+                    runtime.spawn(self.clone().run(broadcaster.clone()));
+                }
+                Err(_) => tracing::warn!("no tokio runtime: the ticker cannot start"),
+            }
+        }
+        TickerListener {
+            ticker: self.clone(),
+        }
+    }
+
+    fn leave(&self) {
+        let mut st = self.lock();
+        st.listeners = st.listeners.saturating_sub(1);
+        if st.listeners == 0 {
+            st.idle_since = Some(Instant::now());
+        }
+    }
+
+    async fn run(self, broadcaster: Broadcaster) {
+        let mut interval = tokio::time::interval_at(Instant::now() + self.every, self.every);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            interval.tick().await;
+            let n = {
+                let mut st = self.lock();
+                let idle = st.listeners == 0
+                    && st
+                        .idle_since
+                        .is_some_and(|since| since.elapsed() >= self.linger);
+                if idle {
+                    st.running = false;
+                    return;
+                }
+                st.n += 1;
+                st.n
+            };
+            let unix = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            match broadcaster
+                .broadcast(TICKER_STREAM, &json!({"n": n, "unix": unix}))
+                .await
+            {
+                Ok(()) => failing = false,
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(error = %e, "ticker broadcast failed");
+                    }
+                    failing = true;
+                }
+            }
+        }
+    }
+}
+
+/// A [`TickerChannel`] subscription's place among the ticker's listeners,
+/// given back when dropped (however the subscription ends).
+#[derive(Debug)]
+struct TickerListener {
+    ticker: Ticker,
+}
+
+impl Drop for TickerListener {
+    fn drop(&mut self) {
+        self.ticker.leave();
+    }
+}
+
+/// The ticker: streams [`TICKER_STREAM`], keeping the shared [`Ticker`]
+/// running while subscribed. No actions. The index page reads it over the
+/// SSE transport (`/cable/events?channel=TickerChannel`).
+#[derive(Debug)]
+pub struct TickerChannel {
+    ticker: Ticker,
+    broadcaster: Broadcaster,
+    listener: Option<TickerListener>,
+}
+
+impl Channel for TickerChannel {
+    const NAME: &'static str = "TickerChannel";
+    type Action = NoActions;
+
+    async fn subscribed(&mut self, ctx: &mut ChannelContext<'_>) -> Result<(), ChannelError> {
+        ctx.stream_from(TICKER_STREAM);
+        if self.listener.is_none() {
+            self.listener = Some(self.ticker.join(&self.broadcaster));
+        }
+        Ok(())
+    }
+
+    async fn unsubscribed(&mut self, _ctx: &mut ChannelContext<'_>) {
+        self.listener = None;
+    }
+}
+
 /// The demo cable on `pubsub`.
 pub fn demo_cable(pubsub: Arc<dyn PubSub>) -> Cable {
+    demo_cable_with(pubsub, Ticker::new(TICK_EVERY, TICKER_LINGER))
+}
+
+fn demo_cable_with(pubsub: Arc<dyn PubSub>, ticker: Ticker) -> Cable {
     let presence = Presence::default();
+    let broadcaster = Broadcaster::new(pubsub.clone());
     Cable::builder_shared(pubsub)
         .connection_handler(DemoConnection::default())
         .channel_with(move || ChatChannel {
             presence: presence.clone(),
             joined: None,
+        })
+        .channel_with(move || TickerChannel {
+            ticker: ticker.clone(),
+            broadcaster: broadcaster.clone(),
+            listener: None,
         })
         .channel::<BenchmarkChannel>()
         .build()
@@ -412,6 +577,53 @@ mod tests {
             matches!(err, Err(CommandError::UnknownAction { .. })),
             "{err:?}"
         );
+    }
+
+    fn ticks(cable: &TestCable) -> Vec<u64> {
+        cable
+            .broadcasts(TICKER_STREAM)
+            .iter()
+            .map(|t| t["n"].as_u64().unwrap())
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_ticker_runs_while_anyone_listens_and_lingers_after() {
+        let every = Duration::from_secs(1);
+        let cable =
+            TestCable::from_fn(|p| demo_cable_with(p, Ticker::new(every, Duration::from_secs(5))));
+        let ann = as_user(&cable, "ann").await;
+        let a = ann.subscribe::<TickerChannel>(()).await.unwrap();
+        assert!(a.is_confirmed() && a.has_stream(TICKER_STREAM));
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert_eq!(ticks(&cable), [1, 2]);
+        let tick = &cable.broadcasts(TICKER_STREAM)[0];
+        assert!(tick["unix"].as_u64().unwrap() > 1_700_000_000, "{tick}");
+
+        // A second listener shares the ticker: still one tick a second.
+        let bob = as_user(&cable, "bob").await;
+        let b = bob.subscribe::<TickerChannel>(()).await.unwrap();
+        tokio::time::sleep(every * 2).await;
+        assert_eq!(ticks(&cable), [1, 2, 3, 4]);
+        assert!(!b.take_transmissions().is_empty(), "ticks reach listeners");
+
+        // Nobody listens: it goes on for the linger, then stops.
+        a.unsubscribe().await.unwrap();
+        b.unsubscribe().await.unwrap();
+        tokio::time::sleep(every * 3).await;
+        assert_eq!(ticks(&cable), [1, 2, 3, 4, 5, 6, 7]);
+        tokio::time::sleep(every * 10).await;
+        let stopped = ticks(&cable);
+        assert!(stopped.len() <= 10, "stopped after the linger: {stopped:?}");
+        tokio::time::sleep(every * 10).await;
+        assert_eq!(ticks(&cable), stopped);
+
+        // The next listener starts it again; the count goes on.
+        let c = ann.subscribe::<TickerChannel>(()).await.unwrap();
+        assert!(c.is_confirmed());
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let last = *stopped.last().unwrap();
+        assert_eq!(ticks(&cable)[stopped.len()..], [last + 1]);
     }
 
     #[tokio::test]

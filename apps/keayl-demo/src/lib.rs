@@ -1,14 +1,24 @@
 //! The Keayl demo server, as a library so tests can start it in-process.
 //!
 //! Routes:
-//! - `GET /` — an index page showing `/clock` live through `EventSource`;
+//! - `GET /` — an index page showing `/clock` live through `EventSource`,
+//!   and the cable's `TickerChannel` over the SSE transport, resuming from
+//!   `Last-Event-ID`;
 //! - `GET /numbers` — the spec's live example: `1\n` … `10\n`;
 //! - `GET /events` — the spec's SSE example (`greeting`/`hello`, then
 //!   `world`), retry default 5000;
 //! - `GET /clock` — an SSE event every second plus heartbeat comments;
 //! - `GET /cable` — Action Cable over WebSocket (`ChatChannel`,
-//!   `BenchmarkChannel`), `POST /_broadcast`;
-//! - `GET /chat` — a chat page on the official `@rails/actioncable` client;
+//!   `TickerChannel`, `BenchmarkChannel`; Rails' protocol or AnyCable's
+//!   extended one, with session restore and stream history),
+//!   `POST /_broadcast`;
+//! - `GET /cable/events` — the same channels over AnyCable's SSE transport
+//!   (`?channel=…`, resumable with `Last-Event-ID`);
+//! - `GET /chat` — a chat page on AnyCable's `@anycable/web` client over the
+//!   extended protocol (a "network blip" button shows what a reconnect
+//!   restores);
+//! - `GET /assets/npm/{package}/{path}` — the `.js` files of the npm
+//!   packages the pages import ([`NPM_PACKAGES`]), from `web_dir`;
 //! - `GET /sse/{stream}` — every broadcast on a public cable stream, as SSE
 //!   (never `action_cable/*` or a model's stream: [`is_public_stream`]);
 //! - `GET /metrics` (Prometheus) and `GET /health`.
@@ -45,7 +55,7 @@ pub struct DemoConfig {
     /// Bearer secret for `POST /_broadcast`; `None` leaves it open (the demo
     /// is a development server).
     pub broadcast_secret: Option<String>,
-    /// Where `node_modules` with `@rails/actioncable` lives (for `/chat`).
+    /// Where `node_modules` with `@anycable/web` lives (for `/chat`).
     pub web_dir: PathBuf,
     /// Host names the server answers to (any port); empty: any host. A
     /// request for another host gets HTTP 421 (against DNS rebinding).
@@ -98,6 +108,7 @@ pub fn app(config: DemoConfig, listener: Option<ListenerStats>) -> (Router, Cabl
                 Some(s) => BroadcastAuth::Secret(s.clone()),
                 None => BroadcastAuth::OpenForDevelopment,
             },
+            events_path: "/cable/events".into(),
             ..ServerConfig::default()
         },
     )
@@ -115,8 +126,12 @@ pub fn app(config: DemoConfig, listener: Option<ListenerStats>) -> (Router, Cabl
             get(|| async { Html(include_str!("../static/chat.html")) }),
         )
         .route(
-            "/assets/actioncable.esm.js",
-            get(move || actioncable_js(web_dir.clone())),
+            "/assets/npm/{*path}",
+            get(
+                move |axum::extract::Path(path): axum::extract::Path<String>| {
+                    npm_js(web_dir.clone(), path)
+                },
+            ),
         )
         .route("/numbers", get(|| async { numbers() }))
         .route(
@@ -146,6 +161,7 @@ pub fn app(config: DemoConfig, listener: Option<ListenerStats>) -> (Router, Cabl
             ),
         )
         .merge(server.router())
+        .merge(server.events_router())
         .merge(server.broadcast_router())
         .merge(keayl_axum::ops::ops_router(vec![server.clone()], listener));
     let router = if config.allowed_hosts.is_empty() {
@@ -160,24 +176,57 @@ pub fn app(config: DemoConfig, listener: Option<ListenerStats>) -> (Router, Cabl
     (router, server)
 }
 
-/// The official client, served from the npm package installed in `web_dir`.
-async fn actioncable_js(web_dir: PathBuf) -> Response {
-    let path =
-        web_dir.join("node_modules/@rails/actioncable/app/assets/javascripts/actioncable.esm.js");
-    match tokio::fs::read(&path).await {
-        Ok(js) => (
+/// The npm packages whose files `/assets/npm/{package}/{path}` serves:
+/// `@anycable/web` and what it imports.
+pub const NPM_PACKAGES: &[&str] = &["@anycable/web", "@anycable/core", "nanoevents"];
+
+/// The package and the file inside it that `path` names, when it is a
+/// `.js` file of one of [`NPM_PACKAGES`] given as plain relative segments
+/// (no `.`, `..`, empty segment, backslash or absolute path).
+fn npm_asset(path: &str) -> Option<(&'static str, &str)> {
+    let package = NPM_PACKAGES.iter().copied().find(|p| {
+        path.strip_prefix(p)
+            .is_some_and(|rest| rest.starts_with('/'))
+    })?;
+    let file = &path[package.len() + 1..];
+    let plain = |segment: &str| {
+        !segment.is_empty()
+            && segment != "."
+            && segment != ".."
+            && !segment.contains(['\\', ':', '\0'])
+    };
+    (file.ends_with(".js") && file.split('/').all(plain)).then_some((package, file))
+}
+
+/// `GET /assets/npm/{*path}`: a file of [`npm_asset`], read from
+/// `web_dir/node_modules` (and still inside its package once symbolic
+/// links are resolved); 404 for anything else.
+async fn npm_js(web_dir: PathBuf, path: String) -> Response {
+    let not_found = |why: String| (StatusCode::NOT_FOUND, why).into_response();
+    let Some((package, file)) = npm_asset(&path) else {
+        return not_found("not a served file\n".into());
+    };
+    let root = web_dir.join("node_modules").join(package);
+    let Ok(root) = tokio::fs::canonicalize(&root).await else {
+        return not_found(format!(
+            "{package} is not installed: run `npm ci` in {}\n",
+            web_dir.display()
+        ));
+    };
+    let read = async {
+        let real = tokio::fs::canonicalize(root.join(file)).await.ok()?;
+        if !real.starts_with(&root) {
+            return None;
+        }
+        tokio::fs::read(&real).await.ok()
+    };
+    match read.await {
+        Some(js) => (
             [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
             js,
         )
             .into_response(),
-        Err(_) => (
-            StatusCode::NOT_FOUND,
-            format!(
-                "@rails/actioncable is not installed: run `npm ci` in {}",
-                web_dir.display()
-            ),
-        )
-            .into_response(),
+        None => not_found("no such file\n".into()),
     }
 }
 

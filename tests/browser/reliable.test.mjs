@@ -30,8 +30,11 @@ useDemo();
 function recordSockets(sockets) {
   return (page) => {
     page.on('websocket', (ws) => {
-      const socket = { url: ws.url(), received: [] };
+      const socket = { url: ws.url(), received: [], closed: false };
       sockets.push(socket);
+      ws.on('close', () => {
+        socket.closed = true;
+      });
       ws.on('framereceived', ({ payload }) => {
         try {
           socket.received.push(JSON.parse(String(payload)));
@@ -216,3 +219,103 @@ browserTest('/assets/npm serves only .js files of the listed packages', async ({
   const protocol = await page.evaluate(() => window.keaylChat.cable.protocol.constructor.name);
   assert.equal(protocol, 'ActionCableExtendedProtocol');
 });
+
+/**
+ * A TCP proxy to the demo whose connections the test can cut without a
+ * close frame (a reset, as a dropped network does) and refuse for a while.
+ */
+async function cuttableProxy(target) {
+  const net = await import('node:net');
+  const { hostname, port } = new URL(target);
+  const sockets = new Set();
+  let down = false;
+  const server = net.createServer((client) => {
+    if (down) {
+      client.resetAndDestroy();
+      return;
+    }
+    const upstream = net.connect(Number(port), hostname);
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on('close', () => sockets.delete(s));
+      s.on('error', () => {});
+    }
+    client.pipe(upstream);
+    upstream.pipe(client);
+    client.on('close', () => upstream.destroy());
+    upstream.on('close', () => client.destroy());
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    url: `http://127.0.0.1:${server.address().port}`,
+    /** Reset every open connection and refuse new ones until `up()`. */
+    cut() {
+      down = true;
+      for (const s of sockets) s.resetAndDestroy();
+    },
+    up() {
+      down = false;
+    },
+    close() {
+      for (const s of sockets) s.destroy();
+      return new Promise((r) => server.close(r));
+    },
+  };
+}
+
+browserTest('a socket cut without a close frame: the client reconnects by itself, restored, and gets exactly the missed messages', async ({ open }) => {
+  const proxy = await cuttableProxy(demo.baseUrl);
+  const direct = demo.baseUrl;
+  const room = unique('cut');
+  const sockets = [];
+  try {
+    // Alice reaches the demo through the proxy, Bob directly.
+    demo.baseUrl = proxy.url;
+    const alice = await openChat(open, room, 'alice', recordSockets(sockets));
+    demo.baseUrl = direct;
+    const bob = await openChat(open, room, 'bob');
+    await waitForUsers(alice, ['alice', 'bob']);
+    await say(bob, 'before the cut');
+    await waitForMessage(alice, 'bob', 'before the cut');
+    const first = welcomeOf(sockets[0]);
+
+    // The network drops: a reset, no close frame; reconnects are refused
+    // while Bob speaks.
+    proxy.cut();
+    const deadline = Date.now() + WAIT_MS;
+    while (!sockets[0].closed) {
+      assert.ok(Date.now() < deadline, 'the browser saw its socket die');
+      await sleep(20);
+    }
+    const missed = ['cut one', 'cut two', 'cut three'];
+    for (const text of missed) await say(bob, text);
+    for (const text of missed) await waitForMessage(bob, 'bob', text);
+    await sleep(500);
+    assert.deepEqual(await messages(alice), ['bob: before the cut'], 'nothing reached alice while cut off');
+    proxy.up();
+
+    // The client comes back on its own (its backoff), names its session,
+    // and gets what it missed, once each, in order.
+    const back = Date.now() + 15000;
+    while (!sockets.some((s) => welcomeOf(s)?.restored)) {
+      assert.ok(Date.now() < back, `reconnected and restored: ${JSON.stringify(sockets.map(welcomeOf))}`);
+      await sleep(50);
+    }
+    for (const text of missed) await waitForMessage(alice, 'bob', text);
+    const restoredSocket = sockets.find((s) => welcomeOf(s)?.restored);
+    assert.ok(restoredSocket, `a reconnect was restored: ${JSON.stringify(sockets.map(welcomeOf))}`);
+    assert.equal(new URL(restoredSocket.url).searchParams.get('sid'), first.sid);
+    await say(bob, 'live after the cut');
+    await waitForMessage(alice, 'bob', 'live after the cut');
+    await sleep(300);
+    assert.deepEqual(
+      await messages(alice),
+      ['before the cut', ...missed, 'live after the cut'].map((t) => `bob: ${t}`),
+      'each message once, in order',
+    );
+    assert.equal((await alice.getAttribute('body', 'data-duplicates')) ?? '0', '0');
+  } finally {
+    demo.baseUrl = direct;
+    await proxy.close();
+  }
+}, { timeout: 40000 });

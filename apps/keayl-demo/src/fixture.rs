@@ -10,6 +10,7 @@ use keayl_axum::cable::{
     AllowedOrigin, BroadcastAuth, CableServer, OriginPolicy, ServerConfig, SocketConfig,
 };
 use keayl_cable::connection::{ConnectError, Connection, ConnectionHandler};
+use keayl_cable::jwt::JwtIdentifier;
 use keayl_cable::naming::GlobalId;
 use keayl_cable::pubsub_channel::PubSubChannel;
 use keayl_cable::signing::StreamVerifier;
@@ -24,6 +25,9 @@ use crate::lenient::{bool_or_true, str_or_empty, u64_or_zero, yes};
 
 /// The Turbo verifier key of the fixture.
 pub const TURBO_KEY: &str = "s3Krit";
+
+/// The fixture's JWT identification secret (HS256).
+pub const JWT_SECRET: &str = "qwerty";
 
 /// Authenticates by the `token` query parameter, else the `token` cookie:
 /// `bad` is rejected, any other token is `current_user`, none is accepted
@@ -573,6 +577,8 @@ pub fn fixture_cable(pubsub: Arc<dyn PubSub>, config: &FixtureConfig) -> Cable {
             pong_timeout: config.pong_timeout,
             ..keayl_cable::CableConfig::default()
         })
+        // AnyCable's JWT identification: `ext` carries `current_user`.
+        .jwt(JwtIdentifier::new(JWT_SECRET))
         .build()
 }
 

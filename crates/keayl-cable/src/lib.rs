@@ -26,6 +26,7 @@ pub mod cable;
 pub mod channel;
 pub mod coder;
 pub mod connection;
+pub mod jwt;
 mod log_limit;
 pub mod naming;
 pub mod protocol;

@@ -95,6 +95,8 @@ pub(crate) struct Registry {
     served_history: AtomicU64,
     /// Sessions restored (extended protocol).
     restored_sessions: AtomicU64,
+    /// JWT identification, when enabled.
+    jwt: Option<crate::jwt::JwtIdentifier>,
 }
 
 impl Registry {
@@ -112,8 +114,18 @@ impl Registry {
             rejected_history: AtomicU64::new(0),
             served_history: AtomicU64::new(0),
             restored_sessions: AtomicU64::new(0),
+            jwt: None,
             config,
         }
+    }
+
+    pub(crate) fn with_jwt(mut self, jwt: Option<crate::jwt::JwtIdentifier>) -> Self {
+        self.jwt = jwt;
+        self
+    }
+
+    pub(crate) fn jwt(&self) -> Option<&crate::jwt::JwtIdentifier> {
+        self.jwt.as_ref()
     }
 
     pub(crate) fn pubsub(&self) -> &Arc<dyn PubSub> {

@@ -56,6 +56,7 @@ pub struct CableBuilder {
     channels: HashMap<String, ChannelFactory>,
     handler: Arc<dyn DynHandler>,
     config: CableConfig,
+    jwt: Option<crate::jwt::JwtIdentifier>,
 }
 
 impl std::fmt::Debug for CableBuilder {
@@ -96,10 +97,20 @@ impl CableBuilder {
         self
     }
 
+    /// Identify connections that bring a token signed by `jwt` without
+    /// calling `connect` (see [`jwt`](crate::jwt)); the others connect as
+    /// usual.
+    pub fn jwt(mut self, jwt: crate::jwt::JwtIdentifier) -> Self {
+        self.jwt = Some(jwt);
+        self
+    }
+
     /// Finish.
     pub fn build(self) -> Cable {
         Cable {
-            registry: Arc::new(Registry::new(self.pubsub, self.channels, self.config)),
+            registry: Arc::new(
+                Registry::new(self.pubsub, self.channels, self.config).with_jwt(self.jwt),
+            ),
             handler: self.handler,
         }
     }
@@ -113,6 +124,7 @@ impl Cable {
             channels: HashMap::new(),
             handler: Arc::new(AcceptAll),
             config: CableConfig::default(),
+            jwt: None,
         }
     }
 
@@ -123,6 +135,7 @@ impl Cable {
             channels: HashMap::new(),
             handler: Arc::new(AcceptAll),
             config: CableConfig::default(),
+            jwt: None,
         }
     }
 

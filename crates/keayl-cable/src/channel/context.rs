@@ -131,17 +131,12 @@ struct GateInner {
     /// Frames held back (with their position, if any) and their length.
     held: Vec<(Bytes, Option<Owned>)>,
     held_bytes: usize,
-    /// Per stream, the last position sent to the client: the first
-    /// stream's inline (no pointer to chase per delivery), any others in a
-    /// vector. A subscription has a stream or two: a scan, comparing
-    /// pointers first, is cheaper than hashing the name.
-    seen: Option<Last>,
-    seen_more: Vec<Last>,
-    /// Whether positions are checked: from a replay until a live message
-    /// passes the last replayed position (live messages of a stream come
-    /// in offset order, so none after it can be a duplicate). Off, a
-    /// delivery costs no more than without history.
-    tracking: bool,
+    /// While positions are checked (from a replay until a live message
+    /// passes the last replayed position: live messages of a stream come
+    /// in offset order, so none after it can be a duplicate), the last
+    /// position sent per stream; `None` otherwise, and then a delivery
+    /// costs no more than without history.
+    seen: Option<Vec<Last>>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -160,63 +155,39 @@ impl GateInner {
     /// Send `frame` unless the client already got this position (or a
     /// later one of the same epoch).
     fn pass(&mut self, sink: &Sink, frame: Bytes, at: At<'_>) {
-        if !self.tracking {
+        let (Some(seen), Some((stream, position))) = (self.seen.as_mut(), at) else {
             sink.send(frame);
             return;
-        }
+        };
         // Live (not replayed) and past the last position: caught up.
         let live = self.state == GateState::Open;
-        if let Some((stream, position)) = at {
-            let none_seen = self.seen.is_none();
-            let same = |a: &Arc<str>, b: &Arc<str>| Arc::ptr_eq(a, b) || **a == **b;
-            let found = match &mut self.seen {
-                Some(first) if same(&first.stream, stream) => Some(first),
-                Some(_) => self.seen_more.iter_mut().find(|l| same(&l.stream, stream)),
-                None => None,
-            };
-            match found {
-                Some(last) if same(&last.epoch, &position.epoch) => {
+        let same = |a: &Arc<str>, b: &Arc<str>| Arc::ptr_eq(a, b) || **a == **b;
+        let single = seen.len() <= 1;
+        let empty = seen.is_empty();
+        match seen.iter_mut().find(|l| same(&l.stream, stream)) {
+            Some(last) => {
+                if same(&last.epoch, &position.epoch) {
                     if position.offset <= last.offset {
                         return;
                     }
-                    last.offset = position.offset;
-                    if live && self.seen_more.is_empty() {
-                        self.stop_tracking();
-                    }
-                }
-                Some(last) => {
+                } else {
                     last.epoch = position.epoch.clone();
-                    last.offset = position.offset;
-                    if live && self.seen_more.is_empty() {
-                        self.stop_tracking();
-                    }
                 }
-                None if live && none_seen => {
-                    // Nothing was replayed on this stream: nothing to
-                    // de-duplicate against.
-                    self.stop_tracking();
-                }
-                None => {
-                    let last = Last {
-                        stream: stream.clone(),
-                        epoch: position.epoch.clone(),
-                        offset: position.offset,
-                    };
-                    if self.seen.is_none() {
-                        self.seen = Some(last);
-                    } else {
-                        self.seen_more.push(last);
-                    }
+                last.offset = position.offset;
+                if live && single {
+                    self.seen = None;
                 }
             }
+            // Nothing was replayed on this stream: nothing to
+            // de-duplicate against.
+            None if live && empty => self.seen = None,
+            None => seen.push(Last {
+                stream: stream.clone(),
+                epoch: position.epoch.clone(),
+                offset: position.offset,
+            }),
         }
         sink.send(frame);
-    }
-
-    fn stop_tracking(&mut self) {
-        self.tracking = false;
-        self.seen = None;
-        self.seen_more = Vec::new();
     }
 
     fn drain(&mut self, sink: &Sink) {
@@ -286,7 +257,7 @@ impl Gate {
         }
         if replay {
             g.state = GateState::Replaying;
-            g.tracking = true;
+            g.seen.get_or_insert_default();
         } else {
             g.state = GateState::Open;
             g.drain(sink);
@@ -302,7 +273,7 @@ impl Gate {
             return false;
         }
         g.state = GateState::Replaying;
-        g.tracking = true;
+        g.seen.get_or_insert_default();
         true
     }
 
@@ -323,7 +294,6 @@ impl Gate {
         g.state = GateState::Closed;
         g.held = Vec::new();
         g.seen = None;
-        g.seen_more = Vec::new();
     }
 }
 

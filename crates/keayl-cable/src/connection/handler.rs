@@ -25,7 +25,8 @@ pub trait ConnectionHandler: Send + Sync + 'static {
     }
 
     /// Rebuild the identifiers of a restored session (extended protocol: a
-    /// client reconnecting with its `sid`), instead of `connect`. `saved`
+    /// client reconnecting with its `sid`) or of a verified JWT (its `ext`
+    /// claim, see [`jwt`](crate::jwt)), instead of `connect`. `saved`
     /// holds each identifier's param as it was when the session was live
     /// (what [`IdentifierValue::param`](super::IdentifierValue::param)
     /// gave). The default sets each one not already set as a `String`;

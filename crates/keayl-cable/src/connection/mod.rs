@@ -271,7 +271,22 @@ impl Connection {
             return self.state;
         }
         let restoring = self.restore_identifiers().await;
-        let outcome = if restoring.is_some() {
+        let by_token = match restoring {
+            Some(_) => None,
+            None => self.identify_by_token().await,
+        };
+        match by_token {
+            Some(Err(crate::jwt::JwtError::Expired)) => {
+                tracing::info!("connection rejected: token expired");
+                return self.refuse(DisconnectReason::Other("token_expired"), false);
+            }
+            Some(Err(e)) => {
+                tracing::info!(error = %e, "connection rejected: bad token");
+                return self.refuse(DisconnectReason::Unauthorized, false);
+            }
+            Some(Ok(())) | None => {}
+        }
+        let outcome = if restoring.is_some() || by_token.is_some() {
             Ok(())
         } else {
             let handler = self.shared.handler.clone();
@@ -334,6 +349,27 @@ impl Connection {
             self.shared.sink.send(protocol::welcome());
         }
         self.state
+    }
+
+    /// The identifiers a JWT in the request carries, set through the
+    /// handler's `restore` (`None`: JWT identification is off or the
+    /// request brings no token).
+    async fn identify_by_token(&mut self) -> Option<Result<(), crate::jwt::JwtError>> {
+        let jwt = self.shared.registry.jwt()?;
+        let token = jwt.token_of(&self.shared.request)?;
+        let ids = match jwt.verify(&token) {
+            Ok(ids) => ids,
+            Err(e) => return Some(Err(e)),
+        };
+        let handler = self.shared.handler.clone();
+        let outcome = AssertUnwindSafe(handler.restore(self, &ids))
+            .catch_unwind()
+            .await;
+        Some(match outcome {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(crate::jwt::JwtError::Invalid(format!("refused: {e}"))),
+            Err(panic) => Err(crate::jwt::JwtError::Invalid(panic_message(&*panic))),
+        })
     }
 
     /// Whether `open` restored a saved session (extended protocol).

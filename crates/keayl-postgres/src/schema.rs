@@ -116,56 +116,19 @@ pub(crate) async fn timed<T>(
     }
 }
 
-/// Creates (or upgrades) the tables and functions, under an advisory lock
-/// so that processes starting together do not race on the DDL. Functions
-/// are versioned by name and created only when missing: a body never
-/// changes (a new behaviour gets a new name), and `CREATE OR REPLACE` would
-/// fail for a role that does not own the function.
-///
-/// `keayl_cable_spill_v1` (see the crate docs) serializes spills on a
-/// second advisory lock, held until its statement commits; as a `VOLATILE`
-/// function its statements each take a fresh snapshot, so under the lock
-/// (and in `READ COMMITTED`, set by [`SESSION`]) the sum it computes
-/// includes every spill committed before. It returns the new row's id, or
-/// NULL when the payload does not fit, and whether the caller should vacuum
-/// the table (once per quarter of a bound of spilled bytes, counted in
-/// `keayl_cable_spill_state` across processes).
-///
-/// `keayl_cable_spill_take_v1` is a listener's fetch: it removes the
-/// reader's backend from the row's `readers` (the backends registered for
-/// the channel at spill time) and deletes the row once all have read it;
-/// NULL when the row is gone. A reader that was not awaited only reads, so
-/// it cannot use up another listener's turn.
-const SCHEMA: &str = r#"
-BEGIN;
-SELECT pg_advisory_xact_lock(7310585338293450066);
-CREATE UNLOGGED TABLE IF NOT EXISTS keayl_cable_large_payloads (
-    id bigserial PRIMARY KEY,
-    payload bytea NOT NULL,
-    created_at timestamptz NOT NULL DEFAULT now(),
-    readers integer[] NOT NULL DEFAULT '{}'
-);
-CREATE UNLOGGED TABLE IF NOT EXISTS keayl_cable_spill_state (
-    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
-    spilled_since_vacuum bigint NOT NULL DEFAULT 0
-);
-CREATE UNLOGGED TABLE IF NOT EXISTS keayl_cable_listeners (
-    pid integer NOT NULL,
-    backend_start timestamptz,
-    channel text NOT NULL,
-    PRIMARY KEY (pid, channel)
-);
-DO $do$
-BEGIN
-    IF NOT EXISTS (
-        SELECT 1 FROM pg_attribute
-        WHERE attrelid = 'keayl_cable_large_payloads'::regclass
-          AND attname = 'readers' AND NOT attisdropped
-    ) THEN
-        ALTER TABLE keayl_cable_large_payloads ADD COLUMN readers integer[] NOT NULL DEFAULT '{}';
-    END IF;
-    IF to_regprocedure('keayl_cable_spill_v1(text,bytea,bigint,double precision,integer)') IS NULL THEN
-        CREATE FUNCTION keayl_cable_spill_v1(
+/// The spill function (`CREATE FUNCTION` when missing), one body for both
+/// versions: `keayl_cable_spill_v1` notifies the spill marker itself
+/// (`$notify`); `keayl_cable_spill_v2` leaves the `NOTIFY` to the statement
+/// that publishes a positioned message (see [`HISTORY_SCHEMA`]).
+macro_rules! spill_function {
+    ($name:literal, $notify:literal) => {
+        concat!(
+            r#"    IF to_regprocedure('"#,
+            $name,
+            r#"(text,bytea,bigint,double precision,integer)') IS NULL THEN
+        CREATE FUNCTION "#,
+            $name,
+            r#"(
             p_channel text, p_payload bytea, p_max_bytes bigint, p_ttl_secs double precision, p_lock_ms integer,
             OUT spill_id bigint, OUT vacuum_due boolean
         ) LANGUAGE plpgsql VOLATILE AS $fn$
@@ -203,8 +166,9 @@ BEGIN
                 WHERE l.channel = p_channel);
             INSERT INTO keayl_cable_large_payloads (payload, readers)
                 VALUES (p_payload, v_readers) RETURNING id INTO spill_id;
-            PERFORM pg_notify(p_channel, '__keayl_large_payload:' || spill_id);
-            -- Every spilled byte becomes a dead tuple once read; after a quarter of
+"#,
+            $notify,
+            r#"            -- Every spilled byte becomes a dead tuple once read; after a quarter of
             -- the bound, one caller is told to vacuum.
             INSERT INTO keayl_cable_spill_state AS s (singleton, spilled_since_vacuum) VALUES (true, v_len)
                 ON CONFLICT (singleton) DO UPDATE SET spilled_since_vacuum = s.spilled_since_vacuum + v_len
@@ -216,7 +180,66 @@ BEGIN
         END
         $fn$;
     END IF;
-    IF to_regprocedure('keayl_cable_spill_take_v1(bigint)') IS NULL THEN
+"#
+        )
+    };
+}
+
+/// Creates (or upgrades) the tables and functions, under an advisory lock
+/// so that processes starting together do not race on the DDL. Functions
+/// are versioned by name and created only when missing: a body never
+/// changes (a new behaviour gets a new name), and `CREATE OR REPLACE` would
+/// fail for a role that does not own the function.
+///
+/// `keayl_cable_spill_v1` (see the crate docs) serializes spills on a
+/// second advisory lock, held until its statement commits; as a `VOLATILE`
+/// function its statements each take a fresh snapshot, so under the lock
+/// (and in `READ COMMITTED`, set by [`SESSION`]) the sum it computes
+/// includes every spill committed before. It returns the new row's id, or
+/// NULL when the payload does not fit, and whether the caller should vacuum
+/// the table (once per quarter of a bound of spilled bytes, counted in
+/// `keayl_cable_spill_state` across processes).
+///
+/// `keayl_cable_spill_take_v1` is a listener's fetch: it removes the
+/// reader's backend from the row's `readers` (the backends registered for
+/// the channel at spill time) and deletes the row once all have read it;
+/// NULL when the row is gone. A reader that was not awaited only reads, so
+/// it cannot use up another listener's turn.
+const SCHEMA: &str = concat!(
+    r#"
+BEGIN;
+SELECT pg_advisory_xact_lock(7310585338293450066);
+CREATE UNLOGGED TABLE IF NOT EXISTS keayl_cable_large_payloads (
+    id bigserial PRIMARY KEY,
+    payload bytea NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    readers integer[] NOT NULL DEFAULT '{}'
+);
+CREATE UNLOGGED TABLE IF NOT EXISTS keayl_cable_spill_state (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    spilled_since_vacuum bigint NOT NULL DEFAULT 0
+);
+CREATE UNLOGGED TABLE IF NOT EXISTS keayl_cable_listeners (
+    pid integer NOT NULL,
+    backend_start timestamptz,
+    channel text NOT NULL,
+    PRIMARY KEY (pid, channel)
+);
+DO $do$
+BEGIN
+    IF NOT EXISTS (
+        SELECT 1 FROM pg_attribute
+        WHERE attrelid = 'keayl_cable_large_payloads'::regclass
+          AND attname = 'readers' AND NOT attisdropped
+    ) THEN
+        ALTER TABLE keayl_cable_large_payloads ADD COLUMN readers integer[] NOT NULL DEFAULT '{}';
+    END IF;
+"#,
+    spill_function!(
+        "keayl_cable_spill_v1",
+        "            PERFORM pg_notify(p_channel, '__keayl_large_payload:' || spill_id);\n"
+    ),
+    r#"    IF to_regprocedure('keayl_cable_spill_take_v1(bigint)') IS NULL THEN
         CREATE FUNCTION keayl_cable_spill_take_v1(p_id bigint)
         RETURNS bytea LANGUAGE plpgsql VOLATILE AS $fn$
         DECLARE
@@ -243,7 +266,8 @@ DELETE FROM keayl_cable_listeners l WHERE l.pid = pg_backend_pid() OR NOT EXISTS
     WHERE a.pid = l.pid AND (a.backend_start IS NULL OR a.backend_start IS NOT DISTINCT FROM l.backend_start)
 );
 COMMIT;
-"#;
+"#
+);
 
 /// The history and session tables (reliable streams; see the crate docs),
 /// created in a transaction of their own after [`SCHEMA`], so that a role
@@ -259,7 +283,8 @@ COMMIT;
 /// Messages carry their epoch, so a row left over from an earlier epoch
 /// (the history expired, or the stream was forgotten and started again)
 /// can never be served as part of the current one.
-pub(crate) const HISTORY_SCHEMA: &str = r#"
+pub(crate) const HISTORY_SCHEMA: &str = concat!(
+    r#"
 BEGIN;
 SELECT pg_advisory_xact_lock(7310585338293450066);
 CREATE UNLOGGED TABLE IF NOT EXISTS keayl_cable_streams (
@@ -286,56 +311,13 @@ CREATE INDEX IF NOT EXISTS keayl_cable_sessions_expires_at_idx
     ON keayl_cable_sessions (expires_at);
 DO $do$
 BEGIN
-    IF to_regprocedure('keayl_cable_spill_v2(text,bytea,bigint,double precision,integer)') IS NULL THEN
-        CREATE FUNCTION keayl_cable_spill_v2(
-            p_channel text, p_payload bytea, p_max_bytes bigint, p_ttl_secs double precision, p_lock_ms integer,
-            OUT spill_id bigint, OUT vacuum_due boolean
-        ) LANGUAGE plpgsql VOLATILE AS $fn$
-        DECLARE
-            v_len bigint := octet_length(p_payload);
-            v_used bigint;
-            v_readers integer[];
-            v_churn bigint;
-        BEGIN
-            vacuum_due := false;
-            PERFORM set_config('lock_timeout', p_lock_ms || 'ms', true);
-            PERFORM pg_advisory_xact_lock(7310585338293450067);
-            SELECT coalesce(sum(octet_length(t.payload)), 0) INTO v_used
-                FROM keayl_cable_large_payloads t;
-            IF v_used + v_len > p_max_bytes THEN
-                DELETE FROM keayl_cable_large_payloads d WHERE d.id IN (
-                    SELECT t.id FROM keayl_cable_large_payloads t
-                    WHERE cardinality(t.readers) = 0
-                       OR t.created_at < now() - make_interval(secs => p_ttl_secs)
-                       OR NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = ANY (t.readers))
-                    FOR UPDATE SKIP LOCKED);
-                SELECT coalesce(sum(octet_length(t.payload)), 0) INTO v_used
-                    FROM keayl_cable_large_payloads t;
-                IF v_used + v_len > p_max_bytes THEN
-                    RETURN;
-                END IF;
-            END IF;
-            v_readers := ARRAY(
-                SELECT DISTINCT l.pid FROM keayl_cable_listeners l
-                JOIN pg_stat_activity a ON a.pid = l.pid
-                  AND (a.backend_start IS NULL OR a.backend_start IS NOT DISTINCT FROM l.backend_start)
-                WHERE l.channel = p_channel);
-            INSERT INTO keayl_cable_large_payloads (payload, readers)
-                VALUES (p_payload, v_readers) RETURNING id INTO spill_id;
-            INSERT INTO keayl_cable_spill_state AS s (singleton, spilled_since_vacuum) VALUES (true, v_len)
-                ON CONFLICT (singleton) DO UPDATE SET spilled_since_vacuum = s.spilled_since_vacuum + v_len
-                RETURNING s.spilled_since_vacuum INTO v_churn;
-            IF v_churn >= p_max_bytes / 4 THEN
-                UPDATE keayl_cable_spill_state SET spilled_since_vacuum = 0;
-                vacuum_due := true;
-            END IF;
-        END
-        $fn$;
-    END IF;
-END
+"#,
+    spill_function!("keayl_cable_spill_v2", ""),
+    r#"END
 $do$;
 COMMIT;
-"#;
+"#
+);
 
 /// The first part of a positioned publish: the stream's row upserted (its
 /// lock serializes the publishes of a stream across processes), the offset

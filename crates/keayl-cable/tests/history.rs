@@ -36,6 +36,20 @@ async fn open(cable: &Cable, protocol: Protocol) -> (Connection, RecordingSink) 
     (conn, sink)
 }
 
+/// A subscriber of `s` watching `1..=n` get published: its connection
+/// (kept alive) and the stream's epoch.
+async fn watch_and_publish(cable: &Cable, n: u64) -> (Connection, String) {
+    let (mut watcher, sink) = open(cable, Protocol::V1ExtJson).await;
+    watcher
+        .handle_frame(subscribe(ID).as_bytes())
+        .await
+        .unwrap();
+    sink.take();
+    publish(cable, 1..=n).await;
+    let epoch = frames(&sink)[0]["epoch"].as_str().unwrap().to_owned();
+    (watcher, epoch)
+}
+
 fn frames(sink: &RecordingSink) -> Vec<Value> {
     sink.take()
         .iter()
@@ -91,17 +105,7 @@ async fn broadcasts_carry_positions_for_the_extended_protocol_only() {
 #[tokio::test]
 async fn history_by_offset_and_by_time() {
     let cable = cable(InMemory::new());
-    let (mut watcher, watcher_sink) = open(&cable, Protocol::V1ExtJson).await;
-    watcher
-        .handle_frame(subscribe(ID).as_bytes())
-        .await
-        .unwrap();
-    watcher_sink.take();
-    publish(&cable, 1..=5).await;
-    let epoch = frames(&watcher_sink)[0]["epoch"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (_watcher, epoch) = watch_and_publish(&cable, 5).await;
 
     // A client that saw offset 2 subscribes again with its position.
     let (mut conn, sink) = open(&cable, Protocol::V1ExtJson).await;
@@ -266,17 +270,7 @@ async fn live_messages_during_a_replay_come_after_it_once_and_in_order() {
         gate: Mutex::new(Some(wait)),
     });
     let cable = cable(pubsub.clone());
-    let (mut watcher, watcher_sink) = open(&cable, Protocol::V1ExtJson).await;
-    watcher
-        .handle_frame(subscribe(ID).as_bytes())
-        .await
-        .unwrap();
-    watcher_sink.take();
-    publish(&cable, 1..=3).await;
-    let epoch = frames(&watcher_sink)[0]["epoch"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (_watcher, epoch) = watch_and_publish(&cable, 3).await;
 
     let (mut conn, sink) = open(&cable, Protocol::V1ExtJson).await;
     let frame = json!({"command": "subscribe", "identifier": ID,

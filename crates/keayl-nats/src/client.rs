@@ -144,8 +144,8 @@ impl PubSubClient for NatsClient {
     /// Publish, then wait (at most `command_timeout`) until the server has
     /// read the message: a round trip queued after it comes back
     /// (concurrent broadcasts share one, echoed on the session's private
-    /// subject). A message over the server's `max_payload` fails with [`PubSubError::Failed`]; one the
-    /// server does not confirm, or confirms on a connection the driver
+    /// subject). A message over the server's `max_payload` fails with
+    /// [`PubSubError::Failed`]; one the server does not confirm, or confirms on a connection the driver
     /// re-established after it was sent (it may have been lost in
     /// between), fails with [`PubSubError::Unavailable`] and is counted
     /// lost.

@@ -47,7 +47,7 @@ pub trait PubSubClient: Send + Sync + 'static {
         from: &HistoryFrom,
     ) -> BoxFuture<'static, Result<Vec<HistoryEntry>, HistoryError>> {
         let _ = (stream, from);
-        Box::pin(std::future::ready(Err(HistoryError::Unsupported)))
+        super::no_history()
     }
 
     /// See [`PubSub::save_session`]. Default: sessions are not kept.
@@ -58,19 +58,19 @@ pub trait PubSubClient: Send + Sync + 'static {
         ttl: std::time::Duration,
     ) -> BoxFuture<'static, Result<(), PubSubError>> {
         let _ = (sid, snapshot, ttl);
-        Box::pin(std::future::ready(Ok(())))
+        super::done()
     }
 
     /// See [`PubSub::take_session`].
     fn take_session(&self, sid: &str) -> BoxFuture<'static, Result<Option<Bytes>, PubSubError>> {
         let _ = sid;
-        Box::pin(std::future::ready(Ok(None)))
+        super::no_session()
     }
 
     /// See [`PubSub::remove_session`].
     fn remove_session(&self, sid: &str) -> BoxFuture<'static, Result<(), PubSubError>> {
         let _ = sid;
-        Box::pin(std::future::ready(Ok(())))
+        super::done()
     }
 }
 

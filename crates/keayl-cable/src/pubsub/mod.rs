@@ -131,7 +131,7 @@ pub trait PubSub: Send + Sync + 'static {
         from: &HistoryFrom,
     ) -> BoxFuture<'static, Result<Vec<HistoryEntry>, HistoryError>> {
         let _ = (stream, from);
-        Box::pin(std::future::ready(Err(HistoryError::Unsupported)))
+        no_history()
     }
 
     /// Keep a connection's session snapshot under `sid` for `ttl`
@@ -146,26 +146,40 @@ pub trait PubSub: Send + Sync + 'static {
         ttl: std::time::Duration,
     ) -> BoxFuture<'static, Result<(), PubSubError>> {
         let _ = (sid, snapshot, ttl);
-        Box::pin(std::future::ready(Ok(())))
+        done()
     }
 
     /// The session snapshot saved under `sid`, if it has not expired;
     /// removed, so a session is restored once.
     fn take_session(&self, sid: &str) -> BoxFuture<'static, Result<Option<Bytes>, PubSubError>> {
         let _ = sid;
-        Box::pin(std::future::ready(Ok(None)))
+        no_session()
     }
 
     /// Forget the session saved under `sid` (the server ended it).
     fn remove_session(&self, sid: &str) -> BoxFuture<'static, Result<(), PubSubError>> {
         let _ = sid;
-        Box::pin(std::future::ready(Ok(())))
+        done()
     }
 
     /// Counters and broker health, for metrics and health checks.
     fn stats(&self) -> PubSubStats {
         PubSubStats::default()
     }
+}
+
+/// The defaults of a backend that keeps no history or sessions (shared by
+/// [`PubSub`] and [`PubSubClient`]).
+fn no_history() -> BoxFuture<'static, Result<Vec<HistoryEntry>, HistoryError>> {
+    Box::pin(std::future::ready(Err(HistoryError::Unsupported)))
+}
+
+fn no_session() -> BoxFuture<'static, Result<Option<Bytes>, PubSubError>> {
+    Box::pin(std::future::ready(Ok(None)))
+}
+
+fn done() -> BoxFuture<'static, Result<(), PubSubError>> {
+    Box::pin(std::future::ready(Ok(())))
 }
 
 /// Counters and health of a backend (see [`PubSub::stats`]).

@@ -176,6 +176,7 @@ macro_rules! __keayl_pubsub_conformance_tests {
             reentrant_callbacks(),
             history_positions_and_reads(),
             sessions_are_shared(),
+            presence_is_shared(),
         }
     };
     (@tests [$factory:expr, $options:expr, $run_if:expr] $($name:ident($($test:tt)*)),* $(,)?) => {
@@ -262,6 +263,10 @@ pub struct Options {
     /// instance: [`sessions_are_shared`] checks it (and, when false, that
     /// nothing is restored).
     pub sessions: bool,
+    /// Whether the backend keeps presence sets shared by every instance:
+    /// [`presence_is_shared`] checks it (and, when false, that the backend
+    /// says [`PresenceError::Unsupported`](super::PresenceError::Unsupported)).
+    pub presence: bool,
 }
 
 impl Options {
@@ -273,6 +278,7 @@ impl Options {
             timeout: Duration::from_secs(5),
             history: true,
             sessions: true,
+            presence: true,
         }
     }
 
@@ -284,6 +290,7 @@ impl Options {
             timeout: Duration::from_secs(5),
             history: false,
             sessions: false,
+            presence: false,
         }
     }
 }
@@ -1552,6 +1559,159 @@ pub async fn sessions_are_shared(factory: &impl Factory, options: &Options) {
         .expect("save");
     tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_eq!(b.take_session(&short).await.expect("take"), None, "expired");
+}
+
+/// Presence sets are shared by every instance: one join per id however many
+/// sessions it has, a leave only with its last session, info in join
+/// order, a bound on distinct ids, and expired sessions reaped exactly once
+/// (whichever instance reaps first reports the id that left).
+pub async fn presence_is_shared(factory: &impl Factory, options: &Options) {
+    use super::{PresenceError, PresenceLimits};
+    let a = factory.instance().await;
+    let b = factory.instance().await;
+    let stream = unique_stream("presence");
+    let limits = PresenceLimits {
+        ttl: Duration::from_secs(30),
+        max_members: 3,
+    };
+    let jack = Bytes::from_static(b"{\"name\":\"Jack\"}");
+    let first = a
+        .presence_join(&stream, "s1", "42", jack.clone(), limits)
+        .await;
+    if !options.presence {
+        assert_eq!(
+            first,
+            Err(PresenceError::Unsupported),
+            "a backend without presence says so"
+        );
+        return;
+    }
+    assert!(first.expect("join").joined, "a new id joins");
+    let second = b
+        .presence_join(&stream, "s2", "42", jack.clone(), limits)
+        .await
+        .expect("join");
+    assert!(!second.joined, "a second session of an id is no join");
+    let set = b.presence_info(&stream).await.expect("info");
+    assert_eq!(set.total, 1, "one id, two sessions: {set:?}");
+    assert_eq!(set.members[0].id, "42");
+    assert_eq!(set.members[0].info, jack);
+    let seven = a
+        .presence_join(&stream, "s3", "7", Bytes::from_static(b"null"), limits)
+        .await
+        .expect("join");
+    assert!(seven.joined);
+    let ids: Vec<String> = a
+        .presence_info(&stream)
+        .await
+        .expect("info")
+        .members
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(ids, ["42", "7"], "members in join order");
+    assert_eq!(
+        a.presence_leave(&stream, "s1").await.expect("leave"),
+        None,
+        "42 has s2 left"
+    );
+    assert_eq!(
+        b.presence_leave(&stream, "s2").await.expect("leave"),
+        Some("42".to_owned()),
+        "the last session of 42 is gone"
+    );
+    assert_eq!(
+        b.presence_leave(&stream, "s2").await.expect("leave"),
+        None,
+        "gone once"
+    );
+    // Bounded: 7, 8, 9 fill it; 10 is refused; another session of 8 is not.
+    for (session, id) in [("s8", "8"), ("s9", "9")] {
+        assert!(
+            b.presence_join(&stream, session, id, Bytes::from_static(b"1"), limits)
+                .await
+                .expect("join")
+                .joined
+        );
+    }
+    assert_eq!(
+        a.presence_join(&stream, "s10", "10", Bytes::from_static(b"1"), limits)
+            .await,
+        Err(PresenceError::Full(3)),
+        "a full set refuses a new id"
+    );
+    assert!(
+        !a.presence_join(&stream, "s8b", "8", Bytes::from_static(b"2"), limits)
+            .await
+            .expect("join")
+            .joined
+    );
+    assert_eq!(a.presence_info(&stream).await.expect("info").total, 3);
+    // A session that moves to another id: the old id leaves with it.
+    let moved = b
+        .presence_join(&stream, "s9", "9b", Bytes::from_static(b"1"), limits)
+        .await;
+    assert_eq!(
+        moved,
+        Err(PresenceError::Full(3)),
+        "moving needs room too, and changes nothing when refused"
+    );
+    assert_eq!(
+        a.presence_leave(&stream, "s9").await.expect("leave"),
+        Some("9".to_owned())
+    );
+    let moved = b
+        .presence_join(&stream, "s3", "9b", Bytes::from_static(b"1"), limits)
+        .await
+        .expect("join");
+    assert!(moved.joined);
+    assert_eq!(moved.left.as_deref(), Some("7"), "s3 was 7's only session");
+    // Expiry: a short session not touched is reaped once; touched ones stay.
+    let short = PresenceLimits {
+        ttl: Duration::from_millis(600),
+        ..limits
+    };
+    let other = unique_stream("presence");
+    a.presence_join(&other, "t1", "gone", Bytes::from_static(b"1"), short)
+        .await
+        .expect("join");
+    a.presence_join(&other, "t2", "kept", Bytes::from_static(b"1"), short)
+        .await
+        .expect("join");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.presence_touch(
+        &other,
+        vec!["t2".into(), "unknown".into()],
+        Duration::from_secs(30),
+    )
+    .await
+    .expect("touch");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (ra, rb) = tokio::join!(a.presence_reap(), b.presence_reap());
+    let left: Vec<_> = ra
+        .expect("reap")
+        .into_iter()
+        .chain(rb.expect("reap"))
+        .filter(|l| l.stream == other || l.stream == stream)
+        .collect();
+    assert_eq!(left.len(), 1, "one expired id, reported once: {left:?}");
+    assert_eq!(
+        (left[0].stream.as_str(), left[0].id.as_str()),
+        (other.as_str(), "gone")
+    );
+    let kept = b.presence_info(&other).await.expect("info");
+    assert_eq!(kept.total, 1);
+    assert_eq!(kept.members[0].id, "kept");
+    // Clean up what the check left.
+    for (s, session) in [
+        (&other, "t2"),
+        (&stream, "s8"),
+        (&stream, "s8b"),
+        (&stream, "s3"),
+    ] {
+        let _ = a.presence_leave(s, session).await;
+    }
+    assert_eq!(a.presence_info(&stream).await.expect("info").total, 0);
 }
 
 #[cfg(test)]

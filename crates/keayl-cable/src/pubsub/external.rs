@@ -6,8 +6,9 @@ use futures_util::FutureExt;
 use futures_util::future::Shared;
 
 use super::{
-    BoxFuture, Callback, HistoryEntry, HistoryError, HistoryFrom, InMemory, Position, PubSub,
-    PubSubError, Subscribed, SubscriptionId,
+    BoxFuture, Callback, HistoryEntry, HistoryError, HistoryFrom, InMemory, Position,
+    PresenceError, PresenceJoined, PresenceLeft, PresenceLimits, PresenceSet, PubSub, PubSubError,
+    Subscribed, SubscriptionId,
 };
 
 /// Callback a [`PubSubClient`] calls for every message on a subscribed
@@ -71,6 +72,55 @@ pub trait PubSubClient: Send + Sync + 'static {
     fn remove_session(&self, sid: &str) -> BoxFuture<'static, Result<(), PubSubError>> {
         let _ = sid;
         super::done()
+    }
+
+    /// See [`PubSub::presence_join`]. Default: presence is not kept.
+    fn presence_join(
+        &self,
+        stream: &str,
+        session: &str,
+        id: &str,
+        info: Bytes,
+        limits: PresenceLimits,
+    ) -> BoxFuture<'static, Result<PresenceJoined, PresenceError>> {
+        let _ = (stream, session, id, info, limits);
+        super::no_presence()
+    }
+
+    /// See [`PubSub::presence_leave`].
+    fn presence_leave(
+        &self,
+        stream: &str,
+        session: &str,
+    ) -> BoxFuture<'static, Result<Option<String>, PresenceError>> {
+        let _ = (stream, session);
+        super::no_presence()
+    }
+
+    /// See [`PubSub::presence_touch`].
+    fn presence_touch(
+        &self,
+        stream: &str,
+        sessions: Vec<String>,
+        ttl: std::time::Duration,
+    ) -> BoxFuture<'static, Result<(), PresenceError>> {
+        let _ = (stream, sessions, ttl);
+        super::no_presence()
+    }
+
+    /// See [`PubSub::presence_info`].
+    fn presence_info(
+        &self,
+        stream: &str,
+    ) -> BoxFuture<'static, Result<PresenceSet, PresenceError>> {
+        let _ = stream;
+        super::no_presence()
+    }
+
+    /// See [`PubSub::presence_reap`]: atomic in the broker, so each left id
+    /// is reported to one process.
+    fn presence_reap(&self) -> BoxFuture<'static, Result<Vec<PresenceLeft>, PresenceError>> {
+        super::no_presence()
     }
 }
 
@@ -198,6 +248,45 @@ impl PubSub for External {
 
     fn remove_session(&self, sid: &str) -> BoxFuture<'static, Result<(), PubSubError>> {
         self.client.remove_session(sid)
+    }
+
+    fn presence_join(
+        &self,
+        stream: &str,
+        session: &str,
+        id: &str,
+        info: Bytes,
+        limits: PresenceLimits,
+    ) -> BoxFuture<'static, Result<PresenceJoined, PresenceError>> {
+        self.client.presence_join(stream, session, id, info, limits)
+    }
+
+    fn presence_leave(
+        &self,
+        stream: &str,
+        session: &str,
+    ) -> BoxFuture<'static, Result<Option<String>, PresenceError>> {
+        self.client.presence_leave(stream, session)
+    }
+
+    fn presence_touch(
+        &self,
+        stream: &str,
+        sessions: Vec<String>,
+        ttl: std::time::Duration,
+    ) -> BoxFuture<'static, Result<(), PresenceError>> {
+        self.client.presence_touch(stream, sessions, ttl)
+    }
+
+    fn presence_info(
+        &self,
+        stream: &str,
+    ) -> BoxFuture<'static, Result<PresenceSet, PresenceError>> {
+        self.client.presence_info(stream)
+    }
+
+    fn presence_reap(&self) -> BoxFuture<'static, Result<Vec<PresenceLeft>, PresenceError>> {
+        self.client.presence_reap()
     }
 
     fn stats(&self) -> super::PubSubStats {

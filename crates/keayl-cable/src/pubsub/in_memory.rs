@@ -6,7 +6,8 @@ use bytes::Bytes;
 
 use super::{
     BoxFuture, Callback, Delivery, HistoryConfig, HistoryEntry, HistoryError, HistoryFrom,
-    HistoryLog, Position, PubSub, PubSubError, SessionStore, Subscribed, SubscriptionId,
+    HistoryLog, Position, PresenceError, PresenceJoined, PresenceLeft, PresenceLimits, PresenceSet,
+    PresenceStore, PubSub, PubSubError, SessionStore, Subscribed, SubscriptionId,
 };
 
 /// The embedded, single-process backend: tracks subscribers per stream and
@@ -30,6 +31,7 @@ pub struct InMemory {
     deliveries: AtomicU64,
     history: Option<Mutex<Ordered>>,
     sessions: Mutex<SessionStore>,
+    presence: Mutex<PresenceStore>,
 }
 
 /// Bytes of session snapshots an [`InMemory`] keeps at most (the oldest go
@@ -100,6 +102,7 @@ impl InMemory {
             broadcasts: AtomicU64::new(0),
             deliveries: AtomicU64::new(0),
             sessions: Mutex::new(SessionStore::new(MAX_SESSION_BYTES)),
+            presence: Mutex::default(),
             history: config.is_on().then(|| {
                 Mutex::new(Ordered {
                     log: HistoryLog::new(config),
@@ -245,6 +248,12 @@ impl InMemory {
     }
 }
 
+impl InMemory {
+    fn presence(&self) -> std::sync::MutexGuard<'_, PresenceStore> {
+        self.presence.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 impl PubSub for InMemory {
     fn subscribe(&self, stream: &str, callback: Callback) -> Subscribed {
         let (id, _) = self.add(stream, callback);
@@ -315,6 +324,51 @@ impl PubSub for InMemory {
             .unwrap_or_else(|e| e.into_inner())
             .remove(sid);
         Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn presence_join(
+        &self,
+        stream: &str,
+        session: &str,
+        id: &str,
+        info: Bytes,
+        limits: PresenceLimits,
+    ) -> BoxFuture<'static, Result<PresenceJoined, PresenceError>> {
+        let joined = self.presence().join(stream, session, id, info, limits);
+        Box::pin(std::future::ready(joined))
+    }
+
+    fn presence_leave(
+        &self,
+        stream: &str,
+        session: &str,
+    ) -> BoxFuture<'static, Result<Option<String>, PresenceError>> {
+        let left = self.presence().leave(stream, session);
+        Box::pin(std::future::ready(Ok(left)))
+    }
+
+    fn presence_touch(
+        &self,
+        stream: &str,
+        sessions: Vec<String>,
+        ttl: std::time::Duration,
+    ) -> BoxFuture<'static, Result<(), PresenceError>> {
+        self.presence()
+            .touch(stream, sessions.iter().map(String::as_str), ttl);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn presence_info(
+        &self,
+        stream: &str,
+    ) -> BoxFuture<'static, Result<PresenceSet, PresenceError>> {
+        let set = self.presence().info(stream);
+        Box::pin(std::future::ready(Ok(set)))
+    }
+
+    fn presence_reap(&self) -> BoxFuture<'static, Result<Vec<PresenceLeft>, PresenceError>> {
+        let left = self.presence().reap(std::time::Instant::now());
+        Box::pin(std::future::ready(Ok(left)))
     }
 
     fn stats(&self) -> super::PubSubStats {

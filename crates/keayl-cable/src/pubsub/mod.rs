@@ -35,6 +35,7 @@ pub mod conformance;
 mod external;
 mod history;
 mod in_memory;
+mod presence;
 mod sessions;
 
 use std::future::Future;
@@ -49,6 +50,10 @@ pub use history::{
     HistoryStats, Position, unix_now,
 };
 pub use in_memory::{InMemory, MAX_SESSION_BYTES};
+pub use presence::{
+    PresenceError, PresenceJoined, PresenceLeft, PresenceLimits, PresenceMember, PresenceSet,
+    PresenceStore,
+};
 pub use sessions::SessionStore;
 
 use crate::protocol::EncodedIdentifier;
@@ -162,6 +167,62 @@ pub trait PubSub: Send + Sync + 'static {
         done()
     }
 
+    /// Join `session` (one subscription of one connection) to the presence
+    /// set of `stream` as `id` with `info` (JSON text), for every process
+    /// sharing the backend. The session lasts `limits.ttl` unless
+    /// [touched](Self::presence_touch). Default: presence is not kept
+    /// ([`PresenceError::Unsupported`]).
+    fn presence_join(
+        &self,
+        stream: &str,
+        session: &str,
+        id: &str,
+        info: Bytes,
+        limits: PresenceLimits,
+    ) -> BoxFuture<'static, Result<PresenceJoined, PresenceError>> {
+        let _ = (stream, session, id, info, limits);
+        no_presence()
+    }
+
+    /// Remove `session` from `stream`'s presence set: the id it was under
+    /// when that was the id's last session.
+    fn presence_leave(
+        &self,
+        stream: &str,
+        session: &str,
+    ) -> BoxFuture<'static, Result<Option<String>, PresenceError>> {
+        let _ = (stream, session);
+        no_presence()
+    }
+
+    /// Keep `sessions` of `stream` for another `ttl` (a process touches
+    /// the sessions of its live connections; unknown ones are ignored).
+    fn presence_touch(
+        &self,
+        stream: &str,
+        sessions: Vec<String>,
+        ttl: std::time::Duration,
+    ) -> BoxFuture<'static, Result<(), PresenceError>> {
+        let _ = (stream, sessions, ttl);
+        no_presence()
+    }
+
+    /// The presence set of `stream`.
+    fn presence_info(
+        &self,
+        stream: &str,
+    ) -> BoxFuture<'static, Result<PresenceSet, PresenceError>> {
+        let _ = stream;
+        no_presence()
+    }
+
+    /// Remove the expired sessions of every stream: the ids that left with
+    /// them, each reported to one caller only (whichever process reaps
+    /// first tells the stream's subscribers).
+    fn presence_reap(&self) -> BoxFuture<'static, Result<Vec<PresenceLeft>, PresenceError>> {
+        no_presence()
+    }
+
     /// Counters and broker health, for metrics and health checks.
     fn stats(&self) -> PubSubStats {
         PubSubStats::default()
@@ -180,6 +241,10 @@ fn no_session() -> BoxFuture<'static, Result<Option<Bytes>, PubSubError>> {
 
 fn done() -> BoxFuture<'static, Result<(), PubSubError>> {
     Box::pin(std::future::ready(Ok(())))
+}
+
+fn no_presence<T: Send + 'static>() -> BoxFuture<'static, Result<T, PresenceError>> {
+    Box::pin(std::future::ready(Err(PresenceError::Unsupported)))
 }
 
 /// Counters and health of a backend (see [`PubSub::stats`]).
@@ -281,6 +346,40 @@ impl<P: PubSub + ?Sized> PubSub for Arc<P> {
     }
     fn remove_session(&self, sid: &str) -> BoxFuture<'static, Result<(), PubSubError>> {
         (**self).remove_session(sid)
+    }
+    fn presence_join(
+        &self,
+        stream: &str,
+        session: &str,
+        id: &str,
+        info: Bytes,
+        limits: PresenceLimits,
+    ) -> BoxFuture<'static, Result<PresenceJoined, PresenceError>> {
+        (**self).presence_join(stream, session, id, info, limits)
+    }
+    fn presence_leave(
+        &self,
+        stream: &str,
+        session: &str,
+    ) -> BoxFuture<'static, Result<Option<String>, PresenceError>> {
+        (**self).presence_leave(stream, session)
+    }
+    fn presence_touch(
+        &self,
+        stream: &str,
+        sessions: Vec<String>,
+        ttl: std::time::Duration,
+    ) -> BoxFuture<'static, Result<(), PresenceError>> {
+        (**self).presence_touch(stream, sessions, ttl)
+    }
+    fn presence_info(
+        &self,
+        stream: &str,
+    ) -> BoxFuture<'static, Result<PresenceSet, PresenceError>> {
+        (**self).presence_info(stream)
+    }
+    fn presence_reap(&self) -> BoxFuture<'static, Result<Vec<PresenceLeft>, PresenceError>> {
+        (**self).presence_reap()
     }
     fn stats(&self) -> PubSubStats {
         (**self).stats()

@@ -187,7 +187,7 @@ pub fn render(servers: &[CableServer], listener: Option<&ListenerStats>) -> Stri
             render_listener(l.snapshot());
         }
         let mut pubsub = PubSubStats::default();
-        let (mut served, mut rejected, mut restored) = (0u64, 0u64, 0u64);
+        let (mut served, mut rejected, mut restored, mut presence) = (0u64, 0u64, 0u64, 0usize);
         let (
             mut conns,
             mut total,
@@ -221,6 +221,7 @@ pub fn render(servers: &[CableServer], listener: Option<&ListenerStats>) -> Stri
                 served = s.cable().served_history();
                 rejected = s.cable().rejected_history();
                 restored = s.cable().restored_sessions();
+                presence = s.cable().presence_sessions();
             }
         }
         gauge!("keayl_connections").set(conns as f64);
@@ -252,6 +253,7 @@ pub fn render(servers: &[CableServer], listener: Option<&ListenerStats>) -> Stri
         counter!("keayl_history_rejected_total").absolute(rejected);
         counter!("keayl_sessions_restored_total").absolute(restored);
         gauge!("keayl_sessions").set(pubsub.sessions as f64);
+        gauge!("keayl_presence_sessions").set(presence as f64);
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             gauge!("keayl_runtime_alive_tasks").set(rt.metrics().num_alive_tasks() as f64);
         }

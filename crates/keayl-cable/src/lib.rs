@@ -41,7 +41,9 @@ pub mod turbo_channel;
 
 pub use broadcasting::{Broadcastable, Broadcaster, set_cable_pubsub};
 pub use cable::{Cable, CableConfig};
-pub use channel::{Action, Channel, ChannelContext, ChannelError, Data, NoActions, Params};
+pub use channel::{
+    Action, Channel, ChannelContext, ChannelError, Data, NoActions, Params, StreamFrom,
+};
 pub use coder::{Coder, JsonCoder};
 pub use connection::{
     CommandError, ConnectError, Connection, ConnectionHandler, Identifiers, Request, Sink,

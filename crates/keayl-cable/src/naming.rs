@@ -143,6 +143,21 @@ pub fn internal_stream(connection_identifier: &str) -> String {
     format!("action_cable/{connection_identifier}")
 }
 
+/// What the pub/sub stream names Keayl uses for presence events and
+/// whispers start with. Such streams never keep history.
+pub const TRANSIENT_PREFIX: &str = "$keayl:";
+
+/// The stream that carries the presence events (`join`, `leave`) of
+/// `stream`'s presence set: `$keayl:presence:<stream>`.
+pub fn presence_events_stream(stream: &str) -> String {
+    format!("{TRANSIENT_PREFIX}presence:{stream}")
+}
+
+/// The stream whispers on `stream` travel on: `$keayl:whisper:<stream>`.
+pub fn whisper_stream(stream: &str) -> String {
+    format!("{TRANSIENT_PREFIX}whisper:{stream}")
+}
+
 /// Turbo's `stream_name_from`: the streamables' params joined with `:`, no
 /// channel prefix (`turbo_stream_from @room, :messages` is
 /// `stream_name_from(&[&room, &"messages"])`). The name a

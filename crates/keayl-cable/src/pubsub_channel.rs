@@ -8,6 +8,10 @@
 //! The `@anycable/web` client's `cable.streamFrom(name)` and
 //! `cable.streamFromSigned(signed)` subscribe this way.
 //!
+//! A public stream is also its subscription's presence stream and whisper
+//! stream; a signed one is its presence stream, and its whisper stream
+//! only [when enabled](PubSubChannel::with_signed_whispers).
+//!
 //! ```
 //! use keayl_cable::{Cable, InMemory};
 //! use keayl_cable::pubsub_channel::PubSubChannel;
@@ -29,6 +33,8 @@ use crate::signing::StreamVerifier;
 pub struct PubSubChannel {
     verifier: Option<StreamVerifier>,
     public: bool,
+    signed_presence: bool,
+    signed_whispers: bool,
 }
 
 impl PubSubChannel {
@@ -40,6 +46,8 @@ impl PubSubChannel {
         PubSubChannel {
             verifier: Some(verifier),
             public: false,
+            signed_presence: true,
+            signed_whispers: false,
         }
     }
 
@@ -49,12 +57,30 @@ impl PubSubChannel {
         PubSubChannel {
             verifier: None,
             public: true,
+            signed_presence: true,
+            signed_whispers: false,
         }
     }
 
     /// Whether public stream names (`stream_name`) are accepted too.
     pub fn with_public_streams(mut self, public: bool) -> Self {
         self.public = public;
+        self
+    }
+
+    /// Whether a signed stream is its subscription's presence stream
+    /// (AnyCable's `--streams_presence`). Default: true. Public streams
+    /// always are.
+    pub fn with_signed_presence(mut self, presence: bool) -> Self {
+        self.signed_presence = presence;
+        self
+    }
+
+    /// Whether clients may whisper on a signed stream (AnyCable's
+    /// `--streams_whisper`). Default: false. Public streams always allow
+    /// whispers.
+    pub fn with_signed_whispers(mut self, whispers: bool) -> Self {
+        self.signed_whispers = whispers;
         self
     }
 
@@ -83,7 +109,21 @@ impl Channel for PubSubChannel {
 
     async fn subscribed(&mut self, ctx: &mut ChannelContext<'_>) -> Result<(), ChannelError> {
         match self.stream_for(ctx.params()) {
-            Ok(stream) => ctx.stream_from(stream),
+            Ok(stream) => {
+                let signed = ctx.params().contains_key("signed_stream_name");
+                let (presence, whispers) = if signed {
+                    (self.signed_presence, self.signed_whispers)
+                } else {
+                    (true, true)
+                };
+                let mut from = ctx.stream_from(stream);
+                if presence {
+                    from = from.with_presence();
+                }
+                if whispers {
+                    from.with_whispers();
+                }
+            }
             Err(reason) => {
                 tracing::info!(%reason, "rejecting a $pubsub subscription");
                 ctx.reject();

@@ -62,6 +62,17 @@ pub struct CableConfig {
     /// `@anycable/core` client answers every ping, so set it above the
     /// ping interval (three intervals, say). `None` (the default): off.
     pub pong_timeout: Option<std::time::Duration>,
+    /// Extended protocol: how long a presence session outlives its
+    /// connection (a page reload within it does not make its user leave
+    /// and join again), and how long the sessions of a process that died
+    /// stay. Default: 15 s (AnyCable's).
+    pub presence_ttl: std::time::Duration,
+    /// Distinct presence ids one stream may hold; a join of a new id beyond
+    /// it gets a presence error. Default: 1,000.
+    pub max_presence_members: usize,
+    /// Longest presence info (JSON) accepted from a client, in bytes.
+    /// Default: 1 KiB.
+    pub max_presence_info_bytes: usize,
 }
 
 impl Default for CableConfig {
@@ -77,6 +88,9 @@ impl Default for CableConfig {
             session_ttl: std::time::Duration::from_secs(300),
             restore_hold: std::time::Duration::from_secs(2),
             pong_timeout: None,
+            presence_ttl: std::time::Duration::from_secs(15),
+            max_presence_members: 1_000,
+            max_presence_info_bytes: 1024,
         }
     }
 }
@@ -97,6 +111,11 @@ pub(crate) struct Registry {
     restored_sessions: AtomicU64,
     /// JWT identification, when enabled.
     jwt: Option<crate::jwt::JwtIdentifier>,
+    /// The presence sessions of this process's live connections, touched
+    /// so they do not expire; and whether the task doing it runs.
+    pub(crate) presence: crate::connection::PresenceTracker,
+    /// Numbers this process's connections (whisper senders).
+    next_socket: AtomicU64,
 }
 
 impl Registry {
@@ -115,6 +134,8 @@ impl Registry {
             served_history: AtomicU64::new(0),
             restored_sessions: AtomicU64::new(0),
             jwt: None,
+            presence: Default::default(),
+            next_socket: AtomicU64::new(1),
             config,
         }
     }
@@ -126,6 +147,11 @@ impl Registry {
 
     pub(crate) fn jwt(&self) -> Option<&crate::jwt::JwtIdentifier> {
         self.jwt.as_ref()
+    }
+
+    /// A number for a new connection, unique in the process.
+    pub(crate) fn next_socket(&self) -> u64 {
+        self.next_socket.fetch_add(1, Ordering::Relaxed)
     }
 
     pub(crate) fn pubsub(&self) -> &Arc<dyn PubSub> {

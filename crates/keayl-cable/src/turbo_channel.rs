@@ -45,7 +45,9 @@ impl Channel for TurboStreamsChannel {
             .param_str("signed_stream_name")
             .map(|signed| self.verifier.verify(signed));
         match verified {
-            Some(Ok(name)) => ctx.stream_from(name),
+            Some(Ok(name)) => {
+                ctx.stream_from(name);
+            }
             Some(Err(e)) => {
                 tracing::info!(error = %e, "rejecting Turbo stream subscription: bad signed name");
                 ctx.reject();

@@ -92,7 +92,9 @@ impl Channel for StreamsChannel {
 
     async fn subscribed(&mut self, ctx: &mut ChannelContext<'_>) -> Result<(), ChannelError> {
         match ctx.param_str("stream").map(str::to_owned) {
-            Some(stream) => ctx.stream_from(stream),
+            Some(stream) => {
+                ctx.stream_from(stream);
+            }
             None => ctx.reject(),
         }
         Ok(())

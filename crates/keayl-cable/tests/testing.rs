@@ -122,7 +122,9 @@ impl Channel for RoomChannel {
                 )
                 .await?;
             }
-            RoomAction::Follow { stream } => ctx.stream_from(stream),
+            RoomAction::Follow { stream } => {
+                ctx.stream_from(stream);
+            }
             RoomAction::Unfollow { stream } => ctx.stop_stream_from(&stream),
             RoomAction::Whoami => ctx.transmit(json!({ "user": user(ctx) })),
             RoomAction::Fail => return Err(ChannelError::msg("nope")),

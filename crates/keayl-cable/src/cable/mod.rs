@@ -193,6 +193,31 @@ impl Cable {
         self.registry.restored_sessions()
     }
 
+    /// Presence sessions of this process's live connections (extended
+    /// protocol), kept alive by it.
+    pub fn presence_sessions(&self) -> usize {
+        self.registry.presence.sessions()
+    }
+
+    /// Who is on `stream`'s presence set, in every process sharing the
+    /// pub/sub (to render the initial "who is online" list, say).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use keayl_cable::{Cable, InMemory};
+    /// let cable = Cable::builder(InMemory::new()).build();
+    /// let set = cable.presence("room:1").await.unwrap();
+    /// assert_eq!(set.total, 0);
+    /// # }
+    /// ```
+    pub fn presence(
+        &self,
+        stream: &str,
+    ) -> BoxFuture<'static, Result<crate::pubsub::PresenceSet, crate::pubsub::PresenceError>> {
+        self.registry.pubsub().presence_info(stream)
+    }
+
     /// Whether a channel of that name is registered.
     pub fn has_channel(&self, name: &str) -> bool {
         self.registry.has_channel(name)

@@ -50,6 +50,18 @@ pub(crate) struct SubState {
     /// Restored from a session: no confirmation or rejection frame, and
     /// live messages held until the client's history request.
     pub(crate) restored: bool,
+    /// The presence stream (extended protocol) and who joined it.
+    pub(crate) presence: Option<Box<PresenceSlot>>,
+    /// The stream whispers go to.
+    pub(crate) whisper: Option<Box<str>>,
+}
+
+/// A subscription's presence stream and its session in it.
+#[derive(Debug)]
+pub(crate) struct PresenceSlot {
+    pub(crate) stream: String,
+    /// (session key, presence id) once joined.
+    pub(crate) joined: Option<(String, String)>,
 }
 
 /// A stream subscription of one subscription that is not known to be live yet.
@@ -90,6 +102,8 @@ impl SubState {
             rejected: false,
             confirmed: false,
             restored: false,
+            presence: None,
+            whisper: None,
         }
     }
 }
@@ -297,6 +311,88 @@ impl Gate {
     }
 }
 
+/// A stream a subscription streams from (see
+/// [`ChannelContext::stream_from`]), to make it the subscription's presence
+/// or whisper stream.
+pub struct StreamFrom<'c, 'a> {
+    ctx: &'c mut ChannelContext<'a>,
+    stream: String,
+}
+
+impl std::fmt::Debug for StreamFrom<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamFrom")
+            .field("stream", &self.stream)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StreamFrom<'_, '_> {
+    /// The stream's name.
+    pub fn name(&self) -> &str {
+        &self.stream
+    }
+
+    /// Make this the subscription's presence stream (extended protocol):
+    /// the client may `join` it (also with its `subscribe`), `leave` it and
+    /// ask for its presence set, and gets every `join` and `leave` of it.
+    /// A subscription has one presence stream: the last one set wins.
+    /// Needs a backend that keeps presence (in memory, Redis, PostgreSQL).
+    pub fn with_presence(self) -> Self {
+        let ctx = &mut *self.ctx;
+        if ctx
+            .state
+            .presence
+            .as_ref()
+            .is_some_and(|p| p.stream == self.stream)
+        {
+            return self;
+        }
+        ctx.state.presence = Some(Box::new(PresenceSlot {
+            stream: self.stream.clone(),
+            joined: None,
+        }));
+        let gate = ctx.state.gate.clone();
+        let encoded = ctx.state.encoded.clone();
+        let sink = ctx.conn.sink.clone();
+        let callback: Callback = Arc::new(move |d: &Delivery| {
+            if let Ok(event) = std::str::from_utf8(d.message()) {
+                gate.deliver(
+                    &sink,
+                    crate::protocol::presence_frame(&encoded, event),
+                    None,
+                    false,
+                );
+            }
+        });
+        ctx.subscribe_internal(naming::presence_events_stream(&self.stream), callback);
+        crate::connection::start_presence(&ctx.conn.registry);
+        self
+    }
+
+    /// Make this the subscription's whisper stream: the client's
+    /// `whisper` commands go to every other subscription whisper-streaming
+    /// it (in every process), never to the sender and never into history.
+    pub fn with_whispers(self) -> Self {
+        let ctx = &mut *self.ctx;
+        ctx.state.whisper = Some(self.stream.as_str().into());
+        let gate = ctx.state.gate.clone();
+        let encoded = ctx.state.encoded.clone();
+        let sink = ctx.conn.sink.clone();
+        let own = crate::connection::whisper_tag(ctx.conn);
+        let callback: Callback = Arc::new(move |d: &Delivery| {
+            let Some((sender, data)) = crate::connection::split_whisper(d.message()) else {
+                return;
+            };
+            if sender != own.as_bytes() {
+                gate.deliver(&sink, encoded.frame(data), None, false);
+            }
+        });
+        ctx.subscribe_internal(naming::whisper_stream(&self.stream), callback);
+        self
+    }
+}
+
 impl<'a> ChannelContext<'a> {
     /// The subscription's identifier, exactly as the client sent it.
     pub fn identifier(&self) -> &str {
@@ -352,17 +448,41 @@ impl<'a> ChannelContext<'a> {
     /// Stream `stream` to this client: every message broadcast on it is
     /// transmitted with this subscription's identifier. Repeating a stream
     /// already streamed is a no-op (one delivery per message).
-    pub fn stream_from(&mut self, stream: impl Into<String>) {
-        self.stream_from_with_coder(stream, Arc::new(JsonCoder));
+    ///
+    /// The returned [`StreamFrom`] makes the stream the subscription's
+    /// presence stream or whisper stream (extended protocol):
+    ///
+    /// ```
+    /// # use keayl_cable::{ChannelContext, ChannelError};
+    /// fn subscribed(ctx: &mut ChannelContext<'_>) -> Result<(), ChannelError> {
+    ///     ctx.stream_from("room:1").with_presence().with_whispers();
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn stream_from(&mut self, stream: impl Into<String>) -> StreamFrom<'_, 'a> {
+        self.stream_from_with_coder(stream, Arc::new(JsonCoder))
     }
 
     /// [`stream_from`](Self::stream_from) decoding messages with `coder`.
-    pub fn stream_from_with_coder(&mut self, stream: impl Into<String>, coder: Arc<dyn Coder>) {
+    pub fn stream_from_with_coder(
+        &mut self,
+        stream: impl Into<String>,
+        coder: Arc<dyn Coder>,
+    ) -> StreamFrom<'_, 'a> {
         let stream = stream.into();
+        if !self.state.streams.contains_key(&stream) {
+            let callback = self.delivery_callback(coder);
+            self.subscribe_internal(stream.clone(), callback);
+        }
+        StreamFrom { ctx: self, stream }
+    }
+
+    /// Subscribe `callback` to `stream` for this subscription (torn down
+    /// with its other streams).
+    fn subscribe_internal(&mut self, stream: String, callback: Callback) {
         if self.state.streams.contains_key(&stream) {
             return;
         }
-        let callback = self.delivery_callback(coder);
         let sub = self
             .conn
             .registry
@@ -433,16 +553,20 @@ impl<'a> ChannelContext<'a> {
     /// [`coder`](super::Channel::coder).
     ///
     /// [`broadcasting_for`]: crate::naming::broadcasting_for
-    pub fn stream_for(&mut self, target: &dyn Streamable) {
+    pub fn stream_for(&mut self, target: &dyn Streamable) -> StreamFrom<'_, 'a> {
         let name = self.broadcasting_for(target);
         let coder = self.state.coder.clone();
-        self.stream_from_with_coder(name, coder);
+        self.stream_from_with_coder(name, coder)
     }
 
     /// [`stream_for`](Self::stream_for) decoding messages with `coder`.
-    pub fn stream_for_with_coder(&mut self, target: &dyn Streamable, coder: Arc<dyn Coder>) {
+    pub fn stream_for_with_coder(
+        &mut self,
+        target: &dyn Streamable,
+        coder: Arc<dyn Coder>,
+    ) -> StreamFrom<'_, 'a> {
         let name = self.broadcasting_for(target);
-        self.stream_from_with_coder(name, coder);
+        self.stream_from_with_coder(name, coder)
     }
 
     /// Stream what models broadcast about `model` (their
@@ -452,8 +576,8 @@ impl<'a> ChannelContext<'a> {
     /// Turbo's naming without a channel prefix). Pairs with model
     /// broadcasts as [`stream_for`](Self::stream_for) pairs with
     /// [`broadcast_for`](Self::broadcast_for).
-    pub fn stream_from_model(&mut self, model: &dyn Streamable) {
-        self.stream_from(naming::stream_name_from(&[model]));
+    pub fn stream_from_model(&mut self, model: &dyn Streamable) -> StreamFrom<'_, 'a> {
+        self.stream_from(naming::stream_name_from(&[model]))
     }
 
     /// Publish `data` to this channel's broadcasting for `target` (what
@@ -495,6 +619,7 @@ impl<'a> ChannelContext<'a> {
     /// Stop every stream of this subscription.
     pub fn stop_all_streams(&mut self) {
         self.state.pending.clear();
+        self.state.whisper = None;
         for (_, (id, _)) in self.state.streams.drain() {
             self.conn.registry.pubsub().unsubscribe(id);
         }

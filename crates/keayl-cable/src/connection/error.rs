@@ -69,6 +69,12 @@ pub enum CommandError {
         /// Which budget: `"connection"` or `"process"`.
         budget: &'static str,
     },
+    /// A presence command (`join`, `leave`, `presence`) that could not be
+    /// served: the subscription has no presence stream, the info is too
+    /// large, the set is full, or the backend keeps no presence. The client
+    /// got `{"type":"presence",…,"message":{"type":"error"}}`.
+    #[error("presence: {0}")]
+    Presence(String),
 }
 
 impl CommandError {
@@ -86,6 +92,7 @@ impl CommandError {
             CommandError::ActionFailed { .. } => "action_failed",
             CommandError::NotOpen => "not_open",
             CommandError::OverBudget { .. } => "over_budget",
+            CommandError::Presence(_) => "presence",
         }
     }
 }

@@ -53,6 +53,7 @@ mod error;
 mod handler;
 mod history;
 mod identifiers;
+mod presence;
 mod request;
 mod session;
 mod sink;
@@ -69,6 +70,7 @@ pub use error::CommandError;
 pub(crate) use handler::DynHandler;
 pub use handler::{AcceptAll, ConnectError, ConnectionHandler};
 pub use identifiers::{IdentifierValue, Identifiers};
+pub(crate) use presence::{PresenceTracker, split_whisper, start_presence, whisper_tag};
 pub use request::Request;
 pub use session::RESTORE_SID_HEADER;
 pub use sink::Sink;
@@ -100,6 +102,9 @@ pub(crate) struct ConnShared {
     pub(crate) sink: Sink,
     pub(crate) identifiers: Identifiers,
     pub(crate) request: Request,
+    /// This connection's number in the process (tells whisper senders
+    /// apart).
+    pub(crate) socket: u64,
 }
 
 /// One client connection. See the [module docs](self).
@@ -157,8 +162,10 @@ impl Connection {
         sink: Sink,
         identifiers: Identifiers,
     ) -> Self {
+        let socket = registry.next_socket();
         Connection {
             shared: ConnShared {
+                socket,
                 registry,
                 handler,
                 sink,
@@ -415,6 +422,7 @@ impl Connection {
                 channel,
                 params,
                 history,
+                presence,
             } => {
                 let max = self.shared.registry.config().max_identifier_bytes;
                 if identifier.len() > max {
@@ -429,8 +437,28 @@ impl Connection {
                     .channel_factory(&channel)
                     .ok_or(CommandError::UnknownChannel(channel.clone()))?;
                 let outcome = self
-                    .subscribe_dyn(history, identifier, channel.into(), params, factory())
+                    .subscribe_dyn(
+                        history,
+                        identifier.clone(),
+                        channel.into(),
+                        params,
+                        factory(),
+                    )
                     .await?;
+                match (outcome, presence) {
+                    (SubscribeOutcome::Confirmed, Some(presence)) => {
+                        // The join a client attaches to its subscribe.
+                        if let Err(e) = self.join_presence(&identifier, presence).await {
+                            tracing::info!(error = %e, "presence join with a subscribe failed");
+                        }
+                    }
+                    (SubscribeOutcome::Pending, Some(presence)) => {
+                        if let Some(i) = self.position(&identifier) {
+                            self.subscriptions[i].1.join_on_confirm = Some(presence);
+                        }
+                    }
+                    _ => {}
+                }
                 if outcome == SubscribeOutcome::Confirmed {
                     self.save_session().await;
                 }
@@ -452,6 +480,16 @@ impl Connection {
                 self.serve_history(index, history).await;
                 Ok(())
             }
+            Command::Join {
+                identifier,
+                presence,
+            } => self.join_presence(&identifier, presence).await,
+            Command::Leave { identifier } => self.leave_presence(&identifier).await,
+            Command::Presence {
+                identifier,
+                return_records,
+            } => self.presence_info(&identifier, return_records).await,
+            Command::Whisper { identifier, data } => self.whisper(&identifier, &data).await,
             Command::Ping => {
                 self.shared.sink.send(protocol::pong());
                 Ok(())
@@ -642,7 +680,7 @@ impl Connection {
         }
         self.state = ConnectionState::Closed;
         for (_, mut sub) in std::mem::take(&mut self.subscriptions) {
-            Self::unsubscribe(&self.shared, &mut sub).await;
+            Self::unsubscribe(&self.shared, &mut sub, presence::Leave::AfterTtl).await;
         }
         if let Some(id) = self.internal.take() {
             self.shared.registry.pubsub().unsubscribe(id);

@@ -56,6 +56,9 @@ pub(super) struct Subscription {
     /// The extended protocol's `history` attached to the subscribe: served
     /// right after the confirmation.
     pub(super) history: Option<HistoryRequest>,
+    /// The extended protocol's `presence` attached to a subscribe still
+    /// waiting for the broker: joined once confirmed.
+    pub(super) join_on_confirm: Option<crate::protocol::PresenceRequest>,
 }
 
 /// A subscription's share of the memory budgets; released when dropped.
@@ -200,6 +203,7 @@ impl Connection {
                     state,
                     charge,
                     history,
+                    join_on_confirm: None,
                 }),
             ));
             if let Some(replay) = replay {
@@ -216,6 +220,7 @@ impl Connection {
                 state,
                 charge,
                 history,
+                join_on_confirm: None,
             }),
         ));
         if self.deferred_confirmations && !restored {
@@ -376,11 +381,17 @@ impl Connection {
                 channel,
                 state,
                 history,
+                join_on_confirm,
                 ..
             } = &mut *self.subscriptions[i].1;
             let replay = Self::confirm(&self.shared, channel.as_ref(), state, history);
             if let Some(replay) = replay {
                 Self::replay_history(&self.shared, replay).await;
+            }
+            if let Some(request) = join_on_confirm.take()
+                && let Err(e) = super::presence::join(&self.shared, state, request).await
+            {
+                tracing::info!(error = %e, "presence join with a subscribe failed");
             }
             i += 1;
         }
@@ -393,13 +404,17 @@ impl Connection {
             return Err(CommandError::UnknownSubscription(identifier.to_owned()));
         };
         let (_, mut sub) = self.subscriptions.remove(index);
-        Self::unsubscribe(&self.shared, &mut sub).await;
+        Self::unsubscribe(&self.shared, &mut sub, super::presence::Leave::Now).await;
         Ok(())
     }
 
     // Takes the shared parts, not `&self`: a future holding `&Connection`
     // would need `Connection: Sync`, which channels need not be.
-    pub(super) async fn unsubscribe(shared: &ConnShared, sub: &mut Subscription) {
+    pub(super) async fn unsubscribe(
+        shared: &ConnShared,
+        sub: &mut Subscription,
+        leave: super::presence::Leave,
+    ) {
         let Subscription { channel, state, .. } = sub;
         state.timers.clear();
         let mut ctx = ChannelContext {
@@ -415,5 +430,6 @@ impl Connection {
         }
         ctx.stop_all_streams();
         state.gate.close();
+        super::presence::end_presence(shared, state, leave).await;
     }
 }

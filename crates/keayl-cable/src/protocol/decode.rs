@@ -8,7 +8,8 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::ext::decode_history;
-use super::{HistoryRequest, Protocol, ProtocolError};
+use super::presence::decode_presence;
+use super::{HistoryRequest, PresenceRequest, Protocol, ProtocolError};
 use crate::channel::Data;
 
 /// A decoded client → server command.
@@ -30,6 +31,10 @@ pub enum Command {
         /// The extended protocol's `history` attached to the subscribe (run right after
         /// the confirmation); always `None` in `actioncable-v1-json`.
         history: Option<HistoryRequest>,
+        /// The extended protocol's `presence` attached to the subscribe (a
+        /// `join` right after the confirmation); always `None` in
+        /// `actioncable-v1-json`.
+        presence: Option<PresenceRequest>,
     },
     /// `{"command":"unsubscribe","identifier":"…"}`.
     ///
@@ -59,6 +64,37 @@ pub enum Command {
         /// What the client missed.
         history: HistoryRequest,
     },
+    /// Extended protocol: `{"command":"join","identifier":"…","presence":{"id":"42","info":{…}}}`.
+    Join {
+        /// The raw identifier string.
+        identifier: String,
+        /// Who joins.
+        presence: PresenceRequest,
+    },
+    /// Extended protocol: `{"command":"leave","identifier":"…"}`.
+    Leave {
+        /// The raw identifier string.
+        identifier: String,
+    },
+    /// Extended protocol: `{"command":"presence","identifier":"…","data":{"return_records":true}}`,
+    /// answered with the presence set.
+    Presence {
+        /// The raw identifier string.
+        identifier: String,
+        /// Whether the reply lists the members (`data.return_records`,
+        /// default true) or only counts them.
+        return_records: bool,
+    },
+    /// `{"command":"whisper","identifier":"…","data":{…}}` (`data` is JSON,
+    /// not JSON text in a string): sent to the other subscribers of the
+    /// subscription's whisper stream. Accepted in both protocols, as
+    /// `@anycable/core` sends it in both.
+    Whisper {
+        /// The raw identifier string.
+        identifier: String,
+        /// The payload, as JSON text.
+        data: String,
+    },
     /// Extended protocol: `{"command":"ping"}`, answered with `{"type":"pong"}`.
     Ping,
     /// Extended protocol: `{"command":"pong"}`, the client's answer to a ping.
@@ -72,7 +108,11 @@ impl Command {
             Self::Subscribe { identifier, .. }
             | Self::Unsubscribe { identifier }
             | Self::Message { identifier, .. }
-            | Self::History { identifier, .. } => Some(identifier),
+            | Self::History { identifier, .. }
+            | Self::Join { identifier, .. }
+            | Self::Leave { identifier }
+            | Self::Presence { identifier, .. }
+            | Self::Whisper { identifier, .. } => Some(identifier),
             Self::Ping | Self::Pong => None,
         }
     }
@@ -85,6 +125,10 @@ impl Command {
             Self::Unsubscribe { .. } => "unsubscribe",
             Self::Message { .. } => "message",
             Self::History { .. } => "history",
+            Self::Join { .. } => "join",
+            Self::Leave { .. } => "leave",
+            Self::Presence { .. } => "presence",
+            Self::Whisper { .. } => "whisper",
             Self::Ping => "ping",
             Self::Pong => "pong",
         }
@@ -143,11 +187,16 @@ pub fn parse_command_with(frame: &[u8], protocol: Protocol) -> Result<Command, P
                 Some(raw) if extended && raw.get() != "null" => Some(decode_history(raw)?),
                 _ => None,
             };
+            let presence = match envelope.presence {
+                Some(raw) if extended && raw.get() != "null" => Some(decode_presence(raw)?),
+                _ => None,
+            };
             Ok(Command::Subscribe {
                 identifier,
                 channel,
                 params,
                 history,
+                presence,
             })
         }
         Name::History => {
@@ -164,6 +213,50 @@ pub fn parse_command_with(frame: &[u8], protocol: Protocol) -> Result<Command, P
                 identifier,
                 history,
             })
+        }
+        Name::Join => {
+            let identifier = required_string(envelope.identifier)?;
+            let presence = match envelope.presence {
+                Some(raw) if raw.get() != "null" => decode_presence(raw)?,
+                _ => {
+                    return Err(ProtocolError::InvalidPresence {
+                        reason: "no \"presence\"".into(),
+                    });
+                }
+            };
+            Ok(Command::Join {
+                identifier,
+                presence,
+            })
+        }
+        Name::Leave => Ok(Command::Leave {
+            identifier: required_string(envelope.identifier)?,
+        }),
+        Name::Presence => {
+            let identifier = required_string(envelope.identifier)?;
+            let return_records = match envelope.data {
+                None => true,
+                Some(raw) => match serde_json::from_str::<Value>(raw.get()) {
+                    Ok(Value::Object(data)) => data
+                        .get("return_records")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(true),
+                    _ => true,
+                },
+            };
+            Ok(Command::Presence {
+                identifier,
+                return_records,
+            })
+        }
+        Name::Whisper => {
+            let identifier = required_string(envelope.identifier)?;
+            let data = match envelope.data {
+                None => return Err(ProtocolError::MissingData),
+                Some(raw) if raw.get() == "null" => return Err(ProtocolError::MissingData),
+                Some(raw) => raw.get().to_owned(),
+            };
+            Ok(Command::Whisper { identifier, data })
         }
         Name::Ping => Ok(Command::Ping),
         Name::Pong => Ok(Command::Pong),
@@ -188,6 +281,7 @@ struct Envelope<'a> {
     identifier: Option<&'a RawValue>,
     data: Option<&'a RawValue>,
     history: Option<&'a RawValue>,
+    presence: Option<&'a RawValue>,
 }
 
 impl<'de> Deserialize<'de> for Envelope<'de> {
@@ -204,6 +298,7 @@ enum Field {
     Identifier,
     Data,
     History,
+    Presence,
     #[serde(other)]
     Other,
 }
@@ -223,6 +318,7 @@ impl<'de> Visitor<'de> for EnvelopeVisitor {
             identifier: None,
             data: None,
             history: None,
+            presence: None,
         };
         while let Some(field) = map.next_key::<Field>()? {
             // Later duplicates overwrite earlier ones (Ruby `JSON.parse` semantics).
@@ -233,6 +329,7 @@ impl<'de> Visitor<'de> for EnvelopeVisitor {
                 Field::Identifier => envelope.identifier = Some(map.next_value()?),
                 Field::Data => envelope.data = Some(map.next_value()?),
                 Field::History => envelope.history = Some(map.next_value()?),
+                Field::Presence => envelope.presence = Some(map.next_value()?),
                 Field::Other => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -270,6 +367,10 @@ enum Name {
     Unsubscribe,
     Message,
     History,
+    Join,
+    Leave,
+    Presence,
+    Whisper,
     Ping,
     Pong,
 }
@@ -286,6 +387,10 @@ fn command_name(raw: Option<&RawValue>, extended: bool) -> Result<Name, Protocol
         r#""unsubscribe""# => return Ok(Name::Unsubscribe),
         r#""message""# => return Ok(Name::Message),
         r#""history""# if extended => return Ok(Name::History),
+        r#""join""# if extended => return Ok(Name::Join),
+        r#""leave""# if extended => return Ok(Name::Leave),
+        r#""presence""# if extended => return Ok(Name::Presence),
+        r#""whisper""# => return Ok(Name::Whisper),
         r#""ping""# if extended => return Ok(Name::Ping),
         r#""pong""# if extended => return Ok(Name::Pong),
         _ => {}
@@ -303,6 +408,10 @@ fn command_name(raw: Option<&RawValue>, extended: bool) -> Result<Name, Protocol
         "unsubscribe" => Ok(Name::Unsubscribe),
         "message" => Ok(Name::Message),
         "history" if extended => Ok(Name::History),
+        "join" if extended => Ok(Name::Join),
+        "leave" if extended => Ok(Name::Leave),
+        "presence" if extended => Ok(Name::Presence),
+        "whisper" => Ok(Name::Whisper),
         "ping" if extended => Ok(Name::Ping),
         "pong" if extended => Ok(Name::Pong),
         other => Err(unknown(other)),

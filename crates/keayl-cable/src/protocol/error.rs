@@ -108,6 +108,13 @@ pub enum ProtocolError {
         /// What is wrong with it.
         reason: String,
     },
+    /// Extended protocol: a `presence` value (of `join`, or attached to
+    /// `subscribe`) that is not `{"id":<string or number>,"info":<any>}`.
+    #[error("invalid \"presence\": {reason}")]
+    InvalidPresence {
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 impl ProtocolError {
@@ -135,6 +142,7 @@ impl ProtocolError {
             Self::ActionNotString { .. } => "action_not_string",
             Self::TooDeep => "too_deep",
             Self::InvalidHistory { .. } => "invalid_history",
+            Self::InvalidPresence { .. } => "invalid_presence",
         }
     }
 }

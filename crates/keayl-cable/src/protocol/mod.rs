@@ -53,6 +53,7 @@ mod decode;
 mod encode;
 mod error;
 mod ext;
+mod presence;
 
 pub use decode::{Command, parse_command, parse_command_with};
 pub(crate) use decode::{raw_kind, value_kind};
@@ -64,6 +65,10 @@ pub use error::ProtocolError;
 pub use ext::{
     HistoryRequest, Protocol, StreamPosition, confirm_history, pong, reject_history,
     welcome_restored, welcome_with_sid,
+};
+pub use presence::{
+    MAX_PRESENCE_ID_BYTES, PRESENCE_ERROR, PresenceRequest, presence_frame, presence_info_message,
+    presence_join_event, presence_leave_event,
 };
 
 #[cfg(test)]

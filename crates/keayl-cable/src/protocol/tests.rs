@@ -886,7 +886,7 @@ proptest! {
         let parsed = parse_command(frame.as_bytes());
         prop_assert_eq!(
             parsed,
-            Ok(Command::Subscribe { identifier, channel, params: object, history: None })
+            Ok(Command::Subscribe { identifier, channel, params: object, history: None, presence: None })
         );
     }
 

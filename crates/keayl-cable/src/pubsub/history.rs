@@ -146,8 +146,16 @@ impl HistoryConfig {
         self
     }
 
-    /// The limits that apply to `stream`.
+    /// The limits that apply to `stream` (none for Keayl's own transient
+    /// streams, those of presence events and whispers:
+    /// [`TRANSIENT_PREFIX`](crate::naming::TRANSIENT_PREFIX)).
     pub fn limits_for(&self, stream: &str) -> HistoryLimits {
+        if stream.starts_with(crate::naming::TRANSIENT_PREFIX) {
+            return HistoryLimits {
+                limit: 0,
+                ttl: Duration::ZERO,
+            };
+        }
         self.overrides
             .iter()
             .find(|(prefix, _)| stream.starts_with(prefix.as_str()))

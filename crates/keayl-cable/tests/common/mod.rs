@@ -308,7 +308,9 @@ impl Channel for ChatChannel {
                 ctx.broadcast_to(&stream, &message).await?;
             }
             ChatAction::Echo { rest } => ctx.transmit(with_action("echo", rest)),
-            ChatAction::Follow { stream } => ctx.stream_from(stream),
+            ChatAction::Follow { stream } => {
+                ctx.stream_from(stream);
+            }
             ChatAction::Unfollow { stream } => ctx.stop_stream_from(&stream),
             ChatAction::StopAll => ctx.stop_all_streams(),
             ChatAction::Streams => {

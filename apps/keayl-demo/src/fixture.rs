@@ -540,6 +540,10 @@ pub struct FixtureConfig {
     /// ([`CableConfig::pong_timeout`](keayl_cable::CableConfig::pong_timeout)).
     /// Default off.
     pub pong_timeout: Option<Duration>,
+    /// How long a presence session outlives its connection
+    /// ([`CableConfig::presence_ttl`](keayl_cable::CableConfig::presence_ttl)).
+    /// Default 15 s.
+    pub presence_ttl: Duration,
 }
 
 impl Default for FixtureConfig {
@@ -548,6 +552,7 @@ impl Default for FixtureConfig {
             tick_every: Duration::from_secs(1),
             ping_interval: Duration::from_secs(3),
             pong_timeout: None,
+            presence_ttl: Duration::from_secs(15),
         }
     }
 }
@@ -571,10 +576,13 @@ pub fn fixture_cable(pubsub: Arc<dyn PubSub>, config: &FixtureConfig) -> Cable {
         .channel::<ControlChannel>()
         .channel::<FailingChannel>()
         .channel::<HistoryChannel>()
+        .channel::<WhisperChannel>()
+        .channel::<PresenceChannel>()
         .channel_with(move || pubsub_channel.clone())
         .channel_with(move || TurboStreamsChannel::new(verifier.clone()))
         .config(keayl_cable::CableConfig {
             pong_timeout: config.pong_timeout,
+            presence_ttl: config.presence_ttl,
             ..keayl_cable::CableConfig::default()
         })
         // AnyCable's JWT identification: `ext` carries `current_user`.
@@ -594,6 +602,36 @@ impl Channel for HistoryChannel {
 
     async fn subscribed(&mut self, ctx: &mut ChannelContext<'_>) -> Result<(), ChannelError> {
         ctx.stream_from("history_a");
+        Ok(())
+    }
+}
+
+/// `WhisperChannel`: streams `whisper_room` with whispers enabled (a
+/// client's `whisper` reaches every other subscriber).
+#[derive(Debug, Default)]
+pub struct WhisperChannel;
+
+impl Channel for WhisperChannel {
+    const NAME: &'static str = "WhisperChannel";
+    type Action = NoActions;
+
+    async fn subscribed(&mut self, ctx: &mut ChannelContext<'_>) -> Result<(), ChannelError> {
+        ctx.stream_from("whisper_room").with_whispers();
+        Ok(())
+    }
+}
+
+/// `PresenceChannel`: streams `presence_room` as its presence stream
+/// (clients `join`, `leave` and ask for the `presence` set).
+#[derive(Debug, Default)]
+pub struct PresenceChannel;
+
+impl Channel for PresenceChannel {
+    const NAME: &'static str = "PresenceChannel";
+    type Action = NoActions;
+
+    async fn subscribed(&mut self, ctx: &mut ChannelContext<'_>) -> Result<(), ChannelError> {
+        ctx.stream_from("presence_room").with_presence();
         Ok(())
     }
 }

@@ -111,11 +111,19 @@ export async function startServer(bin, args, { name = path.basename(bin), env = 
       await delay(50);
     }
   }
+  /** SIGKILL: the process dies without closing anything. */
+  const kill = async () => {
+    process.removeListener('exit', killOnExit);
+    if (exited) return;
+    child.kill('SIGKILL');
+    await exitPromise;
+  };
   return {
     port,
     base: `http://127.0.0.1:${port}`,
     ws: `ws://127.0.0.1:${port}`,
     stop,
+    kill,
     output: () => output,
     get exited() {
       return exited;
@@ -127,7 +135,7 @@ export async function startServer(bin, args, { name = path.basename(bin), env = 
  * The conformance fixture. Fast timers by default: ticks every 0.2 s, pings
  * every 0.5 s.
  */
-export function startFixture({ tickEvery = 0.2, pingInterval = 0.5, pongTimeout } = {}) {
+export function startFixture({ tickEvery = 0.2, pingInterval = 0.5, pongTimeout, presenceTtl, pubsub } = {}) {
   return startServer(
     FIXTURE_BIN,
     (port) => [
@@ -138,9 +146,29 @@ export function startFixture({ tickEvery = 0.2, pingInterval = 0.5, pongTimeout 
       '--ping-interval',
       String(pingInterval),
       ...(pongTimeout === undefined ? [] : ['--pong-timeout', String(pongTimeout)]),
+      ...(presenceTtl === undefined ? [] : ['--presence-ttl', String(presenceTtl)]),
+      ...(pubsub === undefined ? [] : ['--pubsub', pubsub]),
     ],
     { name: 'cable-fixture' },
   );
+}
+
+/**
+ * Whether a TCP service answers on 127.0.0.1:`port`. When it does not, a
+ * test prints a loud SKIPPED notice, or fails under KEAYL_REQUIRE_SERVICES=1
+ * (as in CI).
+ */
+export async function requireService(name, port) {
+  try {
+    await tryConnect(port);
+    return true;
+  } catch {
+    if (process.env.KEAYL_REQUIRE_SERVICES === '1') {
+      throw new Error(`${name} is required (KEAYL_REQUIRE_SERVICES=1) but not reachable on 127.0.0.1:${port}`);
+    }
+    console.log(`SKIPPED (${name} not reachable on 127.0.0.1:${port})`);
+    return false;
+  }
 }
 
 /** The demo server (default 3 s pings, development origin policy). */

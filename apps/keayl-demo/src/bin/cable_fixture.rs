@@ -13,7 +13,7 @@ use keayl_demo::startup::{PubSubArgs, init_process};
 use serde_json::{Value, json};
 
 /// The conformance fixture: the reference channels (and `HistoryChannel`,
-/// `$pubsub`), `/cable` without origin checks (both `actioncable-v1-json`
+/// `WhisperChannel`, `PresenceChannel`, `$pubsub`), `/cable` without origin checks (both `actioncable-v1-json`
 /// and `actioncable-v1-ext-json`: history on every stream, sessions kept
 /// 300 s), `/cable-origin` with them, an open `POST /_broadcast`, and
 /// `GET /_pubsub/health` (the pub/sub backend's status as JSON; 503 while
@@ -34,6 +34,9 @@ struct Args {
     /// pong for this many seconds. Off by default.
     #[arg(long)]
     pong_timeout: Option<f64>,
+    /// Seconds a presence session outlives its connection.
+    #[arg(long, default_value_t = 15.0)]
+    presence_ttl: f64,
     #[command(flatten)]
     pubsub: PubSubArgs,
 }
@@ -48,6 +51,7 @@ async fn main() -> anyhow::Result<()> {
         pong_timeout: args
             .pong_timeout
             .map(|s| Duration::from_secs_f64(s.max(0.05))),
+        presence_ttl: Duration::from_secs_f64(args.presence_ttl.max(0.1)),
     };
     let backend = args.pubsub.connect().await?;
     let pubsub: Arc<dyn keayl_cable::PubSub> = backend.pubsub;

@@ -649,6 +649,36 @@ impl<'a> ChannelContext<'a> {
         crate::Broadcaster::new(self.conn.registry.pubsub().clone()).broadcast(stream, data)
     }
 
+    /// Join this subscription's presence stream (see
+    /// [`StreamFrom::with_presence`]) as `id` with `info`, from the server:
+    /// what a channel does when the id comes from the connection's
+    /// identity rather than from the client. Called from `subscribed`, the
+    /// `join` event reaches the client after its confirmation. The session
+    /// leaves on unsubscribe, and after the presence TTL on disconnect.
+    ///
+    /// ```
+    /// # use keayl_cable::{ChannelContext, ChannelError};
+    /// async fn subscribed(ctx: &mut ChannelContext<'_>, user: &str) -> Result<(), ChannelError> {
+    ///     ctx.stream_from("room:1").with_presence();
+    ///     ctx.join_presence(user, &serde_json::json!({ "name": user })).await
+    /// }
+    /// ```
+    pub async fn join_presence(
+        &mut self,
+        id: impl Into<String>,
+        info: &impl Serialize,
+    ) -> Result<(), ChannelError> {
+        let info = serde_json::to_string(info)
+            .map_err(|e| ChannelError::msg(format!("presence info: {e}")))?;
+        let request = crate::protocol::PresenceRequest {
+            id: id.into(),
+            info,
+        };
+        crate::connection::join_presence(self.conn, self.state, request, false)
+            .await
+            .map_err(|e| ChannelError::msg(e.to_string()))
+    }
+
     /// Refuse the subscription (call from `subscribed`): the client gets
     /// `reject_subscription`, streams set up so far are torn down and never
     /// deliver, and `unsubscribed` runs.

@@ -70,7 +70,9 @@ pub use error::CommandError;
 pub(crate) use handler::DynHandler;
 pub use handler::{AcceptAll, ConnectError, ConnectionHandler};
 pub use identifiers::{IdentifierValue, Identifiers};
-pub(crate) use presence::{PresenceTracker, split_whisper, start_presence, whisper_tag};
+pub(crate) use presence::{
+    PresenceTracker, join as join_presence, split_whisper, start_presence, whisper_tag,
+};
 pub use request::Request;
 pub use session::RESTORE_SID_HEADER;
 pub use sink::Sink;

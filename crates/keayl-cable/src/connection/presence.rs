@@ -208,7 +208,7 @@ impl Connection {
         };
         let shared = &self.shared;
         let state = &mut self.subscriptions[index].1.state;
-        join(shared, state, request).await
+        join(shared, state, request, true).await
     }
 
     /// `leave`: the subscription's presence session leaves at once.
@@ -302,12 +302,19 @@ impl Connection {
     }
 }
 
-/// Join `state`'s presence stream with `request`.
-pub(super) async fn join(
+/// Join `state`'s presence stream with `request`; `report`: tell the
+/// client when it fails (a join it asked for).
+pub(crate) async fn join(
     shared: &ConnShared,
     state: &mut SubState,
     request: PresenceRequest,
+    report: bool,
 ) -> Result<(), CommandError> {
+    let send_error = |shared: &ConnShared, state: &SubState| {
+        if report {
+            send_error(shared, state)
+        }
+    };
     let Some(slot) = state.presence.as_deref_mut() else {
         send_error(shared, state);
         return Err(CommandError::Presence(
@@ -315,7 +322,7 @@ pub(super) async fn join(
         ));
     };
     let max = shared.registry.config().max_presence_info_bytes;
-    if request.info.len() > max {
+    if report && request.info.len() > max {
         send_error(shared, state);
         return Err(CommandError::Presence(format!(
             "info of {} bytes is over the limit of {max}",

@@ -389,7 +389,7 @@ impl Connection {
                 Self::replay_history(&self.shared, replay).await;
             }
             if let Some(request) = join_on_confirm.take()
-                && let Err(e) = super::presence::join(&self.shared, state, request).await
+                && let Err(e) = super::presence::join(&self.shared, state, request, true).await
             {
                 tracing::info!(error = %e, "presence join with a subscribe failed");
             }

@@ -4,8 +4,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use keayl_cable::pubsub::{
-    BoxFuture, Callback, External, HistoryEntry, HistoryError, HistoryFrom, PubSub, PubSubClient,
-    PubSubError, PubSubStats, Subscribed, SubscriptionId,
+    BoxFuture, Callback, External, HistoryEntry, HistoryError, HistoryFrom, PresenceError,
+    PresenceJoined, PresenceLeft, PresenceLimits, PresenceSet, PubSub, PubSubClient, PubSubError,
+    PubSubStats, Subscribed, SubscriptionId,
 };
 
 use crate::{ConfigError, Health};
@@ -135,6 +136,46 @@ impl<C: BrokerClient> PubSub for BrokerPubSub<C> {
 
     fn remove_session(&self, sid: &str) -> BoxFuture<'static, Result<(), PubSubError>> {
         self.external.remove_session(sid)
+    }
+
+    fn presence_join(
+        &self,
+        stream: &str,
+        session: &str,
+        id: &str,
+        info: Bytes,
+        limits: PresenceLimits,
+    ) -> BoxFuture<'static, Result<PresenceJoined, PresenceError>> {
+        self.external
+            .presence_join(stream, session, id, info, limits)
+    }
+
+    fn presence_leave(
+        &self,
+        stream: &str,
+        session: &str,
+    ) -> BoxFuture<'static, Result<Option<String>, PresenceError>> {
+        self.external.presence_leave(stream, session)
+    }
+
+    fn presence_touch(
+        &self,
+        stream: &str,
+        sessions: Vec<String>,
+        ttl: std::time::Duration,
+    ) -> BoxFuture<'static, Result<(), PresenceError>> {
+        self.external.presence_touch(stream, sessions, ttl)
+    }
+
+    fn presence_info(
+        &self,
+        stream: &str,
+    ) -> BoxFuture<'static, Result<PresenceSet, PresenceError>> {
+        self.external.presence_info(stream)
+    }
+
+    fn presence_reap(&self) -> BoxFuture<'static, Result<Vec<PresenceLeft>, PresenceError>> {
+        self.external.presence_reap()
     }
 
     /// Local counters plus the broker link from [`Health`] (for `/metrics`

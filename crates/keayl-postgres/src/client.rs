@@ -8,12 +8,14 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use keayl_broker::{Background, BrokerClient, ConfigError, Core, Health};
 use keayl_cable::pubsub::{
-    BoxFuture, ClientHealth, HistoryEntry, HistoryError, HistoryFrom, PubSubClient, PubSubError,
+    BoxFuture, ClientHealth, HistoryEntry, HistoryError, HistoryFrom, PresenceError,
+    PresenceJoined, PresenceLeft, PresenceLimits, PresenceSet, PubSubClient, PubSubError,
     RemoteCallback, Subscribed, SubscriptionId,
 };
 use tokio_util::sync::CancellationToken;
 
 use crate::history;
+use crate::presence;
 use crate::publish::{Sent, pg_error, publish};
 use crate::schema::Conn;
 use crate::session::supervise;
@@ -262,5 +264,67 @@ impl PubSubClient for PostgresClient {
 
     fn remove_session(&self, sid: &str) -> BoxFuture<'static, Result<(), PubSubError>> {
         Box::pin(history::remove_session(self.shared.clone(), sid.to_owned()))
+    }
+
+    /// In the unlogged table `keayl_cable_presence`, shared by every
+    /// process using the database (with the same `channel_prefix`): one
+    /// statement, serialized per stream by an advisory lock, so concurrent
+    /// joins of one id report one join. Expiry follows the database clock.
+    fn presence_join(
+        &self,
+        stream: &str,
+        session: &str,
+        id: &str,
+        info: Bytes,
+        limits: PresenceLimits,
+    ) -> BoxFuture<'static, Result<PresenceJoined, PresenceError>> {
+        Box::pin(presence::join(
+            self.shared.clone(),
+            stream.to_owned(),
+            session.to_owned(),
+            id.to_owned(),
+            info,
+            limits,
+        ))
+    }
+
+    fn presence_leave(
+        &self,
+        stream: &str,
+        session: &str,
+    ) -> BoxFuture<'static, Result<Option<String>, PresenceError>> {
+        Box::pin(presence::leave(
+            self.shared.clone(),
+            stream.to_owned(),
+            session.to_owned(),
+        ))
+    }
+
+    fn presence_touch(
+        &self,
+        stream: &str,
+        sessions: Vec<String>,
+        ttl: std::time::Duration,
+    ) -> BoxFuture<'static, Result<(), PresenceError>> {
+        Box::pin(presence::touch(
+            self.shared.clone(),
+            stream.to_owned(),
+            sessions,
+            ttl,
+        ))
+    }
+
+    fn presence_info(
+        &self,
+        stream: &str,
+    ) -> BoxFuture<'static, Result<PresenceSet, PresenceError>> {
+        Box::pin(presence::info(self.shared.clone(), stream.to_owned()))
+    }
+
+    /// Every stream of this process's `channel_prefix`, in batches of 100
+    /// streams (one transaction each, at most 20 per call): each left id
+    /// is reported by the one reap whose `DELETE` removed its last session.
+    fn presence_reap(&self) -> BoxFuture<'static, Result<Vec<PresenceLeft>, PresenceError>> {
+        Box::pin(presence::reap(self.shared.clone()))
     }
 }

@@ -281,13 +281,14 @@
 // naming), `schema` (DDL, statements, a fresh connection's setup), `spill`
 // (payloads NOTIFY cannot carry: refusals, counters, fetch, expiry,
 // vacuum), `history` (the position marker, history reads, sessions, the
-// purge), `publish` (NOTIFY or spill, positioned or not), `client`
+// purge), `presence` (presence sets: table, functions, calls), `publish` (NOTIFY or spill, positioned or not), `client`
 // (PostgresClient and the state it shares), `session` (the supervisor task
 // and its session loop).
 mod channel;
 mod client;
 mod config;
 mod history;
+mod presence;
 mod publish;
 mod schema;
 mod session;

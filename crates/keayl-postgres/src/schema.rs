@@ -1,6 +1,7 @@
 //! What a connection sets up: the tables and functions (DDL, under an
-//! advisory lock), the session settings, the prepared statements, and the
-//! helpers that run a statement within a timeout.
+//! advisory lock; the presence table's are in `presence`), the session
+//! settings, the prepared statements, and the helpers that run a statement
+//! within a timeout.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use keayl_broker::OpError;
 use tokio_postgres::{Client, Statement};
 
 use crate::NOTIFY_LIMIT;
+use crate::presence::{PRESENCE_TABLE, PresenceStatements};
 
 /// The unlogged table holding payloads too large for `NOTIFY`.
 pub const SPILL_TABLE: &str = "keayl_cable_large_payloads";
@@ -46,6 +48,11 @@ pub(crate) struct Conn {
     pub(crate) history: Option<HistoryStatements>,
     /// Why the history and session tables could not be created.
     pub(crate) history_error: Option<String>,
+    /// `None` when the presence table could not be created (see
+    /// `presence_error`): presence calls then fail.
+    pub(crate) presence: Option<PresenceStatements>,
+    /// Why the presence table could not be created.
+    pub(crate) presence_error: Option<String>,
 }
 
 /// The statements on [`STREAMS_TABLE`], [`MESSAGES_TABLE`] and
@@ -567,6 +574,19 @@ pub(crate) async fn setup(client: Arc<Client>, timeout: Duration) -> Result<Arc<
             (None, Some(e))
         }
     };
+    let (presence, presence_error) = match crate::presence::prepare(&client, timeout).await {
+        Ok(p) => (Some(p), None),
+        Err(OpError::Fatal(e)) => return Err(OpError::Fatal(e)),
+        Err(OpError::Refused(e)) => {
+            let _ = client.batch_execute("ROLLBACK").await;
+            tracing::error!(
+                backend = "postgres",
+                error = %e,
+                "cannot create {PRESENCE_TABLE}: presence is unavailable"
+            );
+            (None, Some(e))
+        }
+    };
     Ok(Arc::new(Conn {
         client,
         notify,
@@ -575,6 +595,8 @@ pub(crate) async fn setup(client: Arc<Client>, timeout: Duration) -> Result<Arc<
         utf8,
         history,
         history_error,
+        presence,
+        presence_error,
     }))
 }
 

@@ -1,6 +1,6 @@
 //! The shared pub/sub conformance suite against PostgreSQL (the machine's,
-//! `KEAYL_POSTGRES_URL`), with and without Rails' `channel_prefix`, history
-//! and sessions kept in PostgreSQL (the default `HistoryConfig`), plus
+//! `KEAYL_POSTGRES_URL`), with and without Rails' `channel_prefix`, history,
+//! sessions and presence kept in PostgreSQL (the default `HistoryConfig`), plus
 //! Rails wire compatibility: a plain connection (standing in for a Rails
 //! process) hears Keayl's broadcasts on Rails' channel names (SHA-1 over 63
 //! bytes) — verbatim on streams without history, with the position marker
@@ -37,12 +37,13 @@ fn factory_with(prefix: Option<&'static str>, history: HistoryConfig) -> impl Fa
     }
 }
 
-/// A networked backend keeping history and sessions, shared by every
-/// instance.
+/// A networked backend keeping history, sessions and presence, shared by
+/// every instance.
 fn options() -> Options {
     Options {
         history: true,
         sessions: true,
+        presence: true,
         ..Options::networked()
     }
 }
@@ -69,6 +70,7 @@ async fn whole_suite_without_history() {
     }
     let options = Options {
         sessions: true,
+        presence: true,
         ..Options::networked()
     };
     conformance::run_all(&factory_with(None, HistoryConfig::off()), &options).await;

@@ -367,7 +367,7 @@ impl PubSub for InMemory {
     }
 
     fn presence_reap(&self) -> BoxFuture<'static, Result<Vec<PresenceLeft>, PresenceError>> {
-        let left = self.presence().reap(std::time::Instant::now());
+        let left = self.presence().reap(tokio::time::Instant::now());
         Box::pin(std::future::ready(Ok(left)))
     }
 

@@ -15,7 +15,9 @@
 //! store.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 
@@ -220,7 +222,8 @@ impl PresenceStore {
         }
     }
 
-    /// Remove the sessions expired at `now`: the ids that left with them.
+    /// Remove the sessions expired at `now` (tokio's clock, which tests
+    /// can pause): the ids that left with them.
     pub fn reap(&mut self, now: Instant) -> Vec<PresenceLeft> {
         let mut left = Vec::new();
         self.streams.retain(|stream, set| {

@@ -282,6 +282,7 @@ describe('presence and whispers across two processes on Redis', () => {
       const ann = uniq('ann');
       await join(a, ann, { name: 'Ann' });
       await b.next(presence(PRESENCE, 'join', { id: ann }));
+      await a.next(presence(PRESENCE, 'join', { id: ann }));
       assert.deepEqual((await info(b)).records.find((r) => r.id === ann), { id: ann, info: { name: 'Ann' } });
       // The same id from the other process: no second join.
       await join(b, ann, { name: 'Ann' });

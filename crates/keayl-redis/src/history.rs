@@ -181,7 +181,7 @@ pub(crate) struct LuaScript {
 }
 
 impl LuaScript {
-    const fn new(code: &'static str) -> Self {
+    pub(crate) const fn new(code: &'static str) -> Self {
         LuaScript {
             code,
             sha: OnceLock::new(),
@@ -292,20 +292,21 @@ return {epoch, last, entries}
 "#,
 );
 
-/// Load both scripts on a fresh connection (one round trip), so
-/// broadcasts use `EVALSHA` from the first.
+/// Load every script (history and presence) on a fresh connection (one
+/// round trip), so broadcasts use `EVALSHA` from the first.
 pub(crate) async fn load_scripts(conn: &mut MultiplexedConnection) -> RedisResult<()> {
-    let (publish, read): (String, String) = redis::pipe()
-        .cmd("SCRIPT")
-        .arg("LOAD")
-        .arg(PUBLISH.code)
-        .cmd("SCRIPT")
-        .arg("LOAD")
-        .arg(READ.code)
-        .query_async(conn)
-        .await?;
-    let _ = PUBLISH.sha.set(publish);
-    let _ = READ.sha.set(read);
+    let scripts: Vec<&LuaScript> = [&PUBLISH, &READ]
+        .into_iter()
+        .chain(crate::presence::SCRIPTS)
+        .collect();
+    let mut pipe = redis::pipe();
+    for script in &scripts {
+        pipe.cmd("SCRIPT").arg("LOAD").arg(script.code);
+    }
+    let shas: Vec<String> = pipe.query_async(conn).await?;
+    for (script, sha) in scripts.into_iter().zip(shas) {
+        let _ = script.sha.set(sha);
+    }
     Ok(())
 }
 

@@ -180,6 +180,43 @@
 //! are lost (clients start new sessions). Redis' script cache never
 //! survives; the scripts are loaded again on reconnection.
 //!
+//! # Presence
+//!
+//! Presence sets ([`PubSub::presence_join`](keayl_cable::PubSub::presence_join)
+//! and the rest) are kept **in Redis**, so every process sees one set per
+//! stream. Under the channel prefix (`<prefix>:` as above, nothing without
+//! one), stream `s` has these keys, each ending with its kind:
+//!
+//! | key                               | type       | holds                                   |
+//! |-----------------------------------|------------|-----------------------------------------|
+//! | `<prefix>:keayl:presence:s:sess`  | hash       | session → presence id                   |
+//! | `<prefix>:keayl:presence:s:exp`   | sorted set | session → expiry (Unix ms, Redis' clock) |
+//! | `<prefix>:keayl:presence:s:info`  | hash       | id → the info of its latest join        |
+//! | `<prefix>:keayl:presence:s:count` | hash       | id → its sessions                       |
+//! | `<prefix>:keayl:presence:s:order` | sorted set | id → join number (members in join order) |
+//! | `<prefix>:keayl:presence:s:joins` | string     | the last join number (`INCR`)           |
+//!
+//! and one index per prefix, `<prefix>:keayl:presence:due`, a sorted set of
+//! the streams with sessions by their earliest expiry, so a reap finds the
+//! due streams without `SCAN`. No kind is `hist`, `seq` or `epoch`, so no
+//! stream name makes a presence key that is a history key, and every
+//! presence key starts with `keayl:presence:` where session keys start with
+//! `keayl:session:`. (A channel prefix that itself holds `keayl:` could
+//! still meet another prefix's keys: keep `keayl:` out of prefixes.)
+//!
+//! Every operation is **one Lua script** (like the history scripts), so it
+//! is atomic whichever process runs it, and takes the time from Redis
+//! (`TIME`), one clock for every process. A reap takes at most 100 due
+//! streams and 1000 sessions per script run (and runs it again, up to 10
+//! times, while more is due); each expired session is removed by exactly
+//! one run, so each id that left is reported to one process. After each
+//! operation the stream's index score is its earliest expiry, and its keys
+//! (and the index) expire 60 s after its latest one: when every process is
+//! gone, nothing is left behind. The last session to go deletes the
+//! stream's keys. The scripts name every key they touch except in a reap,
+//! which builds the keys of the due streams it reads from the index:
+//! presence needs a single Redis (not Redis Cluster), like history.
+//!
 //! [`External`]: keayl_cable::pubsub::External
 //! [`Subscribed::ready`]: keayl_cable::pubsub::Subscribed::ready
 //! [`Position`]: keayl_cable::pubsub::Position
@@ -193,6 +230,7 @@
 //! [`HistoryError::Unavailable`]: keayl_cable::pubsub::HistoryError::Unavailable
 
 mod history;
+mod presence;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -206,7 +244,8 @@ use keayl_broker::{
     in_flight,
 };
 use keayl_cable::pubsub::{
-    BoxFuture, ClientHealth, HistoryEntry, HistoryError, HistoryFrom, PubSubClient, PubSubError,
+    BoxFuture, ClientHealth, HistoryEntry, HistoryError, HistoryFrom, PresenceError,
+    PresenceJoined, PresenceLeft, PresenceLimits, PresenceSet, PubSubClient, PubSubError,
     RemoteCallback, Subscribed, SubscriptionId,
 };
 use redis::AsyncConnectionConfig;
@@ -562,6 +601,122 @@ impl PubSubClient for RedisClient {
                 })
                 .await
                 .map_err(PubSubError::Unavailable)
+        })
+    }
+
+    fn presence_join(
+        &self,
+        stream: &str,
+        session: &str,
+        id: &str,
+        info: Bytes,
+        limits: PresenceLimits,
+    ) -> BoxFuture<'static, Result<PresenceJoined, PresenceError>> {
+        let shared = self.shared.clone();
+        let keys = presence::Keys::of(&shared.config, stream);
+        let (session, id) = (session.to_owned(), id.to_owned());
+        Box::pin(async move {
+            let reply = shared
+                .on_publisher("presence join", async |conn| {
+                    presence::join(conn, &keys, &session, &id, &info, limits).await
+                })
+                .await
+                .map_err(PresenceError::Unavailable)?;
+            presence::decode_join(reply, limits.max_members)
+        })
+    }
+
+    fn presence_leave(
+        &self,
+        stream: &str,
+        session: &str,
+    ) -> BoxFuture<'static, Result<Option<String>, PresenceError>> {
+        let shared = self.shared.clone();
+        let keys = presence::Keys::of(&shared.config, stream);
+        let session = session.to_owned();
+        Box::pin(async move {
+            let reply = shared
+                .on_publisher("presence leave", async |conn| {
+                    presence::leave(conn, &keys, &session).await
+                })
+                .await
+                .map_err(PresenceError::Unavailable)?;
+            presence::decode_leave(reply)
+        })
+    }
+
+    fn presence_touch(
+        &self,
+        stream: &str,
+        sessions: Vec<String>,
+        ttl: Duration,
+    ) -> BoxFuture<'static, Result<(), PresenceError>> {
+        let shared = self.shared.clone();
+        let keys = presence::Keys::of(&shared.config, stream);
+        Box::pin(async move {
+            // Each batch is one script (atomic); long lists take several.
+            for batch in sessions.chunks(presence::TOUCH_BATCH) {
+                shared
+                    .on_publisher("presence touch", async |conn| {
+                        presence::touch(conn, &keys, batch, ttl).await
+                    })
+                    .await
+                    .map_err(PresenceError::Unavailable)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn presence_info(
+        &self,
+        stream: &str,
+    ) -> BoxFuture<'static, Result<PresenceSet, PresenceError>> {
+        let shared = self.shared.clone();
+        let keys = presence::Keys::of(&shared.config, stream);
+        Box::pin(async move {
+            let reply = shared
+                .on_publisher("presence info", async |conn| {
+                    presence::info(conn, &keys).await
+                })
+                .await
+                .map_err(PresenceError::Unavailable)?;
+            presence::decode_info(reply)
+        })
+    }
+
+    fn presence_reap(&self) -> BoxFuture<'static, Result<Vec<PresenceLeft>, PresenceError>> {
+        let shared = self.shared.clone();
+        let index = presence::index(&shared.config);
+        let base = presence::base(&shared.config);
+        Box::pin(async move {
+            let mut left = Vec::new();
+            // One script per run (atomic, bounded); more runs while it
+            // reports more due work, up to a bound (the rest is for the
+            // next reap).
+            for round in 0..presence::REAP_ROUNDS {
+                let reply = shared
+                    .on_publisher("presence reap", async |conn| {
+                        presence::reap(conn, &index, &base).await
+                    })
+                    .await
+                    .map_err(PresenceError::Unavailable)
+                    .and_then(presence::decode_reap);
+                match reply {
+                    Ok((more, got)) => {
+                        left.extend(got);
+                        if !more {
+                            break;
+                        }
+                    }
+                    Err(e) if round == 0 => return Err(e),
+                    // Earlier runs removed sessions: report their ids.
+                    Err(e) => {
+                        tracing::warn!(backend = "redis", error = %e, "presence reap stopped early");
+                        break;
+                    }
+                }
+            }
+            Ok(left)
         })
     }
 }

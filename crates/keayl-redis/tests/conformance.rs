@@ -1,9 +1,9 @@
 //! The shared pub/sub conformance suite against Redis (the machine's,
-//! `KEAYL_REDIS_URL`), with and without Rails' `channel_prefix`, history and
-//! sessions kept in Redis (the default configuration), plus Rails wire
-//! compatibility: a plain Redis client (standing in for a Rails process)
-//! sees Keayl's broadcasts on Rails' channel names, and Keayl sees its
-//! publishes.
+//! `KEAYL_REDIS_URL`), with and without Rails' `channel_prefix`, history,
+//! sessions and presence kept in Redis (the default configuration), plus
+//! Rails wire compatibility: a plain Redis client (standing in for a Rails
+//! process) sees Keayl's broadcasts on Rails' channel names, and Keayl sees
+//! its publishes.
 
 mod common;
 
@@ -31,11 +31,12 @@ fn factory_with(prefix: Option<&'static str>, history: HistoryConfig) -> impl Fa
     }
 }
 
-/// History (the defaults) and sessions are kept in Redis.
+/// History (the defaults), sessions and presence are kept in Redis.
 fn options() -> Options {
     Options {
         history: true,
         sessions: true,
+        presence: true,
         ..Options::networked()
     }
 }
@@ -48,7 +49,7 @@ conformance::conformance_tests! {
 }
 
 /// With history off, the whole suite again: plain `PUBLISH`es, no
-/// positions, `Unsupported` history (sessions are still kept).
+/// positions, `Unsupported` history (sessions and presence are still kept).
 #[tokio::test]
 async fn whole_suite_without_history() {
     if !require_service("Redis", &host_port(&redis_url())) {
@@ -58,7 +59,13 @@ async fn whole_suite_without_history() {
         history: false,
         ..options()
     };
-    conformance::run_all(&factory_with(None, HistoryConfig::off()), &options).await;
+    // A prefix of its own: presence reaps cover a whole prefix, and the
+    // unprefixed checks run beside this one.
+    conformance::run_all(
+        &factory_with(Some("keayl-test-no-history"), HistoryConfig::off()),
+        &options,
+    )
+    .await;
 }
 
 #[tokio::test]

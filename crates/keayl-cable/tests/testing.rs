@@ -839,3 +839,54 @@ async fn unsubscribe_runs_the_hook_and_stops_delivery() {
         .unwrap();
     assert_eq!(again.transmissions(), [json!({"hello": "alice"})]);
 }
+
+// ---------------------------------------------------------------------------------------
+// Presence and whispers through the harness.
+
+/// `lounge` as its presence and whisper stream.
+#[derive(Default)]
+struct LoungeChannel;
+
+impl Channel for LoungeChannel {
+    const NAME: &'static str = "LoungeChannel";
+    type Action = keayl_cable::NoActions;
+
+    async fn subscribed(&mut self, ctx: &mut ChannelContext<'_>) -> Result<(), ChannelError> {
+        ctx.stream_from("lounge").with_presence().with_whispers();
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn presence_events_and_whispers_are_reported_apart_from_transmissions() {
+    let cable = TestCable::new(|b| b.channel::<LoungeChannel>());
+    let ann = stubbed_plain(&cable).await;
+    let bob = stubbed_plain(&cable).await;
+    let a = ann.subscribe::<LoungeChannel>(json!({})).await.unwrap();
+    let b = bob.subscribe::<LoungeChannel>(json!({})).await.unwrap();
+    a.join("ann", json!({"name": "Ann"})).await.unwrap();
+    let joined = json!({"type": "join", "id": "ann", "info": {"name": "Ann"}});
+    assert_eq!(b.take_presence_events(), std::slice::from_ref(&joined));
+    assert_eq!(a.take_presence_events(), [joined]);
+    assert!(
+        b.take_transmissions().is_empty(),
+        "presence is not a transmission"
+    );
+    b.request_presence().await.unwrap();
+    assert_eq!(
+        b.take_presence_events(),
+        [json!({"type": "info", "total": 1, "records": [{"id": "ann", "info": {"name": "Ann"}}]})]
+    );
+    b.whisper(json!({"typing": true})).await.unwrap();
+    assert_eq!(a.take_transmissions(), [json!({"typing": true})]);
+    assert!(b.take_transmissions().is_empty(), "not to the whisperer");
+    a.leave().await.unwrap();
+    assert_eq!(
+        b.take_presence_events(),
+        [json!({"type": "leave", "id": "ann"})]
+    );
+}
+
+async fn stubbed_plain(cable: &TestCable) -> TestConnection {
+    cable.stub_connection(Identifiers::new()).await
+}

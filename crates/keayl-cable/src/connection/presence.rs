@@ -198,7 +198,7 @@ pub(crate) enum Leave {
 impl Connection {
     /// `join`: the subscription's presence session joins its presence
     /// stream; a new id is announced to every subscriber of it.
-    pub(super) async fn join_presence(
+    pub(crate) async fn join_presence(
         &mut self,
         identifier: &str,
         request: PresenceRequest,
@@ -212,7 +212,7 @@ impl Connection {
     }
 
     /// `leave`: the subscription's presence session leaves at once.
-    pub(super) async fn leave_presence(&mut self, identifier: &str) -> Result<(), CommandError> {
+    pub(crate) async fn leave_presence(&mut self, identifier: &str) -> Result<(), CommandError> {
         let Some(index) = self.position(identifier) else {
             return Err(CommandError::UnknownSubscription(identifier.to_owned()));
         };
@@ -229,7 +229,7 @@ impl Connection {
     }
 
     /// `presence`: the subscription's presence set, to this client.
-    pub(super) async fn presence_info(
+    pub(crate) async fn presence_info(
         &mut self,
         identifier: &str,
         return_records: bool,
@@ -279,7 +279,7 @@ impl Connection {
 
     /// `whisper`: `data` to every other subscriber of the subscription's
     /// whisper stream; ignored without one.
-    pub(super) async fn whisper(
+    pub(crate) async fn whisper(
         &mut self,
         identifier: &str,
         data: &str,

@@ -64,11 +64,35 @@ impl FrameLog {
             if frame.seq < since || frame.taken || !frame.is_for(identifier) {
                 continue;
             }
+            // Data frames carry no `type` (presence events do).
+            if frame.value.get("type").is_some() {
+                continue;
+            }
             let Some(message) = frame.value.get("message") else {
                 continue;
             };
             out.push(message.clone());
             frame.taken |= take;
+        }
+        out
+    }
+
+    /// The messages of the presence frames (`{"type":"presence",…}`) for
+    /// `identifier` from `since` on, not taken; marking them taken when
+    /// `take`.
+    pub(super) fn presence(&mut self, identifier: &str, since: u64, take: bool) -> Vec<Value> {
+        let mut out = Vec::new();
+        for frame in self.frames.iter_mut() {
+            if frame.seq < since || frame.taken || !frame.is_for(identifier) {
+                continue;
+            }
+            if !frame.type_is("presence") {
+                continue;
+            }
+            if let Some(message) = frame.value.get("message") {
+                out.push(message.clone());
+                frame.taken |= take;
+            }
         }
         out
     }
@@ -91,6 +115,11 @@ pub(super) struct Shared {
 impl Shared {
     pub(super) fn frames(&self) -> std::sync::MutexGuard<'_, FrameLog> {
         self.frames.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The connection, for commands the test makes without a frame.
+    pub(super) async fn conn(&self) -> tokio::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().await
     }
 
     /// Hand `command` to the connection as a client frame.

@@ -5,11 +5,15 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 
 use crate::pubsub::{
-    BoxFuture, Callback, PubSub, PubSubError, PubSubStats, Subscribed, SubscriptionId,
+    BoxFuture, Callback, HistoryEntry, HistoryError, HistoryFrom, PresenceError, PresenceJoined,
+    PresenceLeft, PresenceLimits, PresenceSet, PubSub, PubSubError, PubSubStats, Subscribed,
+    SubscriptionId,
 };
 
 /// Forwards everything to a real backend and keeps a copy of every
-/// broadcast, in publication order.
+/// broadcast, in publication order (not those of Keayl's own transient
+/// streams: presence events and whispers, see
+/// [`TRANSIENT_PREFIX`](crate::naming::TRANSIENT_PREFIX)).
 pub(super) struct Recorder {
     inner: Arc<dyn PubSub>,
     published: Mutex<Vec<(String, Bytes)>>,
@@ -84,12 +88,78 @@ impl PubSub for Recorder {
         stream: &str,
         message: Bytes,
     ) -> BoxFuture<'static, Result<(), PubSubError>> {
-        self.lock().push((stream.to_owned(), message.clone()));
+        if !stream.starts_with(crate::naming::TRANSIENT_PREFIX) {
+            self.lock().push((stream.to_owned(), message.clone()));
+        }
         self.inner.broadcast(stream, message)
     }
 
     fn subscriber_count(&self, stream: &str) -> BoxFuture<'static, Result<usize, PubSubError>> {
         self.inner.subscriber_count(stream)
+    }
+
+    fn history(
+        &self,
+        stream: &str,
+        from: &HistoryFrom,
+    ) -> BoxFuture<'static, Result<Vec<HistoryEntry>, HistoryError>> {
+        self.inner.history(stream, from)
+    }
+
+    fn save_session(
+        &self,
+        sid: &str,
+        snapshot: Bytes,
+        ttl: std::time::Duration,
+    ) -> BoxFuture<'static, Result<(), PubSubError>> {
+        self.inner.save_session(sid, snapshot, ttl)
+    }
+
+    fn take_session(&self, sid: &str) -> BoxFuture<'static, Result<Option<Bytes>, PubSubError>> {
+        self.inner.take_session(sid)
+    }
+
+    fn remove_session(&self, sid: &str) -> BoxFuture<'static, Result<(), PubSubError>> {
+        self.inner.remove_session(sid)
+    }
+
+    fn presence_join(
+        &self,
+        stream: &str,
+        session: &str,
+        id: &str,
+        info: Bytes,
+        limits: PresenceLimits,
+    ) -> BoxFuture<'static, Result<PresenceJoined, PresenceError>> {
+        self.inner.presence_join(stream, session, id, info, limits)
+    }
+
+    fn presence_leave(
+        &self,
+        stream: &str,
+        session: &str,
+    ) -> BoxFuture<'static, Result<Option<String>, PresenceError>> {
+        self.inner.presence_leave(stream, session)
+    }
+
+    fn presence_touch(
+        &self,
+        stream: &str,
+        sessions: Vec<String>,
+        ttl: std::time::Duration,
+    ) -> BoxFuture<'static, Result<(), PresenceError>> {
+        self.inner.presence_touch(stream, sessions, ttl)
+    }
+
+    fn presence_info(
+        &self,
+        stream: &str,
+    ) -> BoxFuture<'static, Result<PresenceSet, PresenceError>> {
+        self.inner.presence_info(stream)
+    }
+
+    fn presence_reap(&self) -> BoxFuture<'static, Result<Vec<PresenceLeft>, PresenceError>> {
+        self.inner.presence_reap()
     }
 
     fn stats(&self) -> PubSubStats {

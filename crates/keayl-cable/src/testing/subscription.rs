@@ -270,6 +270,59 @@ impl<C: Channel> TestSubscription<C> {
         self.shared.handle_frame(&frame).await
     }
 
+    /// The presence events this client got under this identifier (the
+    /// `message` of each `{"type":"presence",…}` frame: `join`, `leave`,
+    /// `info`, `error`) not yet taken, oldest first; taking them.
+    pub fn take_presence_events(&self) -> Vec<Value> {
+        self.shared
+            .frames()
+            .presence(&self.identifier, self.since, true)
+    }
+
+    /// Join the subscription's presence stream as `id` with `info`, as the
+    /// client's `presence.join(id, info)` does (whatever the protocol of
+    /// the test connection).
+    pub async fn join(&self, id: &str, info: impl Serialize) -> Result<(), CommandError> {
+        let info = serde_json::to_string(&info).map_err(|e| ProtocolError::InvalidPresence {
+            reason: e.to_string(),
+        })?;
+        let request = crate::protocol::PresenceRequest {
+            id: id.to_owned(),
+            info,
+        };
+        self.shared
+            .conn()
+            .await
+            .join_presence(&self.identifier, request)
+            .await
+    }
+
+    /// Leave the presence stream, as the client's `presence.leave()` does.
+    pub async fn leave(&self) -> Result<(), CommandError> {
+        self.shared
+            .conn()
+            .await
+            .leave_presence(&self.identifier)
+            .await
+    }
+
+    /// Ask for the presence set, as the client's `presence.info()` does:
+    /// the answer is a presence event (`{"type":"info","total":…,"records":[…]}`).
+    pub async fn request_presence(&self) -> Result<(), CommandError> {
+        self.shared
+            .conn()
+            .await
+            .presence_info(&self.identifier, true)
+            .await
+    }
+
+    /// Whisper `data` to the other subscribers of the whisper stream, as
+    /// the client's `channel.whisper(data)` does.
+    pub async fn whisper(&self, data: impl Serialize) -> Result<(), CommandError> {
+        let frame = json!({ "command": "whisper", "identifier": self.identifier, "data": data });
+        self.shared.handle_frame(&frame).await
+    }
+
     /// Unsubscribe, as the client's `unsubscribe` command does: the
     /// channel's `unsubscribed` runs, then its streams and timers stop.
     /// Errors with [`CommandError::UnknownSubscription`] when not

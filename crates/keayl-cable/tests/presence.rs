@@ -258,3 +258,30 @@ async fn whispers_reach_the_others_only() {
         .unwrap();
     assert!(frames(&sb).is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_whisper_flood_is_cut_at_the_rate_limit() {
+    let cable = cable(Duration::from_secs(15));
+    let (mut a, _) = subscribed(&cable, ROOM).await;
+    let (_b, sb) = subscribed(&cable, ROOM).await;
+    let limit = CableConfig::default().max_whispers_per_second as usize;
+    let mut refused = 0;
+    for i in 0..limit + 5 {
+        let whisper = json!({"command": "whisper", "identifier": ROOM, "data": {"n": i}});
+        if a.handle_frame(whisper.to_string().as_bytes())
+            .await
+            .is_err()
+        {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 5);
+    assert_eq!(frames(&sb).len(), limit);
+    // The next second has room again.
+    tokio::time::sleep(Duration::from_millis(1001)).await;
+    let whisper = json!({"command": "whisper", "identifier": ROOM, "data": {"n": "again"}});
+    a.handle_frame(whisper.to_string().as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(frames(&sb).len(), 1);
+}

@@ -75,6 +75,10 @@ pub enum CommandError {
     /// got `{"type":"presence",…,"message":{"type":"error"}}`.
     #[error("presence: {0}")]
     Presence(String),
+    /// A whisper over [`CableConfig::max_whispers_per_second`](crate::CableConfig::max_whispers_per_second):
+    /// dropped.
+    #[error("whispers over {0} per second; dropped")]
+    TooManyWhispers(u32),
 }
 
 impl CommandError {
@@ -93,6 +97,7 @@ impl CommandError {
             CommandError::NotOpen => "not_open",
             CommandError::OverBudget { .. } => "over_budget",
             CommandError::Presence(_) => "presence",
+            CommandError::TooManyWhispers(_) => "too_many_whispers",
         }
     }
 }

@@ -134,6 +134,9 @@ pub struct Connection {
     /// When the client must have sent its next `pong` (extended protocol
     /// with [`CableConfig::pong_timeout`](crate::CableConfig::pong_timeout)).
     pong_due: Option<Instant>,
+    /// Whispers sent in the current one-second window, and when it began
+    /// (see [`CableConfig::max_whispers_per_second`](crate::CableConfig::max_whispers_per_second)).
+    whispers: (u32, Option<Instant>),
 }
 
 impl std::fmt::Debug for Connection {
@@ -184,6 +187,7 @@ impl Connection {
             sessions: true,
             restore_hold_until: None,
             pong_due: None,
+            whispers: (0, None),
         }
     }
 

@@ -287,6 +287,18 @@ impl Connection {
         let Some(index) = self.position(identifier) else {
             return Err(CommandError::UnknownSubscription(identifier.to_owned()));
         };
+        let limit = self.shared.registry.config().max_whispers_per_second;
+        let now = tokio::time::Instant::now();
+        match self.whispers {
+            (n, Some(start)) if now.duration_since(start) < Duration::from_secs(1) => {
+                if n >= limit {
+                    return Err(CommandError::TooManyWhispers(limit));
+                }
+                self.whispers.0 = n + 1;
+            }
+            _ if limit == 0 => return Err(CommandError::TooManyWhispers(limit)),
+            _ => self.whispers = (1, Some(now)),
+        }
         let shared = &self.shared;
         let Some(stream) = &self.subscriptions[index].1.state.whisper else {
             tracing::debug!(identifier, "whisper without a whisper stream; ignored");

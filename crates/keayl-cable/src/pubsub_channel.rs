@@ -96,6 +96,11 @@ impl PubSubChannel {
                 .map_err(|e| format!("bad signed stream name: {e}"));
         }
         match text("stream_name") {
+            // Keayl's own streams (presence events, whispers) are not
+            // public, whatever else is.
+            Some(name) if name.starts_with(crate::naming::TRANSIENT_PREFIX) => {
+                Err("reserved stream name".into())
+            }
             Some(name) if self.public && !name.is_empty() => Ok(name.to_owned()),
             Some(_) if !self.public => Err("public streams are not enabled".into()),
             _ => Err("no stream_name or signed_stream_name".into()),
@@ -159,6 +164,9 @@ mod tests {
             Ok("room:1".into())
         );
         assert!(both.stream_for(&params(forged)).is_err());
+        let reserved =
+            serde_json::json!({"channel": "$pubsub", "stream_name": "$keayl:presence:room:1"});
+        assert!(both.stream_for(&params(reserved)).is_err());
         assert!(PubSubChannel::public().stream_for(&params(good)).is_err());
         assert!(
             both.stream_for(&params(serde_json::json!({"channel": "$pubsub"})))

@@ -285,3 +285,95 @@ async fn a_whisper_flood_is_cut_at_the_rate_limit() {
         .unwrap();
     assert_eq!(frames(&sb).len(), 1);
 }
+
+#[tokio::test]
+async fn history_requests_skip_the_internal_streams() {
+    let cable = cable(Duration::from_secs(15));
+    let (mut a, sa) = open(&cable, Identifiers::new()).await;
+    let with_history = json!({
+        "command": "subscribe",
+        "identifier": ROOM,
+        "history": {"since": 1},
+    });
+    a.handle_frame(with_history.to_string().as_bytes())
+        .await
+        .unwrap();
+    let got = frames(&sa);
+    let types: Vec<&str> = got.iter().filter_map(|f| f["type"].as_str()).collect();
+    assert_eq!(
+        types,
+        ["confirm_subscription", "confirm_history"],
+        "{got:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_server_side_join_cannot_be_overridden_by_the_client() {
+    let cable = cable(Duration::from_secs(15));
+    let (_w, sw) = subscribed(&cable, ROOM).await;
+    let (mut bob, sb) = open(
+        &cable,
+        Identifiers::new().with("current_user", "bob".to_owned()),
+    )
+    .await;
+    bob.handle_frame(subscribe(ROOM).as_bytes()).await.unwrap();
+    sb.take();
+    assert_eq!(
+        events(&sw),
+        [json!({"type": "join", "id": "bob", "info": {"name": "bob"}})]
+    );
+    assert!(
+        bob.handle_frame(join("alice", Value::Null).as_bytes())
+            .await
+            .is_err()
+    );
+    assert!(bob.handle_frame(leave().as_bytes()).await.is_err());
+    assert_eq!(
+        events(&sb),
+        [json!({"type": "error"}), json!({"type": "error"})]
+    );
+    assert_eq!(
+        events(&sw),
+        Vec::<Value>::new(),
+        "no leave of bob, no join of alice"
+    );
+    let ids: Vec<String> = cable
+        .presence("room")
+        .await
+        .unwrap()
+        .members
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(ids, ["bob"]);
+}
+
+#[tokio::test]
+async fn rails_protocol_subscriptions_are_members_without_presence_frames() {
+    let cable = cable(Duration::from_secs(15));
+    let sink = RecordingSink::new();
+    let mut rails = cable.connection(
+        sink.sink(),
+        Identifiers::new().with("current_user", "ann".to_owned()),
+    );
+    rails.open().await;
+    rails
+        .handle_frame(subscribe(ROOM).as_bytes())
+        .await
+        .unwrap();
+    let (mut other, _) = subscribed(&cable, ROOM).await;
+    other
+        .handle_frame(join("zed", Value::Null).as_bytes())
+        .await
+        .unwrap();
+    let got = frames(&sink);
+    assert!(
+        got.iter().all(|f| f["type"] != "presence"),
+        "no presence frame on actioncable-v1-json: {got:?}"
+    );
+    assert_eq!(
+        cable.presence("room").await.unwrap().total,
+        2,
+        "ann is a member"
+    );
+}

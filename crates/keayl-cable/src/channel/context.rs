@@ -62,6 +62,9 @@ pub(crate) struct PresenceSlot {
     pub(crate) stream: String,
     /// (session key, presence id) once joined.
     pub(crate) joined: Option<(String, String)>,
+    /// Joined by the channel ([`ChannelContext::join_presence`]): the
+    /// client may not join under another id or leave.
+    pub(crate) by_server: bool,
 }
 
 /// A stream subscription of one subscription that is not known to be live yet.
@@ -351,7 +354,15 @@ impl StreamFrom<'_, '_> {
         ctx.state.presence = Some(Box::new(PresenceSlot {
             stream: self.stream.clone(),
             joined: None,
+            by_server: false,
         }));
+        // `actioncable-v1-json` has no presence frames (Rails' client would
+        // hand them to `received`): its subscriptions can be members (a
+        // server-side join) but get no events.
+        if !ctx.conn.request.protocol().is_extended() {
+            crate::connection::start_presence(&ctx.conn.registry);
+            return self;
+        }
         let gate = ctx.state.gate.clone();
         let encoded = ctx.state.encoded.clone();
         let sink = ctx.conn.sink.clone();
@@ -627,7 +638,11 @@ impl<'a> ChannelContext<'a> {
 
     /// The streams this subscription currently streams from.
     pub fn streams(&self) -> impl Iterator<Item = &str> {
-        self.state.streams.keys().map(String::as_str)
+        self.state
+            .streams
+            .keys()
+            .map(String::as_str)
+            .filter(|s| !s.starts_with(naming::TRANSIENT_PREFIX))
     }
 
     /// Send `data` straight to this client, under this subscription's

@@ -33,6 +33,8 @@ fn targets(state: &SubState, request: &HistoryRequest) -> Vec<Target> {
     let mut targets: Vec<Target> = state
         .streams
         .iter()
+        // Presence events and whispers keep no history.
+        .filter(|(stream, _)| !stream.starts_with(crate::naming::TRANSIENT_PREFIX))
         .filter_map(|(stream, (_, callback))| {
             let from = match (request.streams.get(stream), request.since) {
                 (Some(p), _) => HistoryFrom::After {

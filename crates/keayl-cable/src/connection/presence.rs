@@ -218,11 +218,20 @@ impl Connection {
         };
         let shared = &self.shared;
         let state = &mut self.subscriptions[index].1.state;
-        if state.presence.is_none() {
-            send_error(shared, state);
-            return Err(CommandError::Presence(
-                "the subscription has no presence stream".into(),
-            ));
+        match state.presence.as_deref() {
+            None => {
+                send_error(shared, state);
+                return Err(CommandError::Presence(
+                    "the subscription has no presence stream".into(),
+                ));
+            }
+            Some(slot) if slot.by_server => {
+                send_error(shared, state);
+                return Err(CommandError::Presence(
+                    "the channel joined this subscription's presence itself".into(),
+                ));
+            }
+            Some(_) => {}
         }
         end_presence(shared, state, Leave::Now).await;
         Ok(())
@@ -333,6 +342,12 @@ pub(crate) async fn join(
             "the subscription has no presence stream".into(),
         ));
     };
+    if report && slot.by_server {
+        send_error(shared, state);
+        return Err(CommandError::Presence(
+            "the channel joined this subscription's presence itself".into(),
+        ));
+    }
     let max = shared.registry.config().max_presence_info_bytes;
     if report && request.info.len() > max {
         send_error(shared, state);
@@ -341,7 +356,11 @@ pub(crate) async fn join(
             request.info.len()
         )));
     }
-    let PresenceSlot { stream, joined } = slot;
+    let PresenceSlot {
+        stream,
+        joined,
+        by_server,
+    } = slot;
     let session = joined.as_ref().map_or_else(new_session, |(s, _)| s.clone());
     let pubsub = shared.registry.pubsub().clone();
     let info = Bytes::from(request.info.clone());
@@ -352,6 +371,7 @@ pub(crate) async fn join(
         Ok(outcome) => {
             shared.registry.presence.add(stream, &session);
             *joined = Some((session, request.id.clone()));
+            *by_server |= !report;
             if let Some(left) = &outcome.left {
                 announce(&*pubsub, stream, protocol::presence_leave_event(left)).await;
             }

@@ -1,6 +1,8 @@
 // Browser tests of the keayl-demo server in headless Chromium: the index
 // page's clock, and the chat page (AnyCable's @anycable/web client over the
-// extended protocol) with two or three pages in one or two rooms. The
+// extended protocol) with two or three pages in one or two rooms: messages,
+// the online list (the room's presence set; a closed page leaves it after
+// the presence TTL, which the harness makes 1 s), typing notices. The
 // harness (server, Chromium, per-test contexts, chat helpers) is
 // harness.mjs. Run with `npm test` here, or tests/browser/run.sh.
 
@@ -8,7 +10,18 @@ import assert from 'node:assert/strict';
 import { statSync, readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import { WAIT_MS, browserTest, messages, openChat, say, unique, useDemo, waitForMessage, waitForUsers } from './harness.mjs';
+import {
+  WAIT_MS,
+  browserTest,
+  messages,
+  openChat,
+  say,
+  unique,
+  useDemo,
+  waitForExactUsers,
+  waitForMessage,
+  waitForUsers,
+} from './harness.mjs';
 
 const SCREENSHOT = process.env.KEAYL_CHAT_SCREENSHOT || '/tmp/keayl-chat.png';
 
@@ -37,6 +50,7 @@ browserTest('two pages in one room: messages cross and presence lists both', asy
 
   await waitForUsers(alice, ['alice', 'bob']);
   await waitForUsers(bob, ['alice', 'bob']);
+  assert.equal((await alice.textContent('#users')).trim(), 'alice, bob', 'sorted, comma-separated');
   assert.equal(await alice.textContent('#room-name'), room);
   assert.equal(await bob.textContent('#me'), 'bob');
 
@@ -57,13 +71,47 @@ browserTest('two pages in one room: messages cross and presence lists both', asy
 
   assert.deepEqual(await bob.evaluate(() => document.querySelectorAll('#log p.message').length), 2);
 
-  // Leaving updates the other's presence list.
+  // Typing: alice's page tells bob, not alice.
+  await alice.locator('#text').pressSequentially('typ');
+  await bob.waitForFunction(() => document.getElementById('typing').textContent === 'alice is typing…', null, {
+    timeout: WAIT_MS,
+  });
+  assert.equal(await alice.textContent('#typing'), '');
+  await alice.fill('#text', '');
+
+  // Leaving updates the other's presence list (after the presence TTL).
   await bob.close();
   await alice.waitForFunction(
     () => document.getElementById('users').textContent.trim() === 'alice',
     null,
     { timeout: WAIT_MS },
   );
+});
+
+browserTest('a guest gets a random name; two tabs of one name are listed once', async ({ open }) => {
+  const room = unique('guests');
+  const guest = await open(`${room}/guest`, `/chat?room=${encodeURIComponent(room)}`);
+  await guest.waitForSelector('body[data-connected="true"]', { timeout: WAIT_MS });
+  assert.equal(await guest.textContent('#me'), '(guest)');
+  await guest.waitForFunction(() => /^guest-[0-9a-f]{6}$/.test(document.getElementById('users').textContent), null, {
+    timeout: WAIT_MS,
+  });
+  const guestName = (await guest.textContent('#users')).trim();
+
+  const tab1 = await openChat(open, room, 'erin');
+  const tab2 = await openChat(open, room, 'erin');
+  await waitForExactUsers(tab2, [guestName, 'erin']);
+  await waitForExactUsers(guest, [guestName, 'erin']);
+  // erin typing in one tab: the guest's page says so, erin's other tab does not.
+  await tab1.locator('#text').pressSequentially('hi');
+  await guest.waitForFunction(() => document.getElementById('typing').textContent === 'erin is typing…', null, {
+    timeout: WAIT_MS,
+  });
+  assert.equal(await tab2.textContent('#typing'), '', 'not "erin is typing" to erin');
+  // One tab closing: erin is still online (her other tab).
+  await tab1.close();
+  await sleep(1500); // past the 1 s presence TTL
+  await waitForExactUsers(guest, [guestName, 'erin']);
 });
 
 browserTest('pages in different rooms: a message stays in its room', async ({ open }) => {

@@ -11,6 +11,13 @@
 //
 // A test file calls `useDemo()` once at top level (it registers the
 // `before`/`after` hooks), then `browserTest(name, body)` for each test.
+// `useDemo({ args, also })` gives the demo more arguments and starts more
+// demo processes (`also`: one argument list each), e.g. several processes
+// sharing Redis; `demos[i].baseUrl` is where each listens.
+//
+// Every demo starts with `--presence-ttl 1` (unless its arguments say
+// otherwise): a closed chat page leaves the online list after the presence
+// TTL, 15 s by default, longer than the tests wait.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -29,11 +36,18 @@ const WEB_DIR = process.env.KEAYL_WEB_DIR || path.join(REPO, 'apps/keayl-demo/we
 const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 export const WAIT_MS = 5000;
 
-let server; // the demo's child process
-let serverOutput = ''; // its stdout and stderr, for failure reports
+/** The presence TTL, in seconds, the demos start with by default. */
+export const PRESENCE_TTL_S = 1;
+
+let servers = []; // the demos' child processes: { child, output, label }
 let browser;
-/** Where the demo listens, `http://127.0.0.1:<port>` once `before` ran. */
+/** Where the (first) demo listens, `http://127.0.0.1:<port>` once `before` ran. */
 export const demo = { baseUrl: undefined };
+/** Every demo started by `useDemo`, in order: `{ baseUrl }`. */
+export const demos = [];
+
+const serverOutput = () =>
+  servers.map((s) => `--- ${s.label} (tail):\n${s.output.slice(-4000) || '(none)'}`).join('\n');
 
 function freePort() {
   return new Promise((resolve, reject) => {
@@ -47,12 +61,13 @@ function freePort() {
   });
 }
 
-async function waitForServer(url, child, timeoutMs = 10000) {
+async function waitForServer(url, server, timeoutMs = 10000) {
+  const { child } = server;
   const deadline = Date.now() + timeoutMs;
   let lastError;
   while (Date.now() < deadline) {
     if (child.exitCode !== null || child.signalCode !== null) {
-      throw new Error(`keayl-demo exited early (code ${child.exitCode}, signal ${child.signalCode}):\n${serverOutput}`);
+      throw new Error(`keayl-demo exited early (code ${child.exitCode}, signal ${child.signalCode}):\n${server.output}`);
     }
     try {
       const res = await fetch(url, { signal: AbortSignal.timeout(1000) });
@@ -63,27 +78,79 @@ async function waitForServer(url, child, timeoutMs = 10000) {
     }
     await sleep(50);
   }
-  throw new Error(`keayl-demo did not answer on ${url} within ${timeoutMs} ms (${lastError}):\n${serverOutput}`);
+  throw new Error(`keayl-demo did not answer on ${url} within ${timeoutMs} ms (${lastError}):\n${server.output}`);
 }
 
-async function stopServer() {
-  if (!server || server.exitCode !== null || server.signalCode !== null) return;
-  const exited = new Promise((resolve) => server.once('exit', resolve));
-  server.kill('SIGTERM');
+async function stopServer({ child }) {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  child.kill('SIGTERM');
   const timedOut = await Promise.race([exited.then(() => false), sleep(3000).then(() => true)]);
   if (timedOut) {
-    server.kill('SIGKILL');
+    child.kill('SIGKILL');
     await exited;
   }
 }
 
-// Whatever happens to the test process, the server does not outlive it.
+// Whatever happens to the test process, the servers do not outlive it.
 process.on('exit', () => {
-  if (server && server.exitCode === null && server.signalCode === null) server.kill('SIGKILL');
+  for (const { child } of servers) {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  }
 });
 
+/** Start one demo process with `args` on a free port; resolves once it answers. */
+async function startDemo(args, label) {
+  const port = await freePort();
+  const baseUrl = `http://127.0.0.1:${port}`;
+  const full = ['--addr', `127.0.0.1:${port}`, ...args];
+  if (!args.includes('--presence-ttl')) full.push('--presence-ttl', String(PRESENCE_TTL_S));
+  const child = spawn(DEMO_BIN, full, {
+    env: { ...process.env, KEAYL_WEB_DIR: WEB_DIR, RUST_LOG: process.env.RUST_LOG || 'info' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const server = { child, output: '', label };
+  servers.push(server);
+  const keep = (chunk) => {
+    server.output += chunk.toString();
+    if (server.output.length > 20000) server.output = server.output.slice(-20000);
+  };
+  child.stdout.on('data', keep);
+  child.stderr.on('data', keep);
+  await waitForServer(`${baseUrl}/`, server);
+  return baseUrl;
+}
+
+/** Whether something listens on 127.0.0.1:`port` (1 s to answer). */
+export function reachable(port) {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host: '127.0.0.1', port });
+    const done = (up) => {
+      socket.destroy();
+      resolve(up);
+    };
+    socket.setTimeout(1000, () => done(false));
+    socket.once('connect', () => done(true));
+    socket.once('error', () => done(false));
+  });
+}
+
+/**
+ * Whether the service `name` listens on 127.0.0.1:`port`. When it does not:
+ * with KEAYL_REQUIRE_SERVICES=1 this throws (the test file fails), otherwise
+ * it says so loudly and resolves false (the caller skips what needs it).
+ */
+export async function requireService(name, port) {
+  if (await reachable(port)) return true;
+  if (process.env.KEAYL_REQUIRE_SERVICES === '1') {
+    throw new Error(`${name} is required (KEAYL_REQUIRE_SERVICES=1) but not reachable on 127.0.0.1:${port}`);
+  }
+  console.log(`SKIPPED: ${name} not reachable on 127.0.0.1:${port}; the tests that need it are skipped`);
+  return false;
+}
+
 /** Start the demo and Chromium before the file's tests; stop both after. */
-export function useDemo() {
+export function useDemo({ args = [], also = [] } = {}) {
   before(async () => {
     assert.ok(existsSync(DEMO_BIN), `no demo binary at ${DEMO_BIN}: run \`cargo build -p keayl-demo --bins\` (or set KEAYL_DEMO_BIN)`);
     assert.ok(existsSync(CHROMIUM), `no Chromium at ${CHROMIUM}: apt-get install -y chromium (or run tests/browser/run.sh)`);
@@ -91,19 +158,8 @@ export function useDemo() {
       existsSync(path.join(WEB_DIR, 'node_modules/@anycable/web/index.js')),
       `@anycable/web is not installed: run \`npm ci\` in ${WEB_DIR}`,
     );
-    const port = await freePort();
-    demo.baseUrl = `http://127.0.0.1:${port}`;
-    server = spawn(DEMO_BIN, ['--addr', `127.0.0.1:${port}`], {
-      env: { ...process.env, KEAYL_WEB_DIR: WEB_DIR, RUST_LOG: process.env.RUST_LOG || 'info' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    const keep = (chunk) => {
-      serverOutput += chunk.toString();
-      if (serverOutput.length > 20000) serverOutput = serverOutput.slice(-20000);
-    };
-    server.stdout.on('data', keep);
-    server.stderr.on('data', keep);
-    const [browserReady] = await Promise.all([
+    const lists = [args, ...also];
+    const [browserReady, ...urls] = await Promise.all([
       chromium.launch({
         executablePath: CHROMIUM,
         headless: true,
@@ -119,26 +175,29 @@ export function useDemo() {
         ],
         timeout: 15000,
       }),
-      waitForServer(`${demo.baseUrl}/`, server),
+      ...lists.map((a, i) => startDemo(a, lists.length > 1 ? `keayl-demo #${i + 1}` : 'keayl-demo')),
     ]);
     browser = browserReady;
+    demos.push(...urls.map((baseUrl) => ({ baseUrl })));
+    demo.baseUrl = urls[0];
   });
 
   after(async () => {
     try {
       if (browser) await browser.close();
     } finally {
-      await stopServer();
+      await Promise.all(servers.map(stopServer));
     }
   });
 }
 
 // A test body with its own browser context; on failure, the pages' console
 // output, page errors and the server's log go to stderr with the error.
-// `open(label, path)` opens a page; `onPage(page, label)` (optional) runs
-// on each new page before it loads.
-export function browserTest(name, body, { timeout = 20000 } = {}) {
-  test(name, { timeout }, async () => {
+// `open(label, path)` opens a page (`path` on the first demo, or an
+// absolute URL: another demo's); `onPage(page, label)` (optional) runs on
+// each new page before it loads. `skip` (a reason) skips the test.
+export function browserTest(name, body, { timeout = 20000, skip } = {}) {
+  test(name, { timeout, skip }, async () => {
     const context = await browser.newContext({ viewport: { width: 900, height: 700 } });
     const logs = [];
     const open = async (label, urlPath, onPage) => {
@@ -155,14 +214,14 @@ export function browserTest(name, body, { timeout = 20000 } = {}) {
         ws.on('socketerror', (e) => logs.push(`[${label}] websocket error ${e}`));
       });
       if (onPage) onPage(page, label);
-      await page.goto(demo.baseUrl + urlPath);
+      await page.goto(/^https?:/.test(urlPath) ? urlPath : demo.baseUrl + urlPath);
       return page;
     };
     try {
       await body({ open, logs });
     } catch (err) {
       console.error(`--- ${name}: failed; page logs:\n${logs.join('\n') || '(none)'}`);
-      console.error(`--- server output (tail):\n${serverOutput.slice(-4000) || '(none)'}`);
+      console.error(`--- server output:\n${serverOutput()}`);
       throw err;
     } finally {
       await context.close();
@@ -172,8 +231,9 @@ export function browserTest(name, body, { timeout = 20000 } = {}) {
 
 export const chatUrl = (room, name) => `/chat?room=${encodeURIComponent(room)}&name=${encodeURIComponent(name)}`;
 
-export async function openChat(open, room, name, onPage) {
-  const page = await open(`${room}/${name}`, chatUrl(room, name), onPage);
+/** Open the chat page of `room` as `name` (on the demo at `base`, default the first). */
+export async function openChat(open, room, name, onPage, { base = '' } = {}) {
+  const page = await open(`${room}/${name}`, base + chatUrl(room, name), onPage);
   await page.waitForSelector('body[data-connected="true"]', { timeout: WAIT_MS });
   return page;
 }
@@ -229,9 +289,9 @@ export async function waitForExactUsers(page, names) {
 // A room name of its own for each test run, so presence lists start empty.
 export const unique = (prefix) => `${prefix}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
 
-/** `POST /_broadcast` (open in the demo without a secret): `data` is JSON-encoded. */
-export async function broadcast(stream, data) {
-  const res = await fetch(`${demo.baseUrl}/_broadcast`, {
+/** `POST /_broadcast` (open in the demo without a secret) to the demo at `base`: `data` is JSON-encoded. */
+export async function broadcast(stream, data, base = demo.baseUrl) {
+  const res = await fetch(`${base}/_broadcast`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify({ stream, data: JSON.stringify(data) }),

@@ -1,22 +1,23 @@
-//! The demo's Action Cable application: a chat with rooms and presence, a
-//! ticker (for the SSE transport's resume on the index page), and the
-//! de-facto benchmark channel.
+//! The demo's Action Cable application: a chat with rooms, presence and
+//! typing notices, a ticker (for the SSE transport's resume on the index
+//! page), the de-facto benchmark channel, and `$pubsub` for signed streams.
 //!
 //! The demo's [`ChatChannel`] is not the fixture's
 //! ([`fixture::ChatChannel`](crate::fixture::ChatChannel)): that one is the
 //! reference Rails app's, its frames a contract checked against Rails
 //! transcripts (`room:<room>`, `{"message","from"}`, `echo`/`tick`/`slow`);
-//! this one is a chat for people (`chat:<room>`, presence lists, trimmed and
-//! capped text). They share the lenient field decoding (`lenient.rs`).
+//! this one is a chat for people (`chat:<room>`, presence, whispers, trimmed
+//! and capped text). They share the lenient field decoding (`lenient.rs`).
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use keayl_cable::connection::{ConnectError, Connection, ConnectionHandler};
+use keayl_cable::pubsub_channel::PubSubChannel;
+use keayl_cable::signing::StreamVerifier;
 use keayl_cable::{
-    Broadcaster, Cable, Channel, ChannelContext, ChannelError, Data, NoActions, PubSub,
+    Broadcaster, Cable, CableConfig, Channel, ChannelContext, ChannelError, Data, NoActions, PubSub,
 };
 use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
@@ -25,10 +26,24 @@ use tokio::time::Instant;
 use crate::lenient::str_or_empty;
 
 /// Connections are identified by a display name from the `name` query
-/// parameter (a generated guest name without one).
+/// parameter (trimmed, its first 40 characters), or a random guest name
+/// (`guest-` and 6 hex digits) without one: random rather than counted, so
+/// that demo processes sharing a pub/sub backend (and its presence sets)
+/// never give two people the same name.
 #[derive(Debug, Default)]
-pub struct DemoConnection {
-    guests: AtomicU64,
+pub struct DemoConnection;
+
+/// `guest-` and 24 random bits in hex.
+fn guest_name() -> String {
+    let mut bytes = [0u8; 3];
+    if getrandom::fill(&mut bytes).is_err() {
+        // No OS randomness: the clock's nanoseconds, still unlikely to clash.
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        bytes.copy_from_slice(&nanos.to_le_bytes()[..3]);
+    }
+    format!("guest-{:02x}{:02x}{:02x}", bytes[0], bytes[1], bytes[2])
 }
 
 impl ConnectionHandler for DemoConnection {
@@ -40,52 +55,19 @@ impl ConnectionHandler for DemoConnection {
             .query("name")
             .map(|n| n.trim().chars().take(40).collect::<String>())
             .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| {
-                format!("guest-{}", self.guests.fetch_add(1, Ordering::Relaxed) + 1)
-            });
+            .unwrap_or_else(guest_name);
         conn.set_identifier("current_user", name);
         Ok(())
     }
 }
 
-/// Who is in which room, for presence lists.
-#[derive(Debug, Default, Clone)]
-pub struct Presence {
-    rooms: Arc<Mutex<HashMap<String, BTreeMap<String, usize>>>>,
-}
-
-impl Presence {
-    fn join(&self, room: &str, user: &str) -> Vec<String> {
-        let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
-        let members = rooms.entry(room.to_owned()).or_default();
-        *members.entry(user.to_owned()).or_default() += 1;
-        members.keys().cloned().collect()
-    }
-
-    fn leave(&self, room: &str, user: &str) -> Vec<String> {
-        let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(members) = rooms.get_mut(room) else {
-            return Vec::new();
-        };
-        if let Some(n) = members.get_mut(user) {
-            *n -= 1;
-            if *n == 0 {
-                members.remove(user);
-            }
-        }
-        let list = members.keys().cloned().collect();
-        if members.is_empty() {
-            rooms.remove(room);
-        }
-        list
-    }
-}
-
-/// The chat: param `room`; action `speak` (`{"text":…}`); presence updates on
-/// join and leave.
+/// The chat: param `room`; action `speak` (`{"text":…}`). `chat:<room>` is
+/// the subscription's presence stream (the connection's `current_user`
+/// joins it as its id, with info `{"name":…}`, in every process sharing
+/// the pub/sub) and its whisper stream (typing notices go from client to
+/// client, never through the channel).
 #[derive(Debug, Default)]
 pub struct ChatChannel {
-    presence: Presence,
     joined: Option<(String, String)>,
 }
 
@@ -114,6 +96,10 @@ pub enum ChatAction {
     },
 }
 
+/// Whether a failed presence join was already logged as a warning (a
+/// backend without presence, NATS say, fails every join: warn once).
+static PRESENCE_WARNED: AtomicBool = AtomicBool::new(false);
+
 impl Channel for ChatChannel {
     const NAME: &'static str = "ChatChannel";
     type Action = ChatAction;
@@ -124,29 +110,22 @@ impl Channel for ChatChannel {
             return Ok(());
         };
         let user = current_user(ctx);
-        ctx.stream_from(format!("chat:{room}"));
-        let members = self.presence.join(&room, &user);
-        self.joined = Some((room.clone(), user));
-        // Published after subscribing: everyone, this client included (once
-        // confirmed), sees the new member list.
-        ctx.broadcast_to(
-            &format!("chat:{room}"),
-            &json!({"type": "presence", "users": members}),
-        )
-        .await?;
-        Ok(())
-    }
-
-    async fn unsubscribed(&mut self, ctx: &mut ChannelContext<'_>) {
-        if let Some((room, user)) = self.joined.take() {
-            let members = self.presence.leave(&room, &user);
-            let _ = ctx
-                .broadcast_to(
-                    &format!("chat:{room}"),
-                    &json!({"type": "presence", "users": members}),
-                )
-                .await;
+        let stream = format!("chat:{room}");
+        ctx.stream_from(stream).with_presence().with_whispers();
+        // The join reaches every subscriber of the room, this one included
+        // (after its confirmation); the leave is the cable's: at once on
+        // unsubscribe, after the presence TTL on disconnect (a reload does
+        // not flicker), with the user's last tab.
+        if let Err(e) = ctx.join_presence(&user, &json!({ "name": user })).await {
+            // The chat still works without an online list.
+            if !PRESENCE_WARNED.swap(true, Ordering::Relaxed) {
+                tracing::warn!(error = %e, "presence join failed; the chat goes on without it");
+            } else {
+                tracing::debug!(error = %e, "presence join failed");
+            }
         }
+        self.joined = Some((room, user));
+        Ok(())
     }
 
     async fn perform(
@@ -392,34 +371,88 @@ impl Channel for TickerChannel {
     }
 }
 
-/// The demo cable on `pubsub`.
-pub fn demo_cable(pubsub: Arc<dyn PubSub>) -> Cable {
-    demo_cable_with(pubsub, Ticker::new(TICK_EVERY, TICKER_LINGER))
+/// The environment variable with the key that signs stream names for
+/// `$pubsub` (`cable.streamFromSigned(…)`, the `/signed` page): any string,
+/// used as the raw HMAC-SHA256 key (as Turbo's
+/// `signed_stream_verifier_key`). Processes sharing a pub/sub backend must
+/// share it.
+pub const STREAM_KEY_ENV: &str = "KEAYL_DEMO_STREAM_KEY";
+
+/// The stream key without [`STREAM_KEY_ENV`]: a fixed development key,
+/// public in this source, so anyone can sign any stream name with it. Set
+/// [`STREAM_KEY_ENV`] wherever the demo is reachable by others.
+pub const DEV_STREAM_KEY: &str = "keayl-demo-development-stream-key";
+
+/// The stream the `/signed` page subscribes to by its signed name; publish
+/// to it with `POST /_broadcast {"stream":"announcements","data":…}`.
+pub const ANNOUNCEMENTS_STREAM: &str = "announcements";
+
+/// [`STREAM_KEY_ENV`]'s value when set and not empty, else [`DEV_STREAM_KEY`].
+pub fn default_stream_key() -> String {
+    std::env::var(STREAM_KEY_ENV)
+        .ok()
+        .filter(|k| !k.is_empty())
+        .unwrap_or_else(|| DEV_STREAM_KEY.to_owned())
 }
 
-fn demo_cable_with(pubsub: Arc<dyn PubSub>, ticker: Ticker) -> Cable {
-    let presence = Presence::default();
+/// Options of the demo cable.
+#[derive(Debug, Clone)]
+pub struct DemoCableOptions {
+    /// How long a presence session outlives its connection
+    /// ([`CableConfig::presence_ttl`]). Default 15 s.
+    pub presence_ttl: Duration,
+    /// Verifies the signed stream names of `$pubsub` subscriptions.
+    /// Default: keyed with [`default_stream_key`].
+    pub stream_verifier: StreamVerifier,
+}
+
+impl Default for DemoCableOptions {
+    fn default() -> Self {
+        DemoCableOptions {
+            presence_ttl: CableConfig::default().presence_ttl,
+            stream_verifier: StreamVerifier::new(default_stream_key()),
+        }
+    }
+}
+
+/// The demo cable on `pubsub`, with default options.
+pub fn demo_cable(pubsub: Arc<dyn PubSub>) -> Cable {
+    demo_cable_with_options(pubsub, &DemoCableOptions::default())
+}
+
+/// The demo cable on `pubsub`: `ChatChannel`, `TickerChannel`,
+/// `BenchmarkChannel`, and `$pubsub` for signed stream names only.
+pub fn demo_cable_with_options(pubsub: Arc<dyn PubSub>, options: &DemoCableOptions) -> Cable {
+    demo_cable_with(pubsub, Ticker::new(TICK_EVERY, TICKER_LINGER), options)
+}
+
+fn demo_cable_with(pubsub: Arc<dyn PubSub>, ticker: Ticker, options: &DemoCableOptions) -> Cable {
     let broadcaster = Broadcaster::new(pubsub.clone());
+    let signed = PubSubChannel::signed(options.stream_verifier.clone());
     Cable::builder_shared(pubsub)
-        .connection_handler(DemoConnection::default())
-        .channel_with(move || ChatChannel {
-            presence: presence.clone(),
-            joined: None,
-        })
+        .connection_handler(DemoConnection)
+        .channel::<ChatChannel>()
         .channel_with(move || TickerChannel {
             ticker: ticker.clone(),
             broadcaster: broadcaster.clone(),
             listener: None,
         })
         .channel::<BenchmarkChannel>()
+        .channel_with(move || signed.clone())
+        .config(CableConfig {
+            presence_ttl: options.presence_ttl,
+            ..CableConfig::default()
+        })
         .build()
 }
 
 #[cfg(test)]
 mod tests {
-    use keayl_cable::CommandError;
-    use keayl_cable::connection::Identifiers;
+    use bytes::Bytes;
+    use keayl_cable::connection::{Identifiers, Request, Sink};
+    use keayl_cable::protocol::Protocol;
     use keayl_cable::testing::{TestCable, TestConnection};
+    use keayl_cable::{CommandError, InMemory};
     use serde_json::json;
 
     use super::*;
@@ -434,12 +467,8 @@ mod tests {
             .await
     }
 
-    fn presence(users: &[&str]) -> Value {
-        json!({"type": "presence", "users": users})
-    }
-
     #[tokio::test]
-    async fn connections_are_named_by_the_query_or_as_guests() {
+    async fn connections_are_named_by_the_query_or_as_random_guests() {
         let cable = TestCable::from_fn(demo_cable);
         let alice = cable.connect(get("/cable?name=%20alice%20")).await;
         assert!(alice.is_open());
@@ -452,14 +481,186 @@ mod tests {
         let long = "x".repeat(50);
         let named = cable.connect(get(&format!("/cable?name={long}"))).await;
         assert_eq!(named.connection_identifier(), Some(&long[..40]));
-        for guest in ["guest-1", "guest-2"] {
+        let mut guests = Vec::new();
+        for _ in 0..2 {
             let conn = cable.connect(get("/cable?name=%20")).await;
-            assert_eq!(conn.connection_identifier(), Some(guest));
+            let name = conn.connection_identifier().unwrap().to_owned();
+            let hex = name
+                .strip_prefix("guest-")
+                .unwrap_or_else(|| panic!("{name}"));
+            assert!(
+                hex.len() == 6 && hex.bytes().all(|b| b.is_ascii_hexdigit()),
+                "{name}"
+            );
+            guests.push(name);
+        }
+        // 1 in 16 million that this fails by chance.
+        assert_ne!(guests[0], guests[1], "random, not counted");
+    }
+
+    /// A client of the demo cable over the extended protocol, driven frame
+    /// by frame (the presence and whisper commands are the extended
+    /// protocol's), with what it received.
+    struct Client {
+        conn: Connection,
+        received: Arc<Mutex<Vec<Value>>>,
+    }
+
+    const LOBBY: &str = r#"{"channel":"ChatChannel","room":"lobby"}"#;
+
+    impl Client {
+        async fn open(cable: &Cable, name: &str) -> Client {
+            let received: Arc<Mutex<Vec<Value>>> = Arc::default();
+            let log = received.clone();
+            let sink = Sink::new(move |frame: Bytes| {
+                log.lock()
+                    .unwrap()
+                    .push(serde_json::from_slice(&frame).unwrap());
+            });
+            let request = Request::from(get(&format!("/cable?name={name}")))
+                .with_protocol(Protocol::V1ExtJson);
+            let mut conn = cable
+                .connection(sink, Identifiers::new())
+                .with_request(request);
+            conn.open().await;
+            let client = Client { conn, received };
+            assert_eq!(client.take()[0]["type"], "welcome");
+            client
+        }
+
+        async fn send(&mut self, command: Value) {
+            self.conn
+                .handle_frame(command.to_string().as_bytes())
+                .await
+                .unwrap();
+        }
+
+        async fn subscribe(&mut self, identifier: &str) {
+            self.send(json!({"command": "subscribe", "identifier": identifier}))
+                .await;
+        }
+
+        fn take(&self) -> Vec<Value> {
+            std::mem::take(&mut *self.received.lock().unwrap())
+        }
+
+        /// The `message` of each frame received (presence events, data).
+        fn messages(&self) -> Vec<Value> {
+            self.take()
+                .into_iter()
+                .filter(|f| f["identifier"] == LOBBY)
+                .filter_map(|f| f.get("message").cloned())
+                .collect()
         }
     }
 
+    async fn present(cable: &Cable, stream: &str) -> Vec<(String, Value)> {
+        let set = cable.presence(stream).await.unwrap();
+        let mut members: Vec<(String, Value)> = set
+            .members
+            .iter()
+            .map(|m| (m.id.clone(), serde_json::from_slice(&m.info).unwrap()))
+            .collect();
+        members.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(set.total, members.len());
+        members
+    }
+
     #[tokio::test]
-    async fn chat_streams_its_room_and_shares_presence_between_clients() {
+    async fn chat_streams_its_room_with_presence_and_whispers() {
+        let cable = demo_cable(Arc::new(InMemory::new()));
+        let mut alice = Client::open(&cable, "alice").await;
+        alice.subscribe(LOBBY).await;
+        let frames = alice.take();
+        assert_eq!(frames[0]["type"], "confirm_subscription", "{frames:?}");
+        // The server-side join, after the confirmation, reaches the joiner.
+        assert_eq!(
+            frames[1],
+            json!({"type": "presence", "identifier": LOBBY,
+                   "message": {"type": "join", "id": "alice", "info": {"name": "alice"}}})
+        );
+        assert_eq!(frames.len(), 2, "{frames:?}");
+        assert_eq!(
+            present(&cable, "chat:lobby").await,
+            [("alice".to_owned(), json!({"name": "alice"}))]
+        );
+
+        // A second user in the room: the first sees the join.
+        let mut bob = Client::open(&cable, "bob").await;
+        bob.subscribe(LOBBY).await;
+        assert_eq!(
+            alice.messages(),
+            [json!({"type": "join", "id": "bob", "info": {"name": "bob"}})]
+        );
+        assert_eq!(
+            bob.messages(),
+            [json!({"type": "join", "id": "bob", "info": {"name": "bob"}})]
+        );
+        bob.send(json!({"command": "presence", "identifier": LOBBY, "data": {}}))
+            .await;
+        assert_eq!(
+            bob.messages(),
+            [json!({"type": "info", "total": 2, "records": [
+                {"id": "alice", "info": {"name": "alice"}},
+                {"id": "bob", "info": {"name": "bob"}},
+            ]})]
+        );
+
+        // A second tab of alice's: no second join.
+        let mut alice2 = Client::open(&cable, "alice").await;
+        alice2.subscribe(LOBBY).await;
+        assert_eq!(bob.messages(), Vec::<Value>::new());
+        assert_eq!(present(&cable, "chat:lobby").await.len(), 2);
+
+        // A whisper reaches the others, not its sender, and is not a broadcast
+        // of the room's stream (so never in its history).
+        let typing = json!({"type": "typing", "from": "bob"});
+        bob.send(json!({"command": "whisper", "identifier": LOBBY, "data": typing}))
+            .await;
+        assert_eq!(
+            alice.take(),
+            [json!({"identifier": LOBBY, "message": typing})]
+        );
+        assert_eq!(alice2.messages(), [typing]);
+        assert_eq!(bob.take(), Vec::<Value>::new());
+
+        // Speaking is a broadcast, to everyone.
+        bob.send(json!({"command": "message", "identifier": LOBBY,
+                        "data": json!({"action": "speak", "text": "hi"}).to_string()}))
+            .await;
+        let said = json!({"type": "message", "from": "bob", "text": "hi"});
+        assert_eq!(alice.messages(), std::slice::from_ref(&said));
+        assert_eq!(bob.messages(), std::slice::from_ref(&said));
+
+        // An unsubscribe leaves at once; one of two tabs leaving does not.
+        bob.send(json!({"command": "unsubscribe", "identifier": LOBBY}))
+            .await;
+        assert_eq!(alice.messages(), [json!({"type": "leave", "id": "bob"})]);
+        alice2
+            .send(json!({"command": "unsubscribe", "identifier": LOBBY}))
+            .await;
+        assert_eq!(alice.messages(), Vec::<Value>::new());
+        assert_eq!(
+            present(&cable, "chat:lobby").await,
+            [("alice".to_owned(), json!({"name": "alice"}))]
+        );
+        // A disconnect leaves only after the presence TTL.
+        alice.conn.disconnect().await;
+        assert_eq!(present(&cable, "chat:lobby").await.len(), 1);
+    }
+
+    /// `streams` without the cable's own (`$keayl:presence:…` and
+    /// `$keayl:whisper:…`, which the context lists too).
+    fn app_streams(streams: &[String]) -> Vec<&str> {
+        streams
+            .iter()
+            .map(String::as_str)
+            .filter(|s| !s.starts_with('$'))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn chat_streams_its_room_and_broadcasts_what_is_said() {
         let cable = TestCable::from_fn(demo_cable);
         let alice = as_user(&cable, "alice").await;
         let a = alice
@@ -467,27 +668,18 @@ mod tests {
             .await
             .unwrap();
         assert!(a.is_confirmed());
-        assert_eq!(a.streams(), ["chat:lobby"]);
-        // The join is broadcast during `subscribed` and still reaches the
-        // joiner, after its confirmation.
-        assert_eq!(a.take_transmissions(), [presence(&["alice"])]);
-
-        // Presence lives in the cable's channel factory, shared by clients.
+        assert_eq!(app_streams(&a.streams()), ["chat:lobby"]);
         let bob = as_user(&cable, "bob").await;
         let b = bob
             .subscribe::<ChatChannel>(json!({"room": "lobby"}))
             .await
             .unwrap();
-        assert_eq!(a.take_transmissions(), [presence(&["alice", "bob"])]);
-        assert_eq!(b.take_transmissions(), [presence(&["alice", "bob"])]);
-
+        a.take_transmissions();
         b.perform("speak", json!({"text": "hi"})).await.unwrap();
         let said = json!({"type": "message", "from": "bob", "text": "hi"});
         assert_eq!(a.take_transmissions(), std::slice::from_ref(&said));
-        assert_eq!(cable.broadcasts("chat:lobby").last(), Some(&said));
-
+        assert_eq!(cable.broadcasts("chat:lobby"), [said]);
         b.unsubscribe().await.unwrap();
-        assert_eq!(a.take_transmissions(), [presence(&["alice"])]);
         assert!(b.streams().is_empty());
     }
 
@@ -590,8 +782,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn one_ticker_runs_while_anyone_listens_and_lingers_after() {
         let every = Duration::from_secs(1);
-        let cable =
-            TestCable::from_fn(|p| demo_cable_with(p, Ticker::new(every, Duration::from_secs(5))));
+        let cable = TestCable::from_fn(|p| {
+            let ticker = Ticker::new(every, Duration::from_secs(5));
+            demo_cable_with(p, ticker, &DemoCableOptions::default())
+        });
         let ann = as_user(&cable, "ann").await;
         let a = ann.subscribe::<TickerChannel>(()).await.unwrap();
         assert!(a.is_confirmed() && a.has_stream(TICKER_STREAM));
@@ -624,6 +818,40 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let last = *stopped.last().unwrap();
         assert_eq!(ticks(&cable)[stopped.len()..], [last + 1]);
+    }
+
+    #[tokio::test]
+    async fn pubsub_streams_signed_names_only() {
+        let key = StreamVerifier::new("test-key");
+        let options = DemoCableOptions {
+            stream_verifier: key.clone(),
+            ..DemoCableOptions::default()
+        };
+        let cable = TestCable::from_fn(|p| demo_cable_with_options(p, &options));
+        let conn = as_user(&cable, "reader").await;
+        let signed = key.generate(ANNOUNCEMENTS_STREAM);
+        let sub = conn
+            .subscribe::<PubSubChannel>(json!({"signed_stream_name": signed}))
+            .await
+            .unwrap();
+        assert!(sub.is_confirmed());
+        assert_eq!(app_streams(&sub.streams()), [ANNOUNCEMENTS_STREAM]);
+        cable
+            .cable()
+            .broadcast(ANNOUNCEMENTS_STREAM, &json!({"text": "hello"}))
+            .await
+            .unwrap();
+        assert_eq!(sub.take_transmissions(), [json!({"text": "hello"})]);
+
+        let other_key = StreamVerifier::new(DEV_STREAM_KEY).generate(ANNOUNCEMENTS_STREAM);
+        for params in [
+            json!({"signed_stream_name": other_key}),
+            json!({"stream_name": ANNOUNCEMENTS_STREAM}),
+            json!({}),
+        ] {
+            let refused = conn.subscribe::<PubSubChannel>(params).await.unwrap();
+            assert!(refused.is_rejected(), "{refused:?}");
+        }
     }
 
     #[tokio::test]

@@ -9,14 +9,19 @@
 //!   `world`), retry default 5000;
 //! - `GET /clock` — an SSE event every second plus heartbeat comments;
 //! - `GET /cable` — Action Cable over WebSocket (`ChatChannel`,
-//!   `TickerChannel`, `BenchmarkChannel`; Rails' protocol or AnyCable's
-//!   extended one, with session restore and stream history),
-//!   `POST /_broadcast`;
+//!   `TickerChannel`, `BenchmarkChannel`, `$pubsub` for signed stream
+//!   names; Rails' protocol or AnyCable's extended one, with session
+//!   restore, stream history, presence and whispers), `POST /_broadcast`;
 //! - `GET /cable/events` — the same channels over AnyCable's SSE transport
 //!   (`?channel=…`, resumable with `Last-Event-ID`);
 //! - `GET /chat` — a chat page on AnyCable's `@anycable/web` client over the
-//!   extended protocol (a "network blip" button shows what a reconnect
-//!   restores);
+//!   extended protocol: who is online (presence, shared by every process
+//!   on the pub/sub backend), typing notices (whispers), and a "network
+//!   blip" button that shows what a reconnect restores;
+//! - `GET /signed` — a page streaming `announcements` by its signed name
+//!   (`cable.streamFromSigned`), signed by the server into the page (see
+//!   [`cable_app::STREAM_KEY_ENV`]); publish with
+//!   `POST /_broadcast {"stream":"announcements","data":…}`;
 //! - `GET /assets/npm/{package}/{path}` — the `.js` files of the npm
 //!   packages the pages import ([`NPM_PACKAGES`]), from `web_dir`;
 //! - `GET /sse/{stream}` — every broadcast on a public cable stream, as SSE
@@ -34,6 +39,7 @@ use axum::routing::get;
 use keayl_axum::cable::{BroadcastAuth, CableServer, OriginPolicy, ServerConfig};
 use keayl_axum::listener::{Listener, ListenerConfig, ListenerStats};
 use keayl_cable::PubSub;
+use keayl_cable::signing::StreamVerifier;
 
 pub mod cable_app;
 pub mod fixture;
@@ -62,6 +68,14 @@ pub struct DemoConfig {
     pub allowed_hosts: Vec<String>,
     /// The HTTP listener's timeouts and connection budget.
     pub listener: ListenerConfig,
+    /// How long a presence session outlives its connection (a reload
+    /// within it does not make its user leave the chat's online list).
+    /// Default 15 s.
+    pub presence_ttl: Duration,
+    /// The key signing stream names for `$pubsub` and the `/signed` page.
+    /// Default: [`cable_app::default_stream_key`] (`KEAYL_DEMO_STREAM_KEY`,
+    /// else a public development key).
+    pub stream_key: String,
 }
 
 impl std::fmt::Debug for DemoConfig {
@@ -83,6 +97,8 @@ impl Default for DemoConfig {
             web_dir: default_web_dir(),
             allowed_hosts: Vec::new(),
             listener: ListenerConfig::default(),
+            presence_ttl: Duration::from_secs(15),
+            stream_key: cable_app::default_stream_key(),
         }
     }
 }
@@ -99,7 +115,19 @@ pub fn default_web_dir() -> PathBuf {
 /// counters, when given, appear in `/metrics`.
 pub fn app(config: DemoConfig, listener: Option<ListenerStats>) -> (Router, CableServer) {
     keayl_cable::set_cable_pubsub(config.pubsub.clone());
-    let cable = cable_app::demo_cable(config.pubsub.clone());
+    let verifier = StreamVerifier::new(config.stream_key.clone());
+    let cable = cable_app::demo_cable_with_options(
+        config.pubsub.clone(),
+        &cable_app::DemoCableOptions {
+            presence_ttl: config.presence_ttl,
+            stream_verifier: verifier.clone(),
+        },
+    );
+    // Signed once: the page carries the name, never the key.
+    let signed_page = include_str!("../static/signed.html").replace(
+        "__SIGNED_STREAM__",
+        &html_attribute_escape(&verifier.generate(cable_app::ANNOUNCEMENTS_STREAM)),
+    );
     let server = CableServer::new(
         cable,
         ServerConfig {
@@ -124,6 +152,13 @@ pub fn app(config: DemoConfig, listener: Option<ListenerStats>) -> (Router, Cabl
         .route(
             "/chat",
             get(|| async { Html(include_str!("../static/chat.html")) }),
+        )
+        .route(
+            "/signed",
+            get(move || {
+                let page = signed_page.clone();
+                async move { Html(page) }
+            }),
         )
         .route(
             "/assets/npm/{*path}",
@@ -174,6 +209,22 @@ pub fn app(config: DemoConfig, listener: Option<ListenerStats>) -> (Router, Cabl
         ))
     };
     (router, server)
+}
+
+/// `text` for a double- or single-quoted HTML attribute value.
+fn html_attribute_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// The npm packages whose files `/assets/npm/{package}/{path}` serves:
@@ -252,4 +303,15 @@ pub async fn serve_until(
 /// Serve the demo on `tcp` until the process ends.
 pub async fn serve(tcp: tokio::net::TcpListener, config: DemoConfig) -> std::io::Result<()> {
     serve_until(tcp, config, std::future::pending()).await
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn attribute_values_are_escaped() {
+        assert_eq!(
+            super::html_attribute_escape(r#"a&b"c'd<e>f--0f"#),
+            "a&amp;b&quot;c&#39;d&lt;e&gt;f--0f"
+        );
+    }
 }

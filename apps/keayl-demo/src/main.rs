@@ -34,6 +34,10 @@ struct Args {
     /// keep-alive timeout).
     #[arg(long, default_value_t = 10.0)]
     header_read_timeout: f64,
+    /// Seconds a presence session outlives its connection: a chat page
+    /// closed (or reloaded) leaves the online list after it.
+    #[arg(long, default_value_t = 15.0)]
+    presence_ttl: f64,
 }
 
 #[tokio::main]
@@ -49,6 +53,7 @@ async fn main() -> anyhow::Result<()> {
         pubsub: backend.pubsub,
         listener,
         allowed_hosts: args.allowed_hosts,
+        presence_ttl: Duration::try_from_secs_f64(args.presence_ttl.max(0.1))?,
         ..DemoConfig::default()
     };
     keayl_demo::serve_until(tcp, config, shutdown_signal()).await?;

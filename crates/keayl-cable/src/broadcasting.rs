@@ -129,6 +129,9 @@ impl Broadcaster {
         stream: &str,
         payload: bytes::Bytes,
     ) -> BoxFuture<'static, Result<(), PubSubError>> {
+        if let Some(refused) = refuse_reserved(stream) {
+            return refused;
+        }
         self.pubsub.broadcast(stream, payload)
     }
 
@@ -222,10 +225,23 @@ pub(crate) fn encode_and_publish(
                     .map_err(|e| PubSubError::Failed(e.to_string()))
             })
     };
+    if let Some(refused) = refuse_reserved(stream) {
+        return refused;
+    }
     match encoded {
         Ok(payload) => pubsub.broadcast(stream, payload),
         Err(e) => Box::pin(std::future::ready(Err(e))),
     }
+}
+
+/// Keayl's own streams (presence events, whispers) take no broadcasts from
+/// apps: a stream name from user input cannot forge presence events.
+fn refuse_reserved(stream: &str) -> Option<BoxFuture<'static, Result<(), PubSubError>>> {
+    crate::naming::is_reserved(stream).then(|| {
+        Box::pin(std::future::ready(Err(PubSubError::Failed(format!(
+            "{stream:?} is a reserved stream name"
+        ))))) as BoxFuture<'static, Result<(), PubSubError>>
+    })
 }
 
 /// A model that broadcasts Turbo Stream updates about itself or other

@@ -147,6 +147,12 @@ pub fn internal_stream(connection_identifier: &str) -> String {
 /// whispers start with. Such streams never keep history.
 pub const TRANSIENT_PREFIX: &str = "$keayl:";
 
+/// Whether `stream` is one of Keayl's own ([`TRANSIENT_PREFIX`]): channels
+/// cannot stream, stop or publish to such names.
+pub fn is_reserved(stream: &str) -> bool {
+    stream.starts_with(TRANSIENT_PREFIX)
+}
+
 /// The stream that carries the presence events (`join`, `leave`) of
 /// `stream`'s presence set: `$keayl:presence:<stream>`.
 pub fn presence_events_stream(stream: &str) -> String {

@@ -98,9 +98,7 @@ impl PubSubChannel {
         match text("stream_name") {
             // Keayl's own streams (presence events, whispers) are not
             // public, whatever else is.
-            Some(name) if name.starts_with(crate::naming::TRANSIENT_PREFIX) => {
-                Err("reserved stream name".into())
-            }
+            Some(name) if crate::naming::is_reserved(name) => Err("reserved stream name".into()),
             Some(name) if self.public && !name.is_empty() => Ok(name.to_owned()),
             Some(_) if !self.public => Err("public streams are not enabled".into()),
             _ => Err("no stream_name or signed_stream_name".into()),

@@ -73,10 +73,11 @@ pub struct CableConfig {
     /// Longest presence info (JSON) accepted from a client, in bytes.
     /// Default: 1 KiB.
     pub max_presence_info_bytes: usize,
-    /// Whispers one connection may send per second; beyond it they are
-    /// dropped (logged, rate-limited), so one page cannot flood a room.
-    /// Default: 20.
-    pub max_whispers_per_second: u32,
+    /// Presence and whisper commands (`join`, `leave`, `presence`,
+    /// `whisper`) one connection may send per second; beyond it they are
+    /// dropped (logged, rate-limited), so one page cannot flood a room or
+    /// the broker. Default: 20.
+    pub max_presence_commands_per_second: u32,
 }
 
 impl Default for CableConfig {
@@ -95,7 +96,7 @@ impl Default for CableConfig {
             presence_ttl: std::time::Duration::from_secs(15),
             max_presence_members: 1_000,
             max_presence_info_bytes: 1024,
-            max_whispers_per_second: 20,
+            max_presence_commands_per_second: 20,
         }
     }
 }

@@ -49,10 +49,51 @@ impl Channel for PlainChannel {
     }
 }
 
+/// Joins `room` as `ghost`, then rejects the subscription.
+#[derive(Default)]
+struct GhostChannel;
+
+impl Channel for GhostChannel {
+    const NAME: &'static str = "GhostChannel";
+    type Action = NoActions;
+
+    async fn subscribed(&mut self, ctx: &mut ChannelContext<'_>) -> Result<(), ChannelError> {
+        ctx.stream_from("room").with_presence();
+        ctx.join_presence("ghost", &Value::Null).await?;
+        ctx.reject();
+        Ok(())
+    }
+}
+
+/// Joins `room` as `quitter`; its `receive` stops streaming `room`.
+#[derive(Default)]
+struct QuitterChannel;
+
+impl Channel for QuitterChannel {
+    const NAME: &'static str = "QuitterChannel";
+    type Action = NoActions;
+
+    async fn subscribed(&mut self, ctx: &mut ChannelContext<'_>) -> Result<(), ChannelError> {
+        ctx.stream_from("room").with_presence();
+        ctx.join_presence("quitter", &Value::Null).await
+    }
+
+    async fn receive(
+        &mut self,
+        ctx: &mut ChannelContext<'_>,
+        _data: &keayl_cable::Data,
+    ) -> Result<(), ChannelError> {
+        ctx.stop_stream_from("room");
+        Ok(())
+    }
+}
+
 fn cable(ttl: Duration) -> Cable {
     Cable::builder(InMemory::new())
         .channel::<RoomChannel>()
         .channel::<PlainChannel>()
+        .channel::<GhostChannel>()
+        .channel::<QuitterChannel>()
         .config(CableConfig {
             presence_ttl: ttl,
             max_presence_members: 3,
@@ -205,18 +246,20 @@ async fn server_side_joins_bounds_and_errors() {
         .collect();
     assert_eq!(ids, ["ann", "bob", "cy"]);
     assert_eq!(events(&sw).len(), 3);
-    // Full (3 members): a fourth id gets an error frame; the socket stays.
+    // Full (3 members): a fourth id is refused (an error for the caller to
+    // log, no frame: the client would take it for the answer to a pending
+    // `presence`); the socket stays. Too large an info too.
     let (mut d, sd) = subscribed(&cable, ROOM).await;
     assert!(
         d.handle_frame(join("dee", Value::Null).as_bytes())
             .await
             .is_err()
     );
-    assert_eq!(events(&sd), [json!({"type": "error"})]);
-    // Too large an info, and a subscription without a presence stream.
     let big = json!("x".repeat(2_000));
     assert!(d.handle_frame(join("bob", big).as_bytes()).await.is_err());
-    assert_eq!(events(&sd), [json!({"type": "error"})]);
+    assert_eq!(events(&sd), Vec::<Value>::new());
+    assert_eq!(cable.presence("room").await.unwrap().total, 3);
+    // A subscription without a presence stream.
     let (mut p, sp) = subscribed(&cable, PLAIN).await;
     let on_plain = json!({"command": "presence", "identifier": PLAIN}).to_string();
     assert!(p.handle_frame(on_plain.as_bytes()).await.is_err());
@@ -264,7 +307,7 @@ async fn a_whisper_flood_is_cut_at_the_rate_limit() {
     let cable = cable(Duration::from_secs(15));
     let (mut a, _) = subscribed(&cable, ROOM).await;
     let (_b, sb) = subscribed(&cable, ROOM).await;
-    let limit = CableConfig::default().max_whispers_per_second as usize;
+    let limit = CableConfig::default().max_presence_commands_per_second as usize;
     let mut refused = 0;
     for i in 0..limit + 5 {
         let whisper = json!({"command": "whisper", "identifier": ROOM, "data": {"n": i}});
@@ -278,7 +321,7 @@ async fn a_whisper_flood_is_cut_at_the_rate_limit() {
     assert_eq!(refused, 5);
     assert_eq!(frames(&sb).len(), limit);
     // The next second has room again.
-    tokio::time::sleep(Duration::from_millis(1001)).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     let whisper = json!({"command": "whisper", "identifier": ROOM, "data": {"n": "again"}});
     a.handle_frame(whisper.to_string().as_bytes())
         .await
@@ -328,10 +371,7 @@ async fn a_server_side_join_cannot_be_overridden_by_the_client() {
             .is_err()
     );
     assert!(bob.handle_frame(leave().as_bytes()).await.is_err());
-    assert_eq!(
-        events(&sb),
-        [json!({"type": "error"}), json!({"type": "error"})]
-    );
+    assert_eq!(events(&sb), Vec::<Value>::new());
     assert_eq!(
         events(&sw),
         Vec::<Value>::new(),
@@ -376,4 +416,37 @@ async fn rails_protocol_subscriptions_are_members_without_presence_frames() {
         2,
         "ann is a member"
     );
+}
+
+#[tokio::test]
+async fn a_rejected_or_stopped_presence_stream_leaves_nothing_behind() {
+    let cable = cable(Duration::from_secs(15));
+    let (_w, sw) = subscribed(&cable, ROOM).await;
+    let (mut g, sg) = open(&cable, Identifiers::new()).await;
+    let ghost = r#"{"channel":"GhostChannel"}"#;
+    g.handle_frame(subscribe(ghost).as_bytes()).await.unwrap();
+    assert_eq!(frames(&sg)[0]["type"], "reject_subscription");
+    assert_eq!(cable.presence("room").await.unwrap().total, 0);
+    assert_eq!(cable.presence_sessions(), 0, "not kept alive");
+    assert_eq!(
+        events(&sw),
+        Vec::<Value>::new(),
+        "a join never announced, no leave either"
+    );
+
+    let quitter = r#"{"channel":"QuitterChannel"}"#;
+    let (mut q, _) = subscribed(&cable, quitter).await;
+    assert_eq!(
+        events(&sw),
+        [json!({"type": "join", "id": "quitter", "info": null})]
+    );
+    assert_eq!(cable.presence_sessions(), 1);
+    let receive = json!({"command": "message", "identifier": quitter, "data": "{}"});
+    q.handle_frame(receive.to_string().as_bytes())
+        .await
+        .unwrap();
+    settle().await;
+    assert_eq!(events(&sw), [json!({"type": "leave", "id": "quitter"})]);
+    assert_eq!(cable.presence_sessions(), 0);
+    assert_eq!(cable.presence("room").await.unwrap().total, 0);
 }

@@ -887,6 +887,13 @@ async fn presence_events_and_whispers_are_reported_apart_from_transmissions() {
     );
 }
 
+/// A stubbed connection speaking the extended protocol (presence events
+/// are frames of AnyCable's `actioncable-v1-ext-json` only).
 async fn stubbed_plain(cable: &TestCable) -> TestConnection {
-    cable.stub_connection(Identifiers::new()).await
+    let request =
+        keayl_cable::connection::Request::from(http::Request::get("/cable").body(()).unwrap())
+            .with_protocol(keayl_cable::protocol::Protocol::V1ExtJson);
+    cable
+        .stub_connection_with_request(Identifiers::new(), request)
+        .await
 }

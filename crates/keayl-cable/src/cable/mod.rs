@@ -254,7 +254,7 @@ impl Cable {
         stream: &str,
         json: bytes::Bytes,
     ) -> BoxFuture<'static, Result<(), PubSubError>> {
-        self.registry.pubsub().broadcast(stream, json)
+        self.broadcaster().broadcast_raw(stream, json)
     }
 
     /// Rails' remote connections: find connections by identifier, in every

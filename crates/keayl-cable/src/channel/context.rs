@@ -50,9 +50,15 @@ pub(crate) struct SubState {
     /// Restored from a session: no confirmation or rejection frame, and
     /// live messages held until the client's history request.
     pub(crate) restored: bool,
-    /// The presence stream (extended protocol) and who joined it.
-    pub(crate) presence: Option<Box<PresenceSlot>>,
-    /// The stream whispers go to.
+    /// Presence and whispers (extended protocol), boxed: most
+    /// subscriptions have neither.
+    pub(crate) extras: Option<Box<Extras>>,
+}
+
+/// A subscription's presence stream and whisper stream.
+#[derive(Debug, Default)]
+pub(crate) struct Extras {
+    pub(crate) presence: Option<PresenceSlot>,
     pub(crate) whisper: Option<Box<str>>,
 }
 
@@ -60,11 +66,33 @@ pub(crate) struct SubState {
 #[derive(Debug)]
 pub(crate) struct PresenceSlot {
     pub(crate) stream: String,
-    /// (session key, presence id) once joined.
-    pub(crate) joined: Option<(String, String)>,
+    /// Its session, once joined.
+    pub(crate) joined: Option<crate::connection::Joined>,
     /// Joined by the channel ([`ChannelContext::join_presence`]): the
     /// client may not join under another id or leave.
     pub(crate) by_server: bool,
+    /// Presence events of a join made before the confirmation (from
+    /// `subscribed`), announced once the subscription is confirmed (its
+    /// presence events stream is live then, so the joiner gets its own).
+    pub(crate) held: Vec<Bytes>,
+}
+
+impl SubState {
+    pub(crate) fn presence(&self) -> Option<&PresenceSlot> {
+        self.extras.as_ref()?.presence.as_ref()
+    }
+
+    pub(crate) fn presence_mut(&mut self) -> Option<&mut PresenceSlot> {
+        self.extras.as_mut()?.presence.as_mut()
+    }
+
+    pub(crate) fn whisper(&self) -> Option<&str> {
+        self.extras.as_ref()?.whisper.as_deref()
+    }
+
+    fn extras_mut(&mut self) -> &mut Extras {
+        self.extras.get_or_insert_default()
+    }
 }
 
 /// A stream subscription of one subscription that is not known to be live yet.
@@ -105,8 +133,7 @@ impl SubState {
             rejected: false,
             confirmed: false,
             restored: false,
-            presence: None,
-            whisper: None,
+            extras: None,
         }
     }
 }
@@ -343,24 +370,36 @@ impl StreamFrom<'_, '_> {
     /// Needs a backend that keeps presence (in memory, Redis, PostgreSQL).
     pub fn with_presence(self) -> Self {
         let ctx = &mut *self.ctx;
-        if ctx
-            .state
-            .presence
-            .as_ref()
-            .is_some_and(|p| p.stream == self.stream)
-        {
+        if naming::is_reserved(&self.stream) {
             return self;
         }
-        ctx.state.presence = Some(Box::new(PresenceSlot {
-            stream: self.stream.clone(),
-            joined: None,
-            by_server: false,
-        }));
+        let events = naming::presence_events_stream(&self.stream);
+        let extended = ctx.conn.request.protocol().is_extended();
+        let same = ctx
+            .state
+            .presence()
+            .is_some_and(|p| p.stream == self.stream);
+        if same && (!extended || ctx.state.streams.contains_key(&events)) {
+            return self;
+        }
+        if !same {
+            // Another presence stream before: its session leaves.
+            let old = ctx.state.extras_mut().presence.take();
+            if let Some(old) = old {
+                ctx.drop_presence(old);
+            }
+            ctx.state.extras_mut().presence = Some(PresenceSlot {
+                stream: self.stream.clone(),
+                joined: None,
+                by_server: false,
+                held: Vec::new(),
+            });
+        }
+        crate::connection::start_presence(&ctx.conn.registry);
         // `actioncable-v1-json` has no presence frames (Rails' client would
         // hand them to `received`): its subscriptions can be members (a
         // server-side join) but get no events.
-        if !ctx.conn.request.protocol().is_extended() {
-            crate::connection::start_presence(&ctx.conn.registry);
+        if !extended {
             return self;
         }
         let gate = ctx.state.gate.clone();
@@ -376,17 +415,25 @@ impl StreamFrom<'_, '_> {
                 );
             }
         });
-        ctx.subscribe_internal(naming::presence_events_stream(&self.stream), callback);
-        crate::connection::start_presence(&ctx.conn.registry);
+        ctx.subscribe_internal(events, callback);
         self
     }
 
     /// Make this the subscription's whisper stream: the client's
     /// `whisper` commands go to every other subscription whisper-streaming
     /// it (in every process), never to the sender and never into history.
+    /// A subscription has one whisper stream: the last one set wins.
     pub fn with_whispers(self) -> Self {
         let ctx = &mut *self.ctx;
-        ctx.state.whisper = Some(self.stream.as_str().into());
+        if naming::is_reserved(&self.stream) {
+            return self;
+        }
+        if let Some(old) = ctx.state.whisper().map(str::to_owned)
+            && old != self.stream
+        {
+            ctx.unsubscribe_internal(&naming::whisper_stream(&old));
+        }
+        ctx.state.extras_mut().whisper = Some(self.stream.as_str().into());
         let gate = ctx.state.gate.clone();
         let encoded = ctx.state.encoded.clone();
         let sink = ctx.conn.sink.clone();
@@ -481,7 +528,11 @@ impl<'a> ChannelContext<'a> {
         coder: Arc<dyn Coder>,
     ) -> StreamFrom<'_, 'a> {
         let stream = stream.into();
-        if !self.state.streams.contains_key(&stream) {
+        if naming::is_reserved(&stream) {
+            if self.conn.registry.log_allowed() {
+                tracing::warn!(%stream, "refusing to stream a reserved stream name");
+            }
+        } else if !self.state.streams.contains_key(&stream) {
             let callback = self.delivery_callback(coder);
             self.subscribe_internal(stream.clone(), callback);
         }
@@ -613,11 +664,39 @@ impl<'a> ChannelContext<'a> {
         naming::broadcasting_for(self.state.channel_name, &[target])
     }
 
-    /// Stop streaming `stream`; a no-op if not streaming it.
+    /// Stop streaming `stream`; a no-op if not streaming it. When it is
+    /// the presence stream, the subscription's presence session leaves at
+    /// once; when it is the whisper stream, whispers stop too.
     pub fn stop_stream_from(&mut self, stream: &str) {
+        if naming::is_reserved(stream) {
+            return;
+        }
+        self.unsubscribe_internal(stream);
+        if self.state.presence().is_some_and(|p| p.stream == stream) {
+            self.unsubscribe_internal(&naming::presence_events_stream(stream));
+            if let Some(slot) = self.state.extras_mut().presence.take() {
+                self.drop_presence(slot);
+            }
+        }
+        if self.state.whisper() == Some(stream) {
+            self.unsubscribe_internal(&naming::whisper_stream(stream));
+            self.state.extras_mut().whisper = None;
+        }
+    }
+
+    fn unsubscribe_internal(&mut self, stream: &str) {
         if let Some((id, _)) = self.state.streams.remove(stream) {
             self.state.pending.retain(|p| p.id != id);
             self.conn.registry.pubsub().unsubscribe(id);
+        }
+    }
+
+    /// A presence session ended outside the connection's own teardown (a
+    /// channel stopping or replacing its presence stream): it leaves now,
+    /// announced from a task of its own.
+    fn drop_presence(&mut self, slot: PresenceSlot) {
+        if let Some(joined) = slot.joined {
+            crate::connection::leave_detached(&self.conn.registry, slot.stream, joined);
         }
     }
 
@@ -627,10 +706,22 @@ impl<'a> ChannelContext<'a> {
         self.stop_stream_from(&name);
     }
 
-    /// Stop every stream of this subscription.
+    /// Stop every stream of this subscription (its presence session, if
+    /// any, leaves at once).
     pub fn stop_all_streams(&mut self) {
+        if let Some(slot) = self.state.extras.as_mut().and_then(|e| e.presence.take()) {
+            self.drop_presence(slot);
+        }
+        self.drop_streams();
+    }
+
+    /// Unsubscribe every stream, presence events and whispers included;
+    /// the presence session is left for the connection's teardown to end.
+    pub(crate) fn drop_streams(&mut self) {
         self.state.pending.clear();
-        self.state.whisper = None;
+        if let Some(extras) = self.state.extras.as_mut() {
+            extras.whisper = None;
+        }
         for (_, (id, _)) in self.state.streams.drain() {
             self.conn.registry.pubsub().unsubscribe(id);
         }
@@ -642,7 +733,7 @@ impl<'a> ChannelContext<'a> {
             .streams
             .keys()
             .map(String::as_str)
-            .filter(|s| !s.starts_with(naming::TRANSIENT_PREFIX))
+            .filter(|s| !naming::is_reserved(s))
     }
 
     /// Send `data` straight to this client, under this subscription's

@@ -63,7 +63,7 @@ use std::future::Future;
 use std::time::Duration;
 
 pub use context::{ChannelContext, StreamFrom};
-pub(crate) use context::{Gate, PresenceSlot, SubState, Timer};
+pub(crate) use context::{Gate, SubState, Timer};
 pub use data::Data;
 pub(crate) use dynamic::{Call, ChannelFactory, DynChannel};
 

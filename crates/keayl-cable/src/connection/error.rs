@@ -75,10 +75,16 @@ pub enum CommandError {
     /// got `{"type":"presence",…,"message":{"type":"error"}}`.
     #[error("presence: {0}")]
     Presence(String),
-    /// A whisper over [`CableConfig::max_whispers_per_second`](crate::CableConfig::max_whispers_per_second):
+    /// A presence or whisper command over
+    /// [`CableConfig::max_presence_commands_per_second`](crate::CableConfig::max_presence_commands_per_second):
     /// dropped.
-    #[error("whispers over {0} per second; dropped")]
-    TooManyWhispers(u32),
+    #[error("{command} over {per_second} presence and whisper commands per second; dropped")]
+    RateLimited {
+        /// The command dropped.
+        command: &'static str,
+        /// The limit.
+        per_second: u32,
+    },
 }
 
 impl CommandError {
@@ -97,7 +103,7 @@ impl CommandError {
             CommandError::NotOpen => "not_open",
             CommandError::OverBudget { .. } => "over_budget",
             CommandError::Presence(_) => "presence",
-            CommandError::TooManyWhispers(_) => "too_many_whispers",
+            CommandError::RateLimited { .. } => "rate_limited",
         }
     }
 }

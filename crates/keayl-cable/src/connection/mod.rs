@@ -71,7 +71,8 @@ pub(crate) use handler::DynHandler;
 pub use handler::{AcceptAll, ConnectError, ConnectionHandler};
 pub use identifiers::{IdentifierValue, Identifiers};
 pub(crate) use presence::{
-    PresenceTracker, join as join_presence, split_whisper, start_presence, whisper_tag,
+    Joined, PresenceTracker, join as join_presence, leave_detached, split_whisper, start_presence,
+    whisper_tag,
 };
 pub use request::Request;
 pub use session::RESTORE_SID_HEADER;
@@ -134,9 +135,10 @@ pub struct Connection {
     /// When the client must have sent its next `pong` (extended protocol
     /// with [`CableConfig::pong_timeout`](crate::CableConfig::pong_timeout)).
     pong_due: Option<Instant>,
-    /// Whispers sent in the current one-second window, and when it began
-    /// (see [`CableConfig::max_whispers_per_second`](crate::CableConfig::max_whispers_per_second)).
-    whispers: (u32, Option<Instant>),
+    /// Presence and whisper commands in the current one-second window,
+    /// and that window (see
+    /// [`CableConfig::max_presence_commands_per_second`](crate::CableConfig::max_presence_commands_per_second)).
+    presence_budget: (u32, u32),
 }
 
 impl std::fmt::Debug for Connection {
@@ -187,7 +189,7 @@ impl Connection {
             sessions: true,
             restore_hold_until: None,
             pong_due: None,
-            whispers: (0, None),
+            presence_budget: (0, 0),
         }
     }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::{CommandError, ConnShared, Connection};
-use crate::channel::{PresenceSlot, SubState};
+use crate::channel::SubState;
 use crate::naming;
 use crate::protocol::{self, PresenceRequest};
 use crate::pubsub::{PresenceError, PresenceLimits};
@@ -69,6 +69,9 @@ pub(crate) fn start_presence(registry: &Arc<Registry>) {
     runtime.spawn(presence_task(weak, ttl));
 }
 
+/// Streams whose sessions are touched at once.
+const TOUCHES_AT_ONCE: usize = 16;
+
 async fn presence_task(registry: Weak<Registry>, ttl: Duration) {
     let reap_every = (ttl / 5).clamp(Duration::from_millis(100), Duration::from_secs(1));
     let touch_every = (ttl / 3).max(reap_every);
@@ -89,13 +92,22 @@ async fn presence_task(registry: Weak<Registry>, ttl: Duration) {
                 .iter()
                 .map(|(s, set)| (s.clone(), set.iter().cloned().collect()))
                 .collect();
-            for (stream, sessions) in live {
-                if let Err(e) = pubsub.presence_touch(&stream, sessions, ttl).await
-                    && registry.log_allowed()
-                {
-                    tracing::warn!(error = %e, %stream, "could not keep presence sessions alive");
-                }
-            }
+            // Several streams at a time: one slow round trip must not make
+            // the others expire.
+            use futures_util::StreamExt;
+            futures_util::stream::iter(live)
+                .for_each_concurrent(TOUCHES_AT_ONCE, |(stream, sessions)| {
+                    let pubsub = pubsub.clone();
+                    let registry = registry.clone();
+                    async move {
+                        if let Err(e) = pubsub.presence_touch(&stream, sessions, ttl).await
+                            && registry.log_allowed()
+                        {
+                            tracing::warn!(error = %e, %stream, "could not keep presence sessions alive");
+                        }
+                    }
+                })
+                .await;
         }
         match pubsub.presence_reap().await {
             Ok(left) => {
@@ -186,16 +198,103 @@ fn send_error(shared: &ConnShared, state: &SubState) {
     ));
 }
 
+/// A subscription's joined presence session. While it exists the process
+/// keeps the session alive (touches it); dropped, however the subscription
+/// ends (a connection task aborted before its teardown too), it is no
+/// longer touched and expires after the presence TTL.
+pub(crate) struct Joined {
+    registry: Arc<Registry>,
+    stream: String,
+    session: String,
+    id: String,
+}
+
+impl std::fmt::Debug for Joined {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Joined")
+            .field("stream", &self.stream)
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Joined {
+    fn new(registry: &Arc<Registry>, stream: &str, session: String, id: String) -> Self {
+        registry.presence.add(stream, &session);
+        Joined {
+            registry: registry.clone(),
+            stream: stream.to_owned(),
+            session,
+            id,
+        }
+    }
+}
+
+impl Drop for Joined {
+    fn drop(&mut self) {
+        self.registry.presence.remove(&self.stream, &self.session);
+    }
+}
+
+/// Leave `joined` now, from a task of its own (for code that cannot wait).
+pub(crate) fn leave_detached(registry: &Arc<Registry>, stream: String, joined: Joined) {
+    let pubsub = registry.pubsub().clone();
+    let session = joined.session.clone();
+    drop(joined);
+    let leave = async move {
+        match pubsub.presence_leave(&stream, &session).await {
+            Ok(Some(id)) => announce(&*pubsub, &stream, protocol::presence_leave_event(&id)).await,
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "could not leave a presence set"),
+        }
+    };
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(leave);
+    }
+}
+
 /// How a subscription's presence session ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Leave {
-    /// At once (`leave`, `unsubscribe`).
+    /// At once (`leave`, `unsubscribe`, a rejection).
     Now,
     /// After the presence TTL (the connection closed: it may come back).
     AfterTtl,
 }
 
+/// One second windows of extended-protocol commands, counted from a
+/// process-wide start (8 bytes per connection).
+fn window_now() -> u32 {
+    static START: OnceLock<tokio::time::Instant> = OnceLock::new();
+    let start = *START.get_or_init(tokio::time::Instant::now);
+    u32::try_from(start.elapsed().as_secs()).unwrap_or(u32::MAX)
+}
+
 impl Connection {
+    /// Count a presence or whisper command against
+    /// [`CableConfig::max_presence_commands_per_second`](crate::CableConfig::max_presence_commands_per_second).
+    fn spend(&mut self, command: &'static str) -> Result<(), CommandError> {
+        let limit = self
+            .shared
+            .registry
+            .config()
+            .max_presence_commands_per_second;
+        let now = window_now();
+        let (count, window) = &mut self.presence_budget;
+        if *window != now {
+            *window = now;
+            *count = 0;
+        }
+        if *count >= limit {
+            return Err(CommandError::RateLimited {
+                command,
+                per_second: limit,
+            });
+        }
+        *count += 1;
+        Ok(())
+    }
+
     /// `join`: the subscription's presence session joins its presence
     /// stream; a new id is announced to every subscriber of it.
     pub(crate) async fn join_presence(
@@ -206,6 +305,7 @@ impl Connection {
         let Some(index) = self.position(identifier) else {
             return Err(CommandError::UnknownSubscription(identifier.to_owned()));
         };
+        self.spend("join")?;
         let shared = &self.shared;
         let state = &mut self.subscriptions[index].1.state;
         join(shared, state, request, true).await
@@ -216,17 +316,16 @@ impl Connection {
         let Some(index) = self.position(identifier) else {
             return Err(CommandError::UnknownSubscription(identifier.to_owned()));
         };
+        self.spend("leave")?;
         let shared = &self.shared;
         let state = &mut self.subscriptions[index].1.state;
-        match state.presence.as_deref() {
+        match state.presence() {
             None => {
-                send_error(shared, state);
                 return Err(CommandError::Presence(
                     "the subscription has no presence stream".into(),
                 ));
             }
             Some(slot) if slot.by_server => {
-                send_error(shared, state);
                 return Err(CommandError::Presence(
                     "the channel joined this subscription's presence itself".into(),
                 ));
@@ -237,7 +336,8 @@ impl Connection {
         Ok(())
     }
 
-    /// `presence`: the subscription's presence set, to this client.
+    /// `presence`: the subscription's presence set, to this client (or
+    /// `{"type":"error"}` when it cannot be read).
     pub(crate) async fn presence_info(
         &mut self,
         identifier: &str,
@@ -246,9 +346,13 @@ impl Connection {
         let Some(index) = self.position(identifier) else {
             return Err(CommandError::UnknownSubscription(identifier.to_owned()));
         };
+        if let Err(e) = self.spend("presence") {
+            send_error(&self.shared, &self.subscriptions[index].1.state);
+            return Err(e);
+        }
         let shared = &self.shared;
         let state = &self.subscriptions[index].1.state;
-        let Some(slot) = &state.presence else {
+        let Some(slot) = state.presence() else {
             send_error(shared, state);
             return Err(CommandError::Presence(
                 "the subscription has no presence stream".into(),
@@ -258,11 +362,6 @@ impl Connection {
         // not `Sync`).
         let read = shared.registry.pubsub().presence_info(&slot.stream);
         let encoded = state.encoded.clone();
-        let send_error = |shared: &ConnShared| {
-            shared
-                .sink
-                .send(protocol::presence_frame(&encoded, protocol::PRESENCE_ERROR))
-        };
         match read.await {
             Ok(set) => {
                 let records = return_records.then(|| {
@@ -280,7 +379,9 @@ impl Connection {
                 Ok(())
             }
             Err(e) => {
-                send_error(shared);
+                shared
+                    .sink
+                    .send(protocol::presence_frame(&encoded, protocol::PRESENCE_ERROR));
                 Err(CommandError::Presence(e.to_string()))
             }
         }
@@ -296,20 +397,9 @@ impl Connection {
         let Some(index) = self.position(identifier) else {
             return Err(CommandError::UnknownSubscription(identifier.to_owned()));
         };
-        let limit = self.shared.registry.config().max_whispers_per_second;
-        let now = tokio::time::Instant::now();
-        match self.whispers {
-            (n, Some(start)) if now.duration_since(start) < Duration::from_secs(1) => {
-                if n >= limit {
-                    return Err(CommandError::TooManyWhispers(limit));
-                }
-                self.whispers.0 = n + 1;
-            }
-            _ if limit == 0 => return Err(CommandError::TooManyWhispers(limit)),
-            _ => self.whispers = (1, Some(now)),
-        }
+        self.spend("whisper")?;
         let shared = &self.shared;
-        let Some(stream) = &self.subscriptions[index].1.state.whisper else {
+        let Some(stream) = self.subscriptions[index].1.state.whisper() else {
             tracing::debug!(identifier, "whisper without a whisper stream; ignored");
             return Ok(());
         };
@@ -323,91 +413,109 @@ impl Connection {
     }
 }
 
-/// Join `state`'s presence stream with `request`; `report`: tell the
-/// client when it fails (a join it asked for).
+/// Join `state`'s presence stream with `request`: `client`, a join the
+/// client asked for (refused when the channel joined itself, and bounded
+/// by [`CableConfig::max_presence_info_bytes`](crate::CableConfig::max_presence_info_bytes));
+/// otherwise the channel's own. Failures are the caller's to log: no frame
+/// (the `@anycable/core` client would take an error frame for the answer
+/// to a pending `presence` request).
 pub(crate) async fn join(
     shared: &ConnShared,
     state: &mut SubState,
     request: PresenceRequest,
-    report: bool,
+    client: bool,
 ) -> Result<(), CommandError> {
-    let send_error = |shared: &ConnShared, state: &SubState| {
-        if report {
-            send_error(shared, state)
-        }
-    };
-    let Some(slot) = state.presence.as_deref_mut() else {
-        send_error(shared, state);
+    let confirmed = state.confirmed;
+    let Some(slot) = state.presence_mut() else {
         return Err(CommandError::Presence(
             "the subscription has no presence stream".into(),
         ));
     };
-    if report && slot.by_server {
-        send_error(shared, state);
+    if client && slot.by_server {
         return Err(CommandError::Presence(
             "the channel joined this subscription's presence itself".into(),
         ));
     }
     let max = shared.registry.config().max_presence_info_bytes;
-    if report && request.info.len() > max {
-        send_error(shared, state);
+    if client && request.info.len() > max {
         return Err(CommandError::Presence(format!(
             "info of {} bytes is over the limit of {max}",
             request.info.len()
         )));
     }
-    let PresenceSlot {
-        stream,
-        joined,
-        by_server,
-    } = slot;
-    let session = joined.as_ref().map_or_else(new_session, |(s, _)| s.clone());
+    let session = slot
+        .joined
+        .as_ref()
+        .map_or_else(new_session, |j| j.session.clone());
     let pubsub = shared.registry.pubsub().clone();
     let info = Bytes::from(request.info.clone());
-    match pubsub
-        .presence_join(stream, &session, &request.id, info, limits(shared))
+    let outcome = pubsub
+        .presence_join(&slot.stream, &session, &request.id, info, limits(shared))
         .await
-    {
-        Ok(outcome) => {
-            shared.registry.presence.add(stream, &session);
-            *joined = Some((session, request.id.clone()));
-            *by_server |= !report;
-            if let Some(left) = &outcome.left {
-                announce(&*pubsub, stream, protocol::presence_leave_event(left)).await;
-            }
-            if outcome.joined {
-                announce(
-                    &*pubsub,
-                    stream,
-                    protocol::presence_join_event(&request.id, &request.info),
-                )
-                .await;
-            }
-            Ok(())
+        .map_err(|e| CommandError::Presence(e.to_string()))?;
+    match slot.joined.as_mut() {
+        // The same session, perhaps under another id now.
+        Some(joined) => joined.id = request.id.clone(),
+        None => {
+            slot.joined = Some(Joined::new(
+                &shared.registry,
+                &slot.stream,
+                session,
+                request.id.clone(),
+            ))
         }
-        Err(e) => {
-            send_error(shared, state);
-            Err(CommandError::Presence(e.to_string()))
+    }
+    slot.by_server |= !client;
+    let mut events = Vec::new();
+    if let Some(left) = &outcome.left {
+        events.push(protocol::presence_leave_event(left));
+    }
+    if outcome.joined {
+        events.push(protocol::presence_join_event(&request.id, &request.info));
+    }
+    if confirmed {
+        for event in events {
+            announce(&*pubsub, &slot.stream, event).await;
         }
+    } else {
+        slot.held.extend(events);
+    }
+    Ok(())
+}
+
+/// Announce the presence events of a join made before the confirmation.
+pub(crate) async fn announce_held(shared: &ConnShared, state: &mut SubState) {
+    let Some(slot) = state.presence_mut() else {
+        return;
+    };
+    let held = std::mem::take(&mut slot.held);
+    for event in held {
+        announce(&**shared.registry.pubsub(), &slot.stream, event).await;
     }
 }
 
-/// End `state`'s presence session, if it joined.
+/// End `state`'s presence session, if it joined. A session whose join was
+/// never announced (the subscription was not confirmed) leaves at once and
+/// silently.
 pub(super) async fn end_presence(shared: &ConnShared, state: &mut SubState, how: Leave) {
-    let Some(slot) = state.presence.as_deref_mut() else {
+    let Some(slot) = state.presence_mut() else {
         return;
     };
-    let Some((session, _)) = slot.joined.take() else {
+    let Some(joined) = slot.joined.take() else {
         return;
     };
-    shared.registry.presence.remove(&slot.stream, &session);
+    let announced = slot.held.is_empty();
+    slot.held.clear();
+    let session = joined.session.clone();
+    drop(joined);
     let pubsub = shared.registry.pubsub().clone();
+    let how = if announced { how } else { Leave::Now };
     match how {
         Leave::Now => match pubsub.presence_leave(&slot.stream, &session).await {
-            Ok(Some(id)) => {
+            Ok(Some(id)) if announced => {
                 announce(&*pubsub, &slot.stream, protocol::presence_leave_event(&id)).await
             }
-            Ok(None) => {}
+            Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "could not leave a presence set"),
         },
         // The reaper announces the leave once the TTL passed (unless the

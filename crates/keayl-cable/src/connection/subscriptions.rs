@@ -209,6 +209,9 @@ impl Connection {
             if let Some(replay) = replay {
                 Self::replay_history(&self.shared, replay).await;
             }
+            if let Some((_, sub)) = self.subscriptions.last_mut() {
+                super::presence::announce_held(&self.shared, &mut sub.state).await;
+            }
             return Ok(SubscribeOutcome::Confirmed);
         }
         // Waiting for the broker: the subscription exists (its actions can
@@ -311,9 +314,11 @@ impl Connection {
         let _ = AssertUnwindSafe(channel.unsubscribed(&mut ctx))
             .catch_unwind()
             .await;
-        ctx.stop_all_streams();
+        ctx.drop_streams();
         state.pending.clear();
         state.timers.clear();
+        // A join made in `subscribed` ends with the subscription.
+        super::presence::end_presence(shared, state, super::presence::Leave::Now).await;
         if !state.restored {
             shared.sink.send(state.encoded.reject_subscription());
         }
@@ -388,6 +393,7 @@ impl Connection {
             if let Some(replay) = replay {
                 Self::replay_history(&self.shared, replay).await;
             }
+            super::presence::announce_held(&self.shared, state).await;
             if let Some(request) = join_on_confirm.take()
                 && let Err(e) = super::presence::join(&self.shared, state, request, true).await
             {
@@ -428,7 +434,7 @@ impl Connection {
         {
             tracing::error!(message = %panic_message(&*panic), "unsubscribed panicked");
         }
-        ctx.stop_all_streams();
+        ctx.drop_streams();
         state.gate.close();
         super::presence::end_presence(shared, state, leave).await;
     }

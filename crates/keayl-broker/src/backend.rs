@@ -163,7 +163,7 @@ impl<C: BrokerClient> PubSub for BrokerPubSub<C> {
         stream: &str,
         sessions: Vec<String>,
         ttl: std::time::Duration,
-    ) -> BoxFuture<'static, Result<(), PresenceError>> {
+    ) -> BoxFuture<'static, Result<Vec<String>, PresenceError>> {
         self.external.presence_touch(stream, sessions, ttl)
     }
 

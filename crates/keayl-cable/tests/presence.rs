@@ -450,3 +450,129 @@ async fn a_rejected_or_stopped_presence_stream_leaves_nothing_behind() {
     assert_eq!(cable.presence_sessions(), 0);
     assert_eq!(cable.presence("room").await.unwrap().total, 0);
 }
+
+/// In-memory presence that loses every session once, at the next touch (a
+/// broker restart, say).
+struct Forgetful {
+    inner: InMemory,
+    lose: std::sync::atomic::AtomicBool,
+}
+
+impl keayl_cable::PubSub for Forgetful {
+    fn subscribe(
+        &self,
+        stream: &str,
+        callback: keayl_cable::pubsub::Callback,
+    ) -> keayl_cable::pubsub::Subscribed {
+        self.inner.subscribe(stream, callback)
+    }
+    fn unsubscribe(&self, id: keayl_cable::pubsub::SubscriptionId) {
+        self.inner.unsubscribe(id)
+    }
+    fn broadcast(
+        &self,
+        stream: &str,
+        message: bytes::Bytes,
+    ) -> keayl_cable::pubsub::BoxFuture<'static, Result<(), keayl_cable::pubsub::PubSubError>> {
+        self.inner.broadcast(stream, message)
+    }
+    fn subscriber_count(
+        &self,
+        stream: &str,
+    ) -> keayl_cable::pubsub::BoxFuture<'static, Result<usize, keayl_cable::pubsub::PubSubError>>
+    {
+        self.inner.subscriber_count(stream)
+    }
+    fn presence_join(
+        &self,
+        stream: &str,
+        session: &str,
+        id: &str,
+        info: bytes::Bytes,
+        limits: keayl_cable::pubsub::PresenceLimits,
+    ) -> keayl_cable::pubsub::BoxFuture<
+        'static,
+        Result<keayl_cable::pubsub::PresenceJoined, keayl_cable::pubsub::PresenceError>,
+    > {
+        self.inner.presence_join(stream, session, id, info, limits)
+    }
+    fn presence_leave(
+        &self,
+        stream: &str,
+        session: &str,
+    ) -> keayl_cable::pubsub::BoxFuture<
+        'static,
+        Result<Option<String>, keayl_cable::pubsub::PresenceError>,
+    > {
+        self.inner.presence_leave(stream, session)
+    }
+    fn presence_touch(
+        &self,
+        stream: &str,
+        sessions: Vec<String>,
+        ttl: Duration,
+    ) -> keayl_cable::pubsub::BoxFuture<
+        'static,
+        Result<Vec<String>, keayl_cable::pubsub::PresenceError>,
+    > {
+        if self.lose.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            for s in &sessions {
+                drop(self.inner.presence_leave(stream, s));
+            }
+        }
+        self.inner.presence_touch(stream, sessions, ttl)
+    }
+    fn presence_info(
+        &self,
+        stream: &str,
+    ) -> keayl_cable::pubsub::BoxFuture<
+        'static,
+        Result<keayl_cable::pubsub::PresenceSet, keayl_cable::pubsub::PresenceError>,
+    > {
+        self.inner.presence_info(stream)
+    }
+    fn presence_reap(
+        &self,
+    ) -> keayl_cable::pubsub::BoxFuture<
+        'static,
+        Result<Vec<keayl_cable::pubsub::PresenceLeft>, keayl_cable::pubsub::PresenceError>,
+    > {
+        self.inner.presence_reap()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_live_session_the_backend_lost_is_joined_again() {
+    let backend = std::sync::Arc::new(Forgetful {
+        inner: InMemory::new(),
+        lose: std::sync::atomic::AtomicBool::new(false),
+    });
+    let cable = Cable::builder_shared(backend.clone())
+        .channel::<RoomChannel>()
+        .config(CableConfig {
+            presence_ttl: Duration::from_secs(3),
+            ..CableConfig::default()
+        })
+        .build();
+    let (_w, sw) = subscribed(&cable, ROOM).await;
+    let (mut bob, _) = open(
+        &cable,
+        Identifiers::new().with("current_user", "bob".to_owned()),
+    )
+    .await;
+    bob.handle_frame(subscribe(ROOM).as_bytes()).await.unwrap();
+    assert_eq!(events(&sw).len(), 1);
+    backend
+        .lose
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    // The next touch finds bob's session gone (an in-memory leave: no
+    // event) and joins it again.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    settle().await;
+    assert_eq!(
+        events(&sw),
+        [json!({"type": "join", "id": "bob", "info": {"name": "bob"}})],
+        "announced again"
+    );
+    assert_eq!(cable.presence("room").await.unwrap().total, 1);
+}

@@ -305,7 +305,7 @@ impl PubSubClient for PostgresClient {
         stream: &str,
         sessions: Vec<String>,
         ttl: std::time::Duration,
-    ) -> BoxFuture<'static, Result<(), PresenceError>> {
+    ) -> BoxFuture<'static, Result<Vec<String>, PresenceError>> {
         Box::pin(presence::touch(
             self.shared.clone(),
             stream.to_owned(),

@@ -23,7 +23,7 @@
 //!   every process agrees on expiry.
 //!
 //! Each operation is one statement, hence one transaction: a PL/pgSQL
-//! function (`keayl_cable_presence_{join,leave,touch,reap}_v1`, versioned
+//! function (`keayl_cable_presence_{join,leave,reap}_v1` and `keayl_cable_presence_touch_v2`, versioned
 //! by name like the spill functions: a body never changes) that first
 //! takes a transaction-level advisory lock of the stream
 //! (`pg_advisory_xact_lock(PRESENCE_LOCK_CLASS, hashtext(scope || stream))`),
@@ -185,20 +185,25 @@ BEGIN
         END
         $fn$;
     END IF;
-    IF to_regprocedure('keayl_cable_presence_touch_v1(text,text,text[],double precision,integer)') IS NULL THEN
-        CREATE FUNCTION keayl_cable_presence_touch_v1(
+    IF to_regprocedure('keayl_cable_presence_touch_v2(text,text,text[],double precision,integer)') IS NULL THEN
+        CREATE FUNCTION keayl_cable_presence_touch_v2(
             p_scope text, p_stream text, p_sessions text[], p_ttl_secs double precision, p_lock_ms integer
-        ) RETURNS bigint LANGUAGE plpgsql VOLATILE AS $fn$
+        ) RETURNS text[] LANGUAGE plpgsql VOLATILE AS $fn$
         DECLARE
-            v_touched bigint;
+            v_missing text[];
         BEGIN
 "#,
     lock_stream!(),
-    r#"            UPDATE keayl_cable_presence p
-                SET expires_at = clock_timestamp() + make_interval(secs => p_ttl_secs)
-                WHERE p.scope = p_scope AND p.stream = p_stream AND p.session = ANY (p_sessions);
-            GET DIAGNOSTICS v_touched = ROW_COUNT;
-            RETURN v_touched;
+    r#"            WITH touched AS (
+                UPDATE keayl_cable_presence p
+                    SET expires_at = clock_timestamp() + make_interval(secs => p_ttl_secs)
+                    WHERE p.scope = p_scope AND p.stream = p_stream AND p.session = ANY (p_sessions)
+                    RETURNING p.session
+            )
+            SELECT coalesce(array_agg(s), '{}') INTO v_missing
+                FROM unnest(p_sessions) AS s
+                WHERE s NOT IN (SELECT session FROM touched);
+            RETURN v_missing;
         END
         $fn$;
     END IF;
@@ -272,7 +277,7 @@ pub(crate) struct PresenceStatements {
     /// id that left, or NULL.
     leave: Statement,
     /// `$1` scope, `$2` stream, `$3` sessions, `$4` ttl (s), `$5` lock
-    /// timeout (ms): sessions touched.
+    /// timeout (ms): the sessions it did not know.
     touch: Statement,
     /// `$1` scope, `$2` stream: the members (id, info) in join order.
     info: Statement,
@@ -301,7 +306,7 @@ pub(crate) async fn prepare(
         ),
         prep("SELECT keayl_cable_presence_leave_v1($1::text, $2::text, $3::text, $4::int4)"),
         prep(
-            "SELECT keayl_cable_presence_touch_v1($1::text, $2::text, $3::text[], $4::float8, $5::int4)",
+            "SELECT keayl_cable_presence_touch_v2($1::text, $2::text, $3::text[], $4::float8, $5::int4)",
         ),
         // Every session of an id carries its info and join order.
         prep(
@@ -478,21 +483,26 @@ pub(crate) async fn leave(
     Ok(row.try_get::<_, Option<String>>(0).ok().flatten())
 }
 
-/// Keep `sessions` of `stream` for another `ttl` (unknown ones ignored).
+/// Keep `sessions` of `stream` for another `ttl`; returns those unknown.
 pub(crate) async fn touch(
     shared: Arc<Shared>,
     stream: String,
-    mut sessions: Vec<String>,
+    sessions: Vec<String>,
     ttl: Duration,
-) -> Result<(), PresenceError> {
-    sessions.retain(|s| is_text(s));
-    if sessions.is_empty() || !is_text(&stream) {
-        return Ok(());
+) -> Result<Vec<String>, PresenceError> {
+    // A name PostgreSQL cannot store (NUL) was never joined.
+    let (mut sessions, mut missing): (Vec<String>, Vec<String>) =
+        sessions.into_iter().partition(|s| is_text(s));
+    if !is_text(&stream) {
+        missing.append(&mut sessions);
+    }
+    if sessions.is_empty() {
+        return Ok(missing);
     }
     let c = call(&shared)?;
     let st = c.statements()?;
     let ttl = ttl_secs(ttl);
-    within(
+    let row = within(
         c.timeout,
         "touching presence sessions",
         c.conn
@@ -500,7 +510,11 @@ pub(crate) async fn touch(
             .query_one(&st.touch, &[&c.scope, &stream, &sessions, &ttl, &c.lock_ms]),
     )
     .await?;
-    Ok(())
+    let unknown: Vec<String> = row
+        .try_get(0)
+        .map_err(|e| PresenceError::Unavailable(format!("presence touch: {e}")))?;
+    missing.extend(unknown);
+    Ok(missing)
 }
 
 /// The presence set of `stream`, members in join order.

@@ -345,7 +345,7 @@ async fn odd_input_is_refused_or_ignored_without_panicking() {
     assert_eq!(a.presence_leave("ro\0om", "s").await, Ok(None));
     assert_eq!(
         a.presence_touch("room", vec!["s\0".into()], LONG.ttl).await,
-        Ok(())
+        Ok(vec!["s\0".to_owned()])
     );
     assert_eq!(a.presence_info("ro\0om").await.expect("info").total, 0);
     // Info that is not UTF-8, a zero bound, a zero and a huge TTL.

@@ -650,20 +650,22 @@ impl PubSubClient for RedisClient {
         stream: &str,
         sessions: Vec<String>,
         ttl: Duration,
-    ) -> BoxFuture<'static, Result<(), PresenceError>> {
+    ) -> BoxFuture<'static, Result<Vec<String>, PresenceError>> {
         let shared = self.shared.clone();
         let keys = presence::Keys::of(&shared.config, stream);
         Box::pin(async move {
             // Each batch is one script (atomic); long lists take several.
+            let mut missing = Vec::new();
             for batch in sessions.chunks(presence::TOUCH_BATCH) {
-                shared
+                let reply = shared
                     .on_publisher("presence touch", async |conn| {
                         presence::touch(conn, &keys, batch, ttl).await
                     })
                     .await
                     .map_err(PresenceError::Unavailable)?;
+                missing.extend(presence::decode_missing(reply)?);
             }
-            Ok(())
+            Ok(missing)
         })
     }
 

@@ -234,16 +234,24 @@ pub(crate) static TOUCH: LuaScript = LuaScript::new(concat!(
     prelude!(),
     r#"
 local k, due = given_keys(), KEYS[7]
+local missing = {}
 if redis.call('EXISTS', k.exp) == 0 then
-  return 0
+  for i = 3, #ARGV do
+    missing[#missing + 1] = ARGV[i]
+  end
+  return missing
 end
 local now = now_ms()
 local at = ms(now + tonumber(ARGV[2]))
 for i = 3, #ARGV do
-  redis.call('ZADD', k.exp, 'XX', at, ARGV[i])
+  if redis.call('ZSCORE', k.exp, ARGV[i]) and redis.call('HEXISTS', k.sess, ARGV[i]) == 1 then
+    redis.call('ZADD', k.exp, 'XX', at, ARGV[i])
+  else
+    missing[#missing + 1] = ARGV[i]
+  end
 end
 refresh(k, due, ARGV[1], now)
-return 0
+return missing
 "#
 ));
 
@@ -380,6 +388,21 @@ pub(crate) async fn reap(
         &[base.as_bytes(), streams.as_bytes(), sessions.as_bytes()],
     )
     .await
+}
+
+/// The sessions a [`TOUCH`] did not find.
+pub(crate) fn decode_missing(reply: Value) -> Result<Vec<String>, PresenceError> {
+    let Value::Array(items) = reply else {
+        return Err(malformed("touch: not an array"));
+    };
+    items
+        .into_iter()
+        .map(|v| match v {
+            Value::BulkString(b) => String::from_utf8(b).map_err(|_| malformed("touch: not UTF-8")),
+            Value::SimpleString(s) => Ok(s),
+            _ => Err(malformed("touch: not a string")),
+        })
+        .collect()
 }
 
 fn malformed(what: &str) -> PresenceError {

@@ -3,7 +3,7 @@
 //! on unsubscribe and disconnect, and the process's task that keeps its
 //! live sessions from expiring and reports the ones that did.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
@@ -17,23 +17,27 @@ use crate::protocol::{self, PresenceRequest};
 use crate::pubsub::{PresenceError, PresenceLimits};
 use crate::registry::Registry;
 
+/// What a live session joined as: its id and info (to join it again when
+/// the broker lost it).
+type Member = (String, Bytes);
+
 /// The presence sessions of a process's live connections, by stream.
 #[derive(Debug, Default)]
 pub(crate) struct PresenceTracker {
-    live: Mutex<HashMap<String, HashSet<String>>>,
+    live: Mutex<HashMap<String, HashMap<String, Member>>>,
     started: AtomicBool,
 }
 
 impl PresenceTracker {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashSet<String>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashMap<String, Member>>> {
         self.live.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn add(&self, stream: &str, session: &str) {
+    fn add(&self, stream: &str, session: &str, member: Member) {
         self.lock()
             .entry(stream.to_owned())
             .or_default()
-            .insert(session.to_owned());
+            .insert(session.to_owned(), member);
     }
 
     fn remove(&self, stream: &str, session: &str) {
@@ -46,9 +50,13 @@ impl PresenceTracker {
         }
     }
 
+    fn member(&self, stream: &str, session: &str) -> Option<Member> {
+        self.lock().get(stream)?.get(session).cloned()
+    }
+
     /// Live sessions held, over every stream.
     pub(crate) fn sessions(&self) -> usize {
-        self.lock().values().map(HashSet::len).sum()
+        self.lock().values().map(HashMap::len).sum()
     }
 }
 
@@ -90,7 +98,7 @@ async fn presence_task(registry: Weak<Registry>, ttl: Duration) {
                 .presence
                 .lock()
                 .iter()
-                .map(|(s, set)| (s.clone(), set.iter().cloned().collect()))
+                .map(|(s, set)| (s.clone(), set.keys().cloned().collect()))
                 .collect();
             // Several streams at a time: one slow round trip must not make
             // the others expire.
@@ -100,10 +108,13 @@ async fn presence_task(registry: Weak<Registry>, ttl: Duration) {
                     let pubsub = pubsub.clone();
                     let registry = registry.clone();
                     async move {
-                        if let Err(e) = pubsub.presence_touch(&stream, sessions, ttl).await
-                            && registry.log_allowed()
-                        {
-                            tracing::warn!(error = %e, %stream, "could not keep presence sessions alive");
+                        match pubsub.presence_touch(&stream, sessions, ttl).await {
+                            Ok(missing) => rejoin(&registry, &stream, missing).await,
+                            Err(e) => {
+                                if registry.log_allowed() {
+                                    tracing::warn!(error = %e, %stream, "could not keep presence sessions alive");
+                                }
+                            }
                         }
                     }
                 })
@@ -119,6 +130,41 @@ async fn presence_task(registry: Weak<Registry>, ttl: Duration) {
             Err(e) => {
                 if registry.log_allowed() {
                     tracing::warn!(error = %e, "could not reap expired presence sessions");
+                }
+            }
+        }
+    }
+}
+
+/// Join again the live sessions of `stream` the backend lost (they
+/// expired while the broker was out of reach, or it restarted): their ids
+/// come back, announced as joins.
+async fn rejoin(registry: &Arc<Registry>, stream: &str, missing: Vec<String>) {
+    let pubsub = registry.pubsub();
+    let config = registry.config();
+    let limits = PresenceLimits {
+        ttl: config.presence_ttl,
+        max_members: config.max_presence_members,
+    };
+    for session in missing {
+        // Gone meanwhile (its subscription ended): nothing to restore.
+        let Some((id, info)) = registry.presence.member(stream, &session) else {
+            continue;
+        };
+        match pubsub
+            .presence_join(stream, &session, &id, info.clone(), limits)
+            .await
+        {
+            Ok(outcome) => {
+                tracing::info!(%stream, "a live presence session was lost by the backend; joined again");
+                if outcome.joined {
+                    let info = std::str::from_utf8(&info).unwrap_or("null");
+                    announce(&**pubsub, stream, protocol::presence_join_event(&id, info)).await;
+                }
+            }
+            Err(e) => {
+                if registry.log_allowed() {
+                    tracing::warn!(error = %e, %stream, "could not join a lost presence session again");
                 }
             }
         }
@@ -219,8 +265,14 @@ impl std::fmt::Debug for Joined {
 }
 
 impl Joined {
-    fn new(registry: &Arc<Registry>, stream: &str, session: String, id: String) -> Self {
-        registry.presence.add(stream, &session);
+    fn new(
+        registry: &Arc<Registry>,
+        stream: &str,
+        session: String,
+        id: String,
+        info: Bytes,
+    ) -> Self {
+        registry.presence.add(stream, &session, (id.clone(), info));
         Joined {
             registry: registry.clone(),
             stream: stream.to_owned(),
@@ -453,15 +505,23 @@ pub(crate) async fn join(
         .presence_join(&slot.stream, &session, &request.id, info, limits(shared))
         .await
         .map_err(|e| CommandError::Presence(e.to_string()))?;
+    let info = Bytes::from(request.info.clone());
     match slot.joined.as_mut() {
-        // The same session, perhaps under another id now.
-        Some(joined) => joined.id = request.id.clone(),
+        // The same session, perhaps under another id or info now.
+        Some(joined) => {
+            joined.id = request.id.clone();
+            shared
+                .registry
+                .presence
+                .add(&slot.stream, &joined.session, (request.id.clone(), info));
+        }
         None => {
             slot.joined = Some(Joined::new(
                 &shared.registry,
                 &slot.stream,
                 session,
                 request.id.clone(),
+                info,
             ))
         }
     }

@@ -1679,13 +1679,27 @@ pub async fn presence_is_shared(factory: &impl Factory, options: &Options) {
         .await
         .expect("join");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    a.presence_touch(
-        &other,
-        vec!["t2".into(), "unknown".into()],
-        Duration::from_secs(30),
-    )
-    .await
-    .expect("touch");
+    let missing = a
+        .presence_touch(
+            &other,
+            vec!["t2".into(), "unknown".into()],
+            Duration::from_secs(30),
+        )
+        .await
+        .expect("touch");
+    assert_eq!(
+        missing,
+        ["unknown"],
+        "touch reports the sessions it does not have"
+    );
+    let nowhere = unique_stream("presence");
+    assert_eq!(
+        b.presence_touch(&nowhere, vec!["x".into()], Duration::from_secs(30))
+            .await
+            .expect("touch"),
+        ["x"],
+        "on a stream without sessions too"
+    );
     tokio::time::sleep(Duration::from_millis(600)).await;
     let (ra, rb) = tokio::join!(a.presence_reap(), b.presence_reap());
     let left: Vec<_> = ra

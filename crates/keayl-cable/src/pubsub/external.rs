@@ -103,7 +103,7 @@ pub trait PubSubClient: Send + Sync + 'static {
         stream: &str,
         sessions: Vec<String>,
         ttl: std::time::Duration,
-    ) -> BoxFuture<'static, Result<(), PresenceError>> {
+    ) -> BoxFuture<'static, Result<Vec<String>, PresenceError>> {
         let _ = (stream, sessions, ttl);
         super::no_presence()
     }
@@ -274,7 +274,7 @@ impl PubSub for External {
         stream: &str,
         sessions: Vec<String>,
         ttl: std::time::Duration,
-    ) -> BoxFuture<'static, Result<(), PresenceError>> {
+    ) -> BoxFuture<'static, Result<Vec<String>, PresenceError>> {
         self.client.presence_touch(stream, sessions, ttl)
     }
 

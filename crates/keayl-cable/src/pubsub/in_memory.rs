@@ -352,10 +352,11 @@ impl PubSub for InMemory {
         stream: &str,
         sessions: Vec<String>,
         ttl: std::time::Duration,
-    ) -> BoxFuture<'static, Result<(), PresenceError>> {
-        self.presence()
+    ) -> BoxFuture<'static, Result<Vec<String>, PresenceError>> {
+        let missing = self
+            .presence()
             .touch(stream, sessions.iter().map(String::as_str), ttl);
-        Box::pin(std::future::ready(Ok(())))
+        Box::pin(std::future::ready(Ok(missing)))
     }
 
     fn presence_info(

@@ -196,13 +196,15 @@ pub trait PubSub: Send + Sync + 'static {
     }
 
     /// Keep `sessions` of `stream` for another `ttl` (a process touches
-    /// the sessions of its live connections; unknown ones are ignored).
+    /// the sessions of its live connections). Returns the sessions it did
+    /// not have (expired while the broker was out of reach, lost in a
+    /// broker restart): the caller joins them again.
     fn presence_touch(
         &self,
         stream: &str,
         sessions: Vec<String>,
         ttl: std::time::Duration,
-    ) -> BoxFuture<'static, Result<(), PresenceError>> {
+    ) -> BoxFuture<'static, Result<Vec<String>, PresenceError>> {
         let _ = (stream, sessions, ttl);
         no_presence()
     }
@@ -369,7 +371,7 @@ impl<P: PubSub + ?Sized> PubSub for Arc<P> {
         stream: &str,
         sessions: Vec<String>,
         ttl: std::time::Duration,
-    ) -> BoxFuture<'static, Result<(), PresenceError>> {
+    ) -> BoxFuture<'static, Result<Vec<String>, PresenceError>> {
         (**self).presence_touch(stream, sessions, ttl)
     }
     fn presence_info(

@@ -184,23 +184,26 @@ impl PresenceStore {
         left
     }
 
-    /// Keep `sessions` of `stream` for another `ttl` (unknown ones are
-    /// ignored).
+    /// Keep `sessions` of `stream` for another `ttl`; returns those it does
+    /// not have.
     pub fn touch<'s>(
         &mut self,
         stream: &str,
         sessions: impl IntoIterator<Item = &'s str>,
         ttl: Duration,
-    ) {
+    ) -> Vec<String> {
         let Some(set) = self.streams.get_mut(stream) else {
-            return;
+            return sessions.into_iter().map(str::to_owned).collect();
         };
         let expires = Instant::now() + ttl;
+        let mut missing = Vec::new();
         for session in sessions {
-            if let Some(s) = set.sessions.get_mut(session) {
-                s.1 = expires;
+            match set.sessions.get_mut(session) {
+                Some(s) => s.1 = expires,
+                None => missing.push(session.to_owned()),
             }
         }
+        missing
     }
 
     /// The presence set of `stream`.
@@ -336,7 +339,7 @@ mod tests {
         s.join("r", "a", "1", "null".into(), short).unwrap();
         s.join("r", "b", "1", "null".into(), short).unwrap();
         s.join("r", "c", "2", "null".into(), LIMITS).unwrap();
-        s.touch("r", ["b"], Duration::from_secs(60));
+        assert!(s.touch("r", ["b"], Duration::from_secs(60)).is_empty());
         let later = Instant::now() + Duration::from_millis(1);
         assert_eq!(s.reap(later), vec![]);
         assert_eq!(s.info("r").total, 2);
@@ -353,7 +356,7 @@ mod tests {
     fn unknown_sessions_and_streams_are_ignored() {
         let mut s = PresenceStore::default();
         assert_eq!(s.leave("r", "x"), None);
-        s.touch("r", ["x"], LIMITS.ttl);
+        assert_eq!(s.touch("r", ["x"], LIMITS.ttl), ["x"]);
         assert_eq!(s.info("r").total, 0);
     }
 }

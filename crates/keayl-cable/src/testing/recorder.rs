@@ -147,7 +147,7 @@ impl PubSub for Recorder {
         stream: &str,
         sessions: Vec<String>,
         ttl: std::time::Duration,
-    ) -> BoxFuture<'static, Result<(), PresenceError>> {
+    ) -> BoxFuture<'static, Result<Vec<String>, PresenceError>> {
         self.inner.presence_touch(stream, sessions, ttl)
     }
 

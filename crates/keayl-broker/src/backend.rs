@@ -4,9 +4,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use keayl_cable::pubsub::{
-    BoxFuture, Callback, External, HistoryEntry, HistoryError, HistoryFrom, PresenceError,
-    PresenceJoined, PresenceLeft, PresenceLimits, PresenceSet, PubSub, PubSubClient, PubSubError,
-    PubSubStats, Subscribed, SubscriptionId,
+    BoxFuture, Callback, External, PubSub, PubSubClient, PubSubError, PubSubStats, Subscribed,
+    SubscriptionId,
 };
 
 use crate::{ConfigError, Health};
@@ -113,70 +112,7 @@ impl<C: BrokerClient> PubSub for BrokerPubSub<C> {
         self.external.subscriber_count(stream)
     }
 
-    fn history(
-        &self,
-        stream: &str,
-        from: &HistoryFrom,
-    ) -> BoxFuture<'static, Result<Vec<HistoryEntry>, HistoryError>> {
-        self.external.history(stream, from)
-    }
-
-    fn save_session(
-        &self,
-        sid: &str,
-        snapshot: Bytes,
-        ttl: std::time::Duration,
-    ) -> BoxFuture<'static, Result<(), PubSubError>> {
-        self.external.save_session(sid, snapshot, ttl)
-    }
-
-    fn take_session(&self, sid: &str) -> BoxFuture<'static, Result<Option<Bytes>, PubSubError>> {
-        self.external.take_session(sid)
-    }
-
-    fn remove_session(&self, sid: &str) -> BoxFuture<'static, Result<(), PubSubError>> {
-        self.external.remove_session(sid)
-    }
-
-    fn presence_join(
-        &self,
-        stream: &str,
-        session: &str,
-        id: &str,
-        info: Bytes,
-        limits: PresenceLimits,
-    ) -> BoxFuture<'static, Result<PresenceJoined, PresenceError>> {
-        self.external
-            .presence_join(stream, session, id, info, limits)
-    }
-
-    fn presence_leave(
-        &self,
-        stream: &str,
-        session: &str,
-    ) -> BoxFuture<'static, Result<Option<String>, PresenceError>> {
-        self.external.presence_leave(stream, session)
-    }
-
-    fn presence_touch(
-        &self,
-        stream: &str,
-        sessions: Vec<String>,
-        ttl: std::time::Duration,
-    ) -> BoxFuture<'static, Result<Vec<String>, PresenceError>> {
-        self.external.presence_touch(stream, sessions, ttl)
-    }
-
-    fn presence_info(
-        &self,
-        stream: &str,
-    ) -> BoxFuture<'static, Result<PresenceSet, PresenceError>> {
-        self.external.presence_info(stream)
-    }
-
-    fn presence_reap(&self) -> BoxFuture<'static, Result<Vec<PresenceLeft>, PresenceError>> {
-        self.external.presence_reap()
-    }
+    keayl_cable::forward_pubsub_extras!(|s| s.external);
 
     /// Local counters plus the broker link from [`Health`] (for `/metrics`
     /// and `/health`).

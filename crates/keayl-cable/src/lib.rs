@@ -50,3 +50,6 @@ pub use connection::{
     SubscribeOutcome,
 };
 pub use pubsub::{External, InMemory, PubSub, PubSubClient};
+
+#[doc(hidden)]
+pub use bytes as __bytes;

@@ -225,69 +225,7 @@ impl PubSub for External {
         self.client.subscriber_count(stream)
     }
 
-    fn history(
-        &self,
-        stream: &str,
-        from: &HistoryFrom,
-    ) -> BoxFuture<'static, Result<Vec<HistoryEntry>, HistoryError>> {
-        self.client.history(stream, from)
-    }
-
-    fn save_session(
-        &self,
-        sid: &str,
-        snapshot: Bytes,
-        ttl: std::time::Duration,
-    ) -> BoxFuture<'static, Result<(), PubSubError>> {
-        self.client.save_session(sid, snapshot, ttl)
-    }
-
-    fn take_session(&self, sid: &str) -> BoxFuture<'static, Result<Option<Bytes>, PubSubError>> {
-        self.client.take_session(sid)
-    }
-
-    fn remove_session(&self, sid: &str) -> BoxFuture<'static, Result<(), PubSubError>> {
-        self.client.remove_session(sid)
-    }
-
-    fn presence_join(
-        &self,
-        stream: &str,
-        session: &str,
-        id: &str,
-        info: Bytes,
-        limits: PresenceLimits,
-    ) -> BoxFuture<'static, Result<PresenceJoined, PresenceError>> {
-        self.client.presence_join(stream, session, id, info, limits)
-    }
-
-    fn presence_leave(
-        &self,
-        stream: &str,
-        session: &str,
-    ) -> BoxFuture<'static, Result<Option<String>, PresenceError>> {
-        self.client.presence_leave(stream, session)
-    }
-
-    fn presence_touch(
-        &self,
-        stream: &str,
-        sessions: Vec<String>,
-        ttl: std::time::Duration,
-    ) -> BoxFuture<'static, Result<Vec<String>, PresenceError>> {
-        self.client.presence_touch(stream, sessions, ttl)
-    }
-
-    fn presence_info(
-        &self,
-        stream: &str,
-    ) -> BoxFuture<'static, Result<PresenceSet, PresenceError>> {
-        self.client.presence_info(stream)
-    }
-
-    fn presence_reap(&self) -> BoxFuture<'static, Result<Vec<PresenceLeft>, PresenceError>> {
-        self.client.presence_reap()
-    }
+    crate::forward_pubsub_extras!(|s| s.client);
 
     fn stats(&self) -> super::PubSubStats {
         let health = self.client.health();

@@ -311,6 +311,164 @@ impl Default for ClientHealth {
     }
 }
 
+/// Implements the optional [`PubSub`] methods (history, sessions,
+/// presence) by calling the same methods on another backend or client:
+/// for wrappers and adapters, so that none of them is forgotten (a
+/// forgotten one silently falls back to "not supported"). `|s| expr`
+/// names `self` as `s` in the expression of the delegate.
+///
+/// ```
+/// use std::sync::Arc;
+/// use keayl_cable::pubsub::{BoxFuture, Callback, PubSub, PubSubError, Subscribed, SubscriptionId};
+///
+/// /// Counts broadcasts, forwards everything.
+/// struct Counting { inner: Arc<dyn PubSub>, n: std::sync::atomic::AtomicU64 }
+///
+/// impl PubSub for Counting {
+///     fn subscribe(&self, stream: &str, callback: Callback) -> Subscribed {
+///         self.inner.subscribe(stream, callback)
+///     }
+///     fn unsubscribe(&self, id: SubscriptionId) {
+///         self.inner.unsubscribe(id)
+///     }
+///     fn broadcast(&self, stream: &str, message: bytes::Bytes) -> BoxFuture<'static, Result<(), PubSubError>> {
+///         self.n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+///         self.inner.broadcast(stream, message)
+///     }
+///     fn subscriber_count(&self, stream: &str) -> BoxFuture<'static, Result<usize, PubSubError>> {
+///         self.inner.subscriber_count(stream)
+///     }
+///     keayl_cable::forward_pubsub_extras!(|s| s.inner);
+/// }
+/// ```
+#[macro_export]
+macro_rules! forward_pubsub_extras {
+    (|$s:ident| $to:expr) => {
+        fn history(
+            &self,
+            stream: &str,
+            from: &$crate::pubsub::HistoryFrom,
+        ) -> $crate::pubsub::BoxFuture<
+            'static,
+            ::core::result::Result<
+                ::std::vec::Vec<$crate::pubsub::HistoryEntry>,
+                $crate::pubsub::HistoryError,
+            >,
+        > {
+            let $s = self;
+            $to.history(stream, from)
+        }
+
+        fn save_session(
+            &self,
+            sid: &str,
+            snapshot: $crate::__bytes::Bytes,
+            ttl: ::std::time::Duration,
+        ) -> $crate::pubsub::BoxFuture<
+            'static,
+            ::core::result::Result<(), $crate::pubsub::PubSubError>,
+        > {
+            let $s = self;
+            $to.save_session(sid, snapshot, ttl)
+        }
+
+        fn take_session(
+            &self,
+            sid: &str,
+        ) -> $crate::pubsub::BoxFuture<
+            'static,
+            ::core::result::Result<
+                ::core::option::Option<$crate::__bytes::Bytes>,
+                $crate::pubsub::PubSubError,
+            >,
+        > {
+            let $s = self;
+            $to.take_session(sid)
+        }
+
+        fn remove_session(
+            &self,
+            sid: &str,
+        ) -> $crate::pubsub::BoxFuture<
+            'static,
+            ::core::result::Result<(), $crate::pubsub::PubSubError>,
+        > {
+            let $s = self;
+            $to.remove_session(sid)
+        }
+
+        fn presence_join(
+            &self,
+            stream: &str,
+            session: &str,
+            id: &str,
+            info: $crate::__bytes::Bytes,
+            limits: $crate::pubsub::PresenceLimits,
+        ) -> $crate::pubsub::BoxFuture<
+            'static,
+            ::core::result::Result<$crate::pubsub::PresenceJoined, $crate::pubsub::PresenceError>,
+        > {
+            let $s = self;
+            $to.presence_join(stream, session, id, info, limits)
+        }
+
+        fn presence_leave(
+            &self,
+            stream: &str,
+            session: &str,
+        ) -> $crate::pubsub::BoxFuture<
+            'static,
+            ::core::result::Result<
+                ::core::option::Option<::std::string::String>,
+                $crate::pubsub::PresenceError,
+            >,
+        > {
+            let $s = self;
+            $to.presence_leave(stream, session)
+        }
+
+        fn presence_touch(
+            &self,
+            stream: &str,
+            sessions: ::std::vec::Vec<::std::string::String>,
+            ttl: ::std::time::Duration,
+        ) -> $crate::pubsub::BoxFuture<
+            'static,
+            ::core::result::Result<
+                ::std::vec::Vec<::std::string::String>,
+                $crate::pubsub::PresenceError,
+            >,
+        > {
+            let $s = self;
+            $to.presence_touch(stream, sessions, ttl)
+        }
+
+        fn presence_info(
+            &self,
+            stream: &str,
+        ) -> $crate::pubsub::BoxFuture<
+            'static,
+            ::core::result::Result<$crate::pubsub::PresenceSet, $crate::pubsub::PresenceError>,
+        > {
+            let $s = self;
+            $to.presence_info(stream)
+        }
+
+        fn presence_reap(
+            &self,
+        ) -> $crate::pubsub::BoxFuture<
+            'static,
+            ::core::result::Result<
+                ::std::vec::Vec<$crate::pubsub::PresenceLeft>,
+                $crate::pubsub::PresenceError,
+            >,
+        > {
+            let $s = self;
+            $to.presence_reap()
+        }
+    };
+}
+
 impl<P: PubSub + ?Sized> PubSub for Arc<P> {
     fn subscribe(&self, stream: &str, callback: Callback) -> Subscribed {
         (**self).subscribe(stream, callback)
@@ -328,61 +486,7 @@ impl<P: PubSub + ?Sized> PubSub for Arc<P> {
     fn subscriber_count(&self, stream: &str) -> BoxFuture<'static, Result<usize, PubSubError>> {
         (**self).subscriber_count(stream)
     }
-    fn history(
-        &self,
-        stream: &str,
-        from: &HistoryFrom,
-    ) -> BoxFuture<'static, Result<Vec<HistoryEntry>, HistoryError>> {
-        (**self).history(stream, from)
-    }
-    fn save_session(
-        &self,
-        sid: &str,
-        snapshot: Bytes,
-        ttl: std::time::Duration,
-    ) -> BoxFuture<'static, Result<(), PubSubError>> {
-        (**self).save_session(sid, snapshot, ttl)
-    }
-    fn take_session(&self, sid: &str) -> BoxFuture<'static, Result<Option<Bytes>, PubSubError>> {
-        (**self).take_session(sid)
-    }
-    fn remove_session(&self, sid: &str) -> BoxFuture<'static, Result<(), PubSubError>> {
-        (**self).remove_session(sid)
-    }
-    fn presence_join(
-        &self,
-        stream: &str,
-        session: &str,
-        id: &str,
-        info: Bytes,
-        limits: PresenceLimits,
-    ) -> BoxFuture<'static, Result<PresenceJoined, PresenceError>> {
-        (**self).presence_join(stream, session, id, info, limits)
-    }
-    fn presence_leave(
-        &self,
-        stream: &str,
-        session: &str,
-    ) -> BoxFuture<'static, Result<Option<String>, PresenceError>> {
-        (**self).presence_leave(stream, session)
-    }
-    fn presence_touch(
-        &self,
-        stream: &str,
-        sessions: Vec<String>,
-        ttl: std::time::Duration,
-    ) -> BoxFuture<'static, Result<Vec<String>, PresenceError>> {
-        (**self).presence_touch(stream, sessions, ttl)
-    }
-    fn presence_info(
-        &self,
-        stream: &str,
-    ) -> BoxFuture<'static, Result<PresenceSet, PresenceError>> {
-        (**self).presence_info(stream)
-    }
-    fn presence_reap(&self) -> BoxFuture<'static, Result<Vec<PresenceLeft>, PresenceError>> {
-        (**self).presence_reap()
-    }
+    crate::forward_pubsub_extras!(|s| (**s));
     fn stats(&self) -> PubSubStats {
         (**self).stats()
     }

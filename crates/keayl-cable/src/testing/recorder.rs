@@ -5,9 +5,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 
 use crate::pubsub::{
-    BoxFuture, Callback, HistoryEntry, HistoryError, HistoryFrom, PresenceError, PresenceJoined,
-    PresenceLeft, PresenceLimits, PresenceSet, PubSub, PubSubError, PubSubStats, Subscribed,
-    SubscriptionId,
+    BoxFuture, Callback, PubSub, PubSubError, PubSubStats, Subscribed, SubscriptionId,
 };
 
 /// Forwards everything to a real backend and keeps a copy of every
@@ -98,69 +96,7 @@ impl PubSub for Recorder {
         self.inner.subscriber_count(stream)
     }
 
-    fn history(
-        &self,
-        stream: &str,
-        from: &HistoryFrom,
-    ) -> BoxFuture<'static, Result<Vec<HistoryEntry>, HistoryError>> {
-        self.inner.history(stream, from)
-    }
-
-    fn save_session(
-        &self,
-        sid: &str,
-        snapshot: Bytes,
-        ttl: std::time::Duration,
-    ) -> BoxFuture<'static, Result<(), PubSubError>> {
-        self.inner.save_session(sid, snapshot, ttl)
-    }
-
-    fn take_session(&self, sid: &str) -> BoxFuture<'static, Result<Option<Bytes>, PubSubError>> {
-        self.inner.take_session(sid)
-    }
-
-    fn remove_session(&self, sid: &str) -> BoxFuture<'static, Result<(), PubSubError>> {
-        self.inner.remove_session(sid)
-    }
-
-    fn presence_join(
-        &self,
-        stream: &str,
-        session: &str,
-        id: &str,
-        info: Bytes,
-        limits: PresenceLimits,
-    ) -> BoxFuture<'static, Result<PresenceJoined, PresenceError>> {
-        self.inner.presence_join(stream, session, id, info, limits)
-    }
-
-    fn presence_leave(
-        &self,
-        stream: &str,
-        session: &str,
-    ) -> BoxFuture<'static, Result<Option<String>, PresenceError>> {
-        self.inner.presence_leave(stream, session)
-    }
-
-    fn presence_touch(
-        &self,
-        stream: &str,
-        sessions: Vec<String>,
-        ttl: std::time::Duration,
-    ) -> BoxFuture<'static, Result<Vec<String>, PresenceError>> {
-        self.inner.presence_touch(stream, sessions, ttl)
-    }
-
-    fn presence_info(
-        &self,
-        stream: &str,
-    ) -> BoxFuture<'static, Result<PresenceSet, PresenceError>> {
-        self.inner.presence_info(stream)
-    }
-
-    fn presence_reap(&self) -> BoxFuture<'static, Result<Vec<PresenceLeft>, PresenceError>> {
-        self.inner.presence_reap()
-    }
+    crate::forward_pubsub_extras!(|s| s.inner);
 
     fn stats(&self) -> PubSubStats {
         self.inner.stats()

@@ -548,45 +548,28 @@ pub(crate) async fn setup(client: Arc<Client>, timeout: Duration) -> Result<Arc<
         client.prepare("SELECT pg_notify($1, $2)"),
     )
     .await?;
-    let (tables, setup_error) = match prepare_tables(&client, timeout).await {
-        Ok(t) => (Some(t), None),
-        Err(OpError::Fatal(e)) => return Err(OpError::Fatal(e)),
-        Err(OpError::Refused(e)) => {
-            let _ = client.batch_execute("ROLLBACK").await;
-            tracing::error!(
-                backend = "postgres",
-                error = %e,
-                "cannot create {SPILL_TABLE}/{LISTENERS_TABLE}: payloads of {NOTIFY_LIMIT} bytes or more will fail and subscriber_count is unavailable"
-            );
-            (None, Some(e))
-        }
-    };
-    let (history, history_error) = match prepare_history(&client, timeout).await {
-        Ok(h) => (Some(h), None),
-        Err(OpError::Fatal(e)) => return Err(OpError::Fatal(e)),
-        Err(OpError::Refused(e)) => {
-            let _ = client.batch_execute("ROLLBACK").await;
-            tracing::error!(
-                backend = "postgres",
-                error = %e,
-                "cannot create {STREAMS_TABLE}/{MESSAGES_TABLE}/{SESSIONS_TABLE}: broadcasts carry no positions, history and sessions are unavailable"
-            );
-            (None, Some(e))
-        }
-    };
-    let (presence, presence_error) = match crate::presence::prepare(&client, timeout).await {
-        Ok(p) => (Some(p), None),
-        Err(OpError::Fatal(e)) => return Err(OpError::Fatal(e)),
-        Err(OpError::Refused(e)) => {
-            let _ = client.batch_execute("ROLLBACK").await;
-            tracing::error!(
-                backend = "postgres",
-                error = %e,
-                "cannot create {PRESENCE_TABLE}: presence is unavailable"
-            );
-            (None, Some(e))
-        }
-    };
+    let (tables, setup_error) = optional(
+        &client,
+        prepare_tables(&client, timeout).await,
+        || format!(
+            "cannot create {SPILL_TABLE}/{LISTENERS_TABLE}: payloads of {NOTIFY_LIMIT} bytes or more will fail and subscriber_count is unavailable"
+        ),
+    )
+    .await?;
+    let (history, history_error) = optional(
+        &client,
+        prepare_history(&client, timeout).await,
+        || format!(
+            "cannot create {STREAMS_TABLE}/{MESSAGES_TABLE}/{SESSIONS_TABLE}: broadcasts carry no positions, history and sessions are unavailable"
+        ),
+    )
+    .await?;
+    let (presence, presence_error) = optional(
+        &client,
+        crate::presence::prepare(&client, timeout).await,
+        || format!("cannot create {PRESENCE_TABLE}: presence is unavailable"),
+    )
+    .await?;
     Ok(Arc::new(Conn {
         client,
         notify,
@@ -598,6 +581,26 @@ pub(crate) async fn setup(client: Arc<Client>, timeout: Duration) -> Result<Arc<
         presence,
         presence_error,
     }))
+}
+
+/// A part of the schema a connection can do without: refused (no
+/// privilege, say), its transaction is rolled back and `what_is_lost()`
+/// logged, and the part is off (`None`, with the error); a fatal error
+/// fails the setup.
+async fn optional<T>(
+    client: &Client,
+    prepared: Result<T, OpError>,
+    what_is_lost: impl FnOnce() -> String,
+) -> Result<(Option<T>, Option<String>), OpError> {
+    match prepared {
+        Ok(t) => Ok((Some(t), None)),
+        Err(OpError::Fatal(e)) => Err(OpError::Fatal(e)),
+        Err(OpError::Refused(e)) => {
+            let _ = client.batch_execute("ROLLBACK").await;
+            tracing::error!(backend = "postgres", error = %e, "{}", what_is_lost());
+            Ok((None, Some(e)))
+        }
+    }
 }
 
 /// The positioned publish statements (for tests of their text).

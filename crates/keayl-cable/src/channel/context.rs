@@ -12,7 +12,9 @@ use crate::coder::{Coder, JsonCoder};
 use crate::connection::{ConnShared, Identifiers, Request, Sink};
 use crate::naming::{self, Streamable};
 use crate::protocol::EncodedIdentifier;
-use crate::pubsub::{BoxFuture, Callback, Delivery, Position, PubSubError, SubscriptionId};
+use crate::pubsub::{
+    BoxFuture, Callback, Delivery, FrameKind, Position, PubSubError, SubscriptionId,
+};
 
 /// What a channel callback can do: read its subscription and connection,
 /// stream, transmit, broadcast, reject, schedule timers.
@@ -406,13 +408,12 @@ impl StreamFrom<'_, '_> {
         let encoded = ctx.state.encoded.clone();
         let sink = ctx.conn.sink.clone();
         let callback: Callback = Arc::new(move |d: &Delivery| {
-            if let Ok(event) = std::str::from_utf8(d.message()) {
-                gate.deliver(
-                    &sink,
-                    crate::protocol::presence_frame(&encoded, event),
-                    None,
-                    false,
-                );
+            let frame = d.cached(&encoded, FrameKind::Presence, || {
+                let event = std::str::from_utf8(d.message()).ok()?;
+                Some(crate::protocol::presence_frame(&encoded, event))
+            });
+            if let Some(frame) = frame {
+                gate.deliver(&sink, frame, None, false);
             }
         });
         ctx.subscribe_internal(events, callback);
@@ -442,8 +443,11 @@ impl StreamFrom<'_, '_> {
             let Some((sender, data)) = crate::connection::split_whisper(d.message()) else {
                 return;
             };
-            if sender != own.as_bytes() {
-                gate.deliver(&sink, encoded.frame(data), None, false);
+            if sender != own.as_bytes()
+                && let Some(frame) =
+                    d.cached(&encoded, FrameKind::Whisper, || Some(encoded.frame(data)))
+            {
+                gate.deliver(&sink, frame, None, false);
             }
         });
         ctx.subscribe_internal(naming::whisper_stream(&self.stream), callback);

@@ -492,6 +492,20 @@ impl<P: PubSub + ?Sized> PubSub for Arc<P> {
     }
 }
 
+/// The kinds of client frame made from one delivery (see
+/// [`Delivery::cached`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FrameKind {
+    /// `{"identifier":…,"message":…}`.
+    Data,
+    /// The same with the extended protocol's position fields.
+    Positioned,
+    /// `{"type":"presence","identifier":…,"message":<event>}`.
+    Presence,
+    /// A whisper's data as a data frame.
+    Whisper,
+}
+
 /// One message being delivered to a stream's subscribers.
 ///
 /// The same `Delivery` is handed to every callback of the stream, so work
@@ -507,9 +521,8 @@ pub struct Delivery {
     is_json: std::sync::OnceLock<bool>,
     // Almost every broadcast meets one or two distinct identifiers, so a
     // short vector beats a map. The mutex is uncontended: a delivery is
-    // dispatched by one task. The flag: whether the frame carries the
-    // position.
-    frames: std::sync::Mutex<Vec<(Arc<str>, bool, Bytes)>>,
+    // dispatched by one task. The kind: which frame of the message.
+    frames: std::sync::Mutex<Vec<(Arc<str>, FrameKind, Bytes)>>,
     memo: std::sync::Mutex<Vec<(&'static str, Bytes)>>,
 }
 
@@ -609,17 +622,36 @@ impl Delivery {
         if !self.is_json() {
             return None;
         }
+        let kind = if positioned {
+            FrameKind::Positioned
+        } else {
+            FrameKind::Data
+        };
+        self.cached(identifier, kind, || {
+            // The message is valid JSON, hence valid UTF-8.
+            let text = std::str::from_utf8(&self.message).ok()?;
+            Some(self.encode(identifier, text, positioned))
+        })
+    }
+
+    /// The frame of `kind` for `identifier`, made by `make` once per
+    /// (broadcast, kind, identifier) and shared by every recipient (`None`
+    /// from `make`: no frame, asked again by the next recipient).
+    pub(crate) fn cached(
+        &self,
+        identifier: &EncodedIdentifier,
+        kind: FrameKind,
+        make: impl FnOnce() -> Option<Bytes>,
+    ) -> Option<Bytes> {
         let mut frames = self.frames.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((_, _, f)) = frames
             .iter()
-            .find(|(id, p, _)| *p == positioned && **id == *identifier.as_json())
+            .find(|(id, k, _)| *k == kind && **id == *identifier.as_json())
         {
             return Some(f.clone());
         }
-        // The message is valid JSON, hence valid UTF-8.
-        let text = std::str::from_utf8(&self.message).ok()?;
-        let frame = self.encode(identifier, text, positioned);
-        frames.push((Arc::from(identifier.as_json()), positioned, frame.clone()));
+        let frame = make()?;
+        frames.push((Arc::from(identifier.as_json()), kind, frame.clone()));
         Some(frame)
     }
 
